@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
+from portal.errors import AuthenticationFailed
+
+
+class TokenUser(AnonymousUser):
+    """Stands in for a token whose creator account was deleted: authenticated, no user row."""
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[object, Principal] | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        try:
+            principal = resolve_bearer(header)
+        except AuthenticationFailed as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from exc
+        if principal is None:
+            return None
+        return (principal.user or TokenUser(), principal)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class OrgSessionAuthentication(authentication.SessionAuthentication):
+    """The browser's session (with CSRF), acting in the org the user has switched to."""
+
+    def authenticate(self, request: Request) -> tuple[object, Principal] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user = result[0]
+        principal = resolve_session(user, request._request.session.get(SESSION_ORG_KEY))
+        if principal is None:
+            return None
+        return (user, principal)

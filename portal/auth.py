@@ -1,0 +1,72 @@
+"""One resolver for who is calling: the DRF auth classes and the Channels middleware use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from portal.errors import AuthenticationFailed
+from portal.models import ApiToken, Membership, Organization, TokenScope
+from portal.tokens import find_active_token
+
+SESSION_ORG_KEY = "current_org_id"
+ALL_SCOPES = frozenset(TokenScope.values)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request: always one org, a user and/or a token, and what it may do."""
+
+    org: Organization
+    user: AbstractBaseUser | None
+    token: ApiToken | None
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def allows_model(self, slug: str) -> bool:
+        return self.token is None or self.token.allows_model(slug)
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    """The token in an `Authorization: Bearer ...` header; None if the header is another kind."""
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
+def resolve_bearer(header: str | None) -> Principal | None:
+    """None when no bearer token was sent; AuthenticationFailed when one was sent but is bad."""
+    plaintext = bearer_from_header(header)
+    if plaintext is None:
+        return None
+    token = find_active_token(plaintext)
+    if token is None:
+        raise AuthenticationFailed("Invalid, expired or revoked API token.")
+    return Principal(
+        org=token.org, user=token.created_by, token=token, scopes=frozenset(token.scopes)
+    )
+
+
+def current_membership(user: AbstractBaseUser, session_org_id: int | None) -> Membership | None:
+    """The membership of the org the user switched to, else their personal (or first) one."""
+    if not user.is_authenticated:
+        return None
+    memberships = Membership.objects.select_related("org").filter(user=user)
+    if session_org_id is not None:
+        chosen = memberships.filter(org_id=session_org_id).first()
+        if chosen is not None:
+            return chosen
+    return memberships.order_by("-org__is_personal", "created_at").first()
+
+
+def resolve_session(user: AbstractBaseUser, session_org_id: int | None) -> Principal | None:
+    membership = current_membership(user, session_org_id)
+    if membership is None:
+        return None
+    return Principal(org=membership.org, user=user, token=None, scopes=ALL_SCOPES)

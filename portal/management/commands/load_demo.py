@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from models_hub.demo import load_demo_catalog
+
+
+class Command(BaseCommand):
+    help = "Load (or refresh) the demo catalog and plans; safe to run repeatedly."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        listings = load_demo_catalog()
+        self.stdout.write(f"Demo catalog: {len(listings)} models.")

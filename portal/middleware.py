@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.functional import SimpleLazyObject
+
+from portal.auth import SESSION_ORG_KEY, current_membership
+
+logger = logging.getLogger(__name__)
+API_PREFIXES = ("/api/v1/", "/v1/")
+GENERIC_ERRORS = {
+    400: ("invalid_request_error", "bad_request", "The request could not be understood."),
+    403: ("permission_error", "forbidden", "You do not have permission to do this."),
+    404: ("not_found_error", "not_found", "Not found."),
+    405: ("invalid_request_error", "method_not_allowed", "Method not allowed."),
+    413: ("invalid_request_error", "body_too_large", "The request body is too large."),
+    500: ("api_error", "internal_error", "Something went wrong on our side."),
+}
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+def error_body(type_: str, code: str, message: str, param: str | None = None) -> dict:
+    return {"error": {"type": type_, "code": code, "message": message, "param": param}}
+
+
+def generic_error_response(status: int) -> JsonResponse:
+    type_, code, message = GENERIC_ERRORS[status]
+    return JsonResponse(error_body(type_, code, message), status=status)
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 from the declared length, before anything buffers or parses the body."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.MAX_REQUEST_BODY_BYTES:
+            if is_api_path(request.path):
+                return generic_error_response(413)
+            return HttpResponse("Request body too large.", status=413, content_type="text/plain")
+        return self.get_response(request)
+
+
+class CurrentOrgMiddleware:
+    """`request.membership` / `request.org`: the org the signed-in user is working in."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        def membership():
+            return current_membership(request.user, request.session.get(SESSION_ORG_KEY))
+
+        request.membership = SimpleLazyObject(membership)
+        request.org = SimpleLazyObject(lambda: request.membership and request.membership.org)
+        return self.get_response(request)
+
+
+class ApiErrorPagesMiddleware:
+    """API paths never answer HTML: Django's own 404/405/500 pages become JSON errors."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not is_api_path(request.path) or response.status_code not in GENERIC_ERRORS:
+            return response
+        if response.get("Content-Type", "").startswith(("application/json", "text/event-stream")):
+            return response
+        replacement = generic_error_response(response.status_code)
+        if response.has_header("Allow"):
+            replacement["Allow"] = response["Allow"]
+        return replacement
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_api_path(request.path):
+            return None
+        logger.exception("Unhandled error on %s", request.path, exc_info=exception)
+        return generic_error_response(500)

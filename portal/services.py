@@ -1,0 +1,322 @@
+"""Every write that matters to tenancy goes through here: atomic, audited, role-checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from portal.models import (
+    ApiToken,
+    AuditLog,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    TokenScope,
+)
+from portal.tokens import generate_token
+
+User = get_user_model()
+INVITATION_SALT = "portal.invitation"
+MAX_TOKEN_NAME = 100
+
+
+def audit(
+    org: Organization, actor: AbstractBaseUser | None, action: str, target: str = "", **data
+) -> None:
+    AuditLog.objects.create(org=org, actor=actor, action=action, target=target[:200], data=data)
+
+
+# --- Organizations -------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "org"
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) -> Organization:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("An organization needs a name.", param="name")
+    if len(name) > 120:
+        raise InvalidInput("Organization names are at most 120 characters.", param="name")
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                org = Organization.objects.create(
+                    name=name, slug=_unique_slug(name), is_personal=personal
+                )
+            break
+        except IntegrityError:
+            # Another request took the same slug between our check and insert.
+            if attempt == 4:
+                raise
+    Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+    audit(org, owner, "org.created", org.slug, personal=personal)
+    return org
+
+
+def create_personal_org(user: AbstractBaseUser) -> Organization:
+    label = user.get_username().split("@")[0] or "personal"
+    return create_org(f"{label}'s workspace", user, personal=True)
+
+
+def require_role(org: Organization, user: AbstractBaseUser, minimum: str) -> Membership:
+    """The user's membership if it has at least `minimum`; an outsider sees a 404."""
+    membership = Membership.objects.filter(org=org, user=user).first()
+    if membership is None:
+        raise NotFound("Organization not found.")
+    if not membership.has_role(minimum):
+        raise NotAllowed(f"This needs the {minimum} role in {org.name}.")
+    return membership
+
+
+def _lock_owners(org: Organization) -> list[Membership]:
+    return list(Membership.objects.select_for_update().filter(org=org, role=Role.OWNER))
+
+
+def _ensure_owner_remains(org: Organization, losing: Membership) -> None:
+    """Locks the owners' rows so two owners leaving at once cannot both succeed."""
+    owners = _lock_owners(org)
+    if losing.role == Role.OWNER and len(owners) <= 1:
+        raise Conflict("An organization must keep at least one owner.", code="last_owner")
+
+
+@transaction.atomic
+def change_role(
+    org: Organization, actor: AbstractBaseUser, membership_id: int, role: str
+) -> Membership:
+    actor_membership = require_role(org, actor, Role.ADMIN)
+    if role not in Role.values:
+        raise InvalidInput("Unknown role.", param="role")
+    membership = Membership.objects.select_for_update().filter(org=org, pk=membership_id).first()
+    if membership is None:
+        raise NotFound("Member not found.")
+    # Only owners may create or demote owners.
+    if Role.OWNER in (role, membership.role) and actor_membership.role != Role.OWNER:
+        raise NotAllowed("Only an owner can grant or take away the owner role.")
+    if membership.role == Role.OWNER and role != Role.OWNER:
+        _ensure_owner_remains(org, membership)
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(org, actor, "member.role_changed", membership.user.email, old=old, new=role)
+    return membership
+
+
+@transaction.atomic
+def remove_member(org: Organization, actor: AbstractBaseUser, membership_id: int) -> None:
+    membership = Membership.objects.select_for_update().filter(org=org, pk=membership_id).first()
+    if membership is None:
+        raise NotFound("Member not found.")
+    if membership.user_id != actor.pk:
+        actor_membership = require_role(org, actor, Role.ADMIN)
+        if membership.role == Role.OWNER and actor_membership.role != Role.OWNER:
+            raise NotAllowed("Only an owner can remove an owner.")
+    _ensure_owner_remains(org, membership)
+    membership.delete()
+    action = "member.left" if membership.user_id == actor.pk else "member.removed"
+    audit(org, actor, action, membership.user.email)
+
+
+def leave_org(org: Organization, user: AbstractBaseUser) -> None:
+    membership = Membership.objects.filter(org=org, user=user).first()
+    if membership is None:
+        raise NotFound("Organization not found.")
+    remove_member(org, user, membership.pk)
+
+
+@transaction.atomic
+def delete_org(org: Organization, actor: AbstractBaseUser) -> None:
+    require_role(org, actor, Role.OWNER)
+    if org.is_personal:
+        raise Conflict("A personal workspace cannot be deleted.", code="personal_org")
+    org.delete()
+
+
+# --- Invitations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    signed_key: str
+
+
+def sign_invitation(invitation: Invitation) -> str:
+    return signing.dumps({"i": invitation.pk, "n": invitation.nonce}, salt=INVITATION_SALT)
+
+
+@transaction.atomic
+def invite_member(
+    org: Organization, actor: AbstractBaseUser, email: str, role: str = Role.MEMBER
+) -> IssuedInvitation:
+    require_role(org, actor, Role.ADMIN)
+    email = User.objects.normalize_email(email.strip()).lower()
+    if not email or "@" not in email or len(email) > 254:
+        raise InvalidInput("Enter a valid e-mail address.", param="email")
+    if role not in (Role.MEMBER, Role.ADMIN):
+        raise InvalidInput("Invitations grant the member or admin role.", param="role")
+    if Membership.objects.filter(org=org, user__email__iexact=email).exists():
+        raise Conflict(f"{email} is already a member.", code="already_member")
+    expires = timezone.now() + timedelta(seconds=settings.INVITATION_MAX_AGE_SECONDS)
+    invitation = Invitation.objects.create(
+        org=org, email=email, role=role, invited_by=actor, expires_at=expires
+    )
+    audit(org, actor, "invitation.created", email, role=role)
+    return IssuedInvitation(invitation, sign_invitation(invitation))
+
+
+def find_invitation(signed_key: str) -> Invitation:
+    """The pending invitation behind a link; forged, expired, used and revoked links fail."""
+    try:
+        payload = signing.loads(
+            signed_key, salt=INVITATION_SALT, max_age=settings.INVITATION_MAX_AGE_SECONDS
+        )
+    except signing.SignatureExpired as exc:
+        raise InvalidInput("This invitation has expired.", code="invitation_expired") from exc
+    except signing.BadSignature as exc:
+        raise NotFound("This invitation link is not valid.", code="invitation_invalid") from exc
+    invitation = (
+        Invitation.objects.select_related("org")
+        .filter(pk=payload.get("i"), nonce=payload.get("n"))
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("This invitation link is not valid.", code="invitation_invalid")
+    if invitation.accepted_at or invitation.revoked_at:
+        raise Conflict("This invitation has already been used.", code="invitation_used")
+    if invitation.expires_at <= timezone.now():
+        raise InvalidInput("This invitation has expired.", code="invitation_expired")
+    return invitation
+
+
+def send_invitation_email(invitation: Invitation, link: str) -> None:
+    inviter = invitation.invited_by.email if invitation.invited_by else "An administrator"
+    send_mail(
+        subject=f"You are invited to {invitation.org.name} on Model Portal",
+        message=(
+            f"{inviter} invited you to join {invitation.org.name} as {invitation.role}.\n\n"
+            f"Accept the invitation: {link}\n\n"
+            f"The link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+@transaction.atomic
+def accept_invitation(signed_key: str, user: AbstractBaseUser) -> Membership:
+    invitation = find_invitation(signed_key)
+    if invitation.email.lower() != (user.email or "").lower():
+        raise NotAllowed(
+            f"This invitation was sent to {invitation.email}; log in with that address.",
+            code="invitation_wrong_user",
+        )
+    now = timezone.now()
+    # Single use: only one request can flip accepted_at from NULL.
+    claimed = Invitation.objects.filter(
+        pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
+    ).update(accepted_at=now, accepted_by=user)
+    if claimed != 1:
+        raise Conflict("This invitation has already been used.", code="invitation_used")
+    membership, created = Membership.objects.get_or_create(
+        org=invitation.org, user=user, defaults={"role": invitation.role}
+    )
+    if created:
+        audit(invitation.org, user, "member.joined", user.email, role=invitation.role)
+    return membership
+
+
+@transaction.atomic
+def revoke_invitation(org: Organization, actor: AbstractBaseUser, invitation_id: int) -> None:
+    require_role(org, actor, Role.ADMIN)
+    updated = Invitation.objects.filter(
+        org=org, pk=invitation_id, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    if updated != 1:
+        raise NotFound("Invitation not found.")
+    audit(org, actor, "invitation.revoked", str(invitation_id))
+
+
+# --- API tokens ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    plaintext: str
+
+
+def _clean_scopes(scopes: list[str]) -> list[str]:
+    cleaned = sorted({s.strip() for s in scopes if s.strip()})
+    if not cleaned:
+        raise InvalidInput("Choose at least one scope.", param="scopes")
+    unknown = set(cleaned) - set(TokenScope.values)
+    if unknown:
+        raise InvalidInput(f"Unknown scope: {', '.join(sorted(unknown))}.", param="scopes")
+    return cleaned
+
+
+@transaction.atomic
+def issue_token(
+    org: Organization,
+    actor: AbstractBaseUser | None,
+    name: str,
+    *,
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    rate_limit_per_minute: int | None = None,
+) -> IssuedToken:
+    """Creates a token; the plaintext exists only in the return value."""
+    if actor is not None:
+        require_role(org, actor, Role.ADMIN)
+    name = name.strip()
+    if not name or len(name) > MAX_TOKEN_NAME:
+        raise InvalidInput(f"A token needs a name of 1 to {MAX_TOKEN_NAME} characters.", "name")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("The expiry must be in the future.", param="expires_at")
+    new = generate_token()
+    token = ApiToken.objects.create(
+        org=org,
+        created_by=actor,
+        name=name,
+        prefix=new.prefix,
+        digest=new.digest,
+        scopes=_clean_scopes(scopes or [TokenScope.PREDICT, TokenScope.READ]),
+        allowed_models=sorted(set(allowed_models or [])),
+        rate_limit_per_minute=rate_limit_per_minute,
+        expires_at=expires_at,
+    )
+    audit(org, actor, "token.created", f"{name} (mp_{new.prefix})", scopes=token.scopes)
+    return IssuedToken(token, new.plaintext)
+
+
+@transaction.atomic
+def revoke_token(org: Organization, actor: AbstractBaseUser, token_id: int) -> None:
+    require_role(org, actor, Role.ADMIN)
+    token = ApiToken.objects.filter(org=org, pk=token_id).first()
+    if token is None:
+        raise NotFound("Token not found.")
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if revoked:
+        audit(org, actor, "token.revoked", f"{token.name} (mp_{token.prefix})")

@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from portal import health, views
+from portal.api.account import AccountView
+
+api_v1 = [
+    path("account", AccountView.as_view(), name="api_account"),
+    path("", include("models_hub.api.urls")),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("orgs/", views.org_list, name="org_list"),
+    path("orgs/switch/", views.org_switch, name="org_switch"),
+    path("org/delete/", views.org_delete, name="org_delete"),
+    path("org/members/", views.org_members, name="org_members"),
+    path("org/members/<int:membership_id>/role/", views.member_role, name="member_role"),
+    path("org/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
+    path("org/invitations/", views.invite_create, name="invite_create"),
+    path("org/invitations/<int:invitation_id>/revoke/", views.invite_revoke, name="invite_revoke"),
+    path("invitations/<str:key>/", views.invitation_accept, name="invitation_accept"),
+    path("org/tokens/", views.token_list, name="token_list"),
+    path("org/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
+    path("org/audit/", views.audit_log, name="audit_log"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("models/", include("models_hub.urls")),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+]

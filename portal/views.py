@@ -1,0 +1,289 @@
+"""Browser pages for organizations, members, invitations, tokens and the audit log.
+
+Views stay thin: they parse a form, call a service and render. Role checks happen in the
+services (server-side), the decorator below only spares a round trip for plain reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from portal import services
+from portal.auth import SESSION_ORG_KEY
+from portal.errors import NotAllowed, NotFound, PortalError
+from portal.models import AuditLog, Membership, Role, TokenScope
+from portal.scoping import scoped
+
+View = Callable[..., HttpResponse]
+
+
+def org_member_required(minimum: str = Role.MEMBER) -> Callable[[View], View]:
+    def decorator(view: View) -> View:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not request.membership:
+                raise Http404("No organization.")
+            if not request.membership.has_role(minimum):
+                raise PermissionDenied(f"This page needs the {minimum} role.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def run_service(request: HttpRequest, action: Callable[[], object], success: str) -> bool:
+    """Runs a service call for a page: 404/403 propagate, other errors become a message."""
+    try:
+        action()
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return False
+    messages.success(request, success)
+    return True
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/home.html")
+
+
+@org_member_required()
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/dashboard.html", {"membership": request.membership})
+
+
+# --- Organizations -------------------------------------------------------------------
+
+
+class OrgForm(forms.Form):
+    name = forms.CharField(max_length=120, label="Organization name")
+
+
+@login_required
+def org_list(request: HttpRequest) -> HttpResponse:
+    form = OrgForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        org = services.create_org(form.cleaned_data["name"], request.user)
+        request.session[SESSION_ORG_KEY] = org.pk
+        messages.success(request, f"Created {org.name}; you are now working in it.")
+        return redirect("org_members")
+    memberships = Membership.objects.filter(user=request.user).select_related("org")
+    return render(request, "portal/org_list.html", {"form": form, "memberships": memberships})
+
+
+@login_required
+@require_POST
+def org_switch(request: HttpRequest) -> HttpResponse:
+    membership = Membership.objects.filter(
+        user=request.user, org__slug=request.POST.get("org", "")
+    ).first()
+    if membership is None:
+        raise Http404("Organization not found.")
+    request.session[SESSION_ORG_KEY] = membership.org_id
+    messages.success(request, f"Switched to {membership.org.name}.")
+    return redirect("dashboard")
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def org_delete(request: HttpRequest) -> HttpResponse:
+    org = request.org
+    if request.POST.get("confirm") != org.slug:
+        messages.error(request, "Type the organization's slug to confirm deletion.")
+        return redirect("org_members")
+    if run_service(request, lambda: services.delete_org(org, request.user), "Deleted."):
+        request.session.pop(SESSION_ORG_KEY, None)
+        return redirect("dashboard")
+    return redirect("org_members")
+
+
+# --- Members and invitations ---------------------------------------------------------
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=[(Role.MEMBER, "Member"), (Role.ADMIN, "Admin")])
+
+
+@org_member_required()
+def org_members(request: HttpRequest) -> HttpResponse:
+    org = request.org
+    context = {
+        "members": org.memberships.select_related("user").order_by("created_at"),
+        "invitations": [i for i in org.invitations.all() if i.is_pending],
+        "invite_form": InviteForm(),
+        "roles": Role.choices,
+        "can_manage": request.membership.has_role(Role.ADMIN),
+        "is_owner": request.membership.has_role(Role.OWNER),
+    }
+    return render(request, "portal/members.html", context)
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def invite_create(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Enter a valid e-mail address and role.")
+        return redirect("org_members")
+    issued: list[services.IssuedInvitation] = []
+
+    def invite() -> None:
+        issued.append(
+            services.invite_member(
+                request.org, request.user, form.cleaned_data["email"], form.cleaned_data["role"]
+            )
+        )
+
+    if run_service(request, invite, f"Invitation sent to {form.cleaned_data['email']}."):
+        link = request.build_absolute_uri(reverse("invitation_accept", args=[issued[0].signed_key]))
+        services.send_invitation_email(issued[0].invitation, link)
+    return redirect("org_members")
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def invite_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    run_service(
+        request,
+        lambda: services.revoke_invitation(request.org, request.user, invitation_id),
+        "Invitation revoked.",
+    )
+    return redirect("org_members")
+
+
+def invitation_accept(request: HttpRequest, key: str) -> HttpResponse:
+    try:
+        invitation = services.find_invitation(key)
+    except PortalError as exc:
+        return render(request, "portal/invitation.html", {"error": exc.message}, status=exc.status)
+    if not request.user.is_authenticated:
+        return render(request, "portal/invitation.html", {"invitation": invitation, "key": key})
+    if request.method == "POST":
+        try:
+            membership = services.accept_invitation(key, request.user)
+        except PortalError as exc:
+            context = {"error": exc.message, "invitation": invitation}
+            return render(request, "portal/invitation.html", context, status=exc.status)
+        request.session[SESSION_ORG_KEY] = membership.org_id
+        messages.success(request, f"You joined {membership.org.name}.")
+        return redirect("dashboard")
+    return render(request, "portal/invitation.html", {"invitation": invitation, "key": key})
+
+
+@org_member_required()
+@require_POST
+def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    role = request.POST.get("role", "")
+    run_service(
+        request,
+        lambda: services.change_role(request.org, request.user, membership_id, role),
+        "Role updated.",
+    )
+    return redirect("org_members")
+
+
+@org_member_required()
+@require_POST
+def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+    leaving = request.membership.pk == membership_id
+    done = run_service(
+        request,
+        lambda: services.remove_member(request.org, request.user, membership_id),
+        "You left the organization." if leaving else "Member removed.",
+    )
+    if done and leaving:
+        request.session.pop(SESSION_ORG_KEY, None)
+        return redirect("dashboard")
+    return redirect("org_members")
+
+
+# --- API tokens ----------------------------------------------------------------------
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=TokenScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[TokenScope.PREDICT, TokenScope.READ],
+    )
+    expires_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, label="Expires after (days)"
+    )
+    allowed_models = forms.CharField(
+        max_length=2000,
+        required=False,
+        label="Allowed models",
+        help_text="Comma-separated model slugs; empty allows every model.",
+    )
+
+    def clean_allowed_models(self) -> list[str]:
+        raw = self.cleaned_data["allowed_models"]
+        return [slug.strip() for slug in raw.split(",") if slug.strip()]
+
+
+@org_member_required(Role.ADMIN)
+def token_list(request: HttpRequest) -> HttpResponse:
+    form = TokenForm(request.POST or None)
+    plaintext = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        days = data["expires_days"]
+        issued: list[services.IssuedToken] = []
+
+        def issue() -> None:
+            issued.append(
+                services.issue_token(
+                    request.org,
+                    request.user,
+                    data["name"],
+                    scopes=data["scopes"],
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                    allowed_models=data["allowed_models"],
+                )
+            )
+
+        if run_service(request, issue, "Token created. Copy it now: it is shown only once."):
+            plaintext = issued[0].plaintext
+            form = TokenForm()
+    tokens = scoped(request.org.tokens.all(), request.org).select_related("created_by")
+    context = {"form": form, "tokens": tokens, "plaintext": plaintext}
+    response = render(request, "portal/tokens.html", context)
+    # The one page that shows a secret must not be kept by the browser or a proxy.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    run_service(
+        request,
+        lambda: services.revoke_token(request.org, request.user, token_id),
+        "Token revoked.",
+    )
+    return redirect("token_list")
+
+
+@org_member_required(Role.ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = scoped(AuditLog.objects.select_related("actor"), request.org)[:200]
+    return render(request, "portal/audit.html", {"entries": entries})
