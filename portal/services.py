@@ -290,7 +290,9 @@ def issue_token(
         require_role(org, actor, Role.ADMIN)
     name = name.strip()
     if not name or len(name) > MAX_TOKEN_NAME:
-        raise InvalidInput(f"A token needs a name of 1 to {MAX_TOKEN_NAME} characters.", "name")
+        raise InvalidInput(
+            f"A token needs a name of 1 to {MAX_TOKEN_NAME} characters.", param="name"
+        )
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("The expiry must be in the future.", param="expires_at")
     new = generate_token()

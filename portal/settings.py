@@ -228,6 +228,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # last_used_at is written at most this often per token.
 TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
 
+# Customers' webhooks may target private addresses only outside production (SSRF).
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", not PRODUCTION)
+WEBHOOK_TIMEOUT_SECONDS = 10
+# Requests per minute for a token without its own limit (plans may lower it).
+DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE = env_int("DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE", 600)
+
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
@@ -249,7 +255,8 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -43,3 +44,24 @@ class OrgSessionAuthentication(authentication.SessionAuthentication):
         if principal is None:
             return None
         return (user, principal)
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = BearerTokenAuthentication
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "mp_<prefix>_<secret>",
+            "description": "An API token from the portal's API tokens page.",
+        }
+
+
+class SessionScheme(OpenApiAuthenticationExtension):
+    target_class = OrgSessionAuthentication
+    name = "cookieAuth"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        return {"type": "apiKey", "in": "cookie", "name": "sessionid"}

@@ -1,0 +1,112 @@
+"""Each prediction's ordered event log: a Redis Stream whose entry ids are `<seq>-0`.
+
+Every event is appended here before anyone is told about it; the SSE view, the WebSocket
+consumer and the OpenAI-compatible stream all tail the log from an offset, so a client
+that connects late or reconnects gets every event after its last seq exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from portal.redis_client import sync_client
+
+STREAM_MAX_EVENTS = 50_000
+# After the terminal event the log stays for late joiners, then the database answers.
+RETENTION_SECONDS = 24 * 3600
+TERMINAL_EVENT = "done"
+
+# Seq and append in one atomic step, so several writers (worker, canceler, reaper) never
+# reuse a seq and readers always see seqs in increasing order.
+_APPEND_SCRIPT = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'd', ARGV[2])
+if ARGV[1] == 'done' then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return seq
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    type: str
+    data: object
+
+    def as_message(self) -> dict:
+        return {"seq": self.seq, "type": self.type, "data": self.data}
+
+    def as_sse(self) -> str:
+        return f"id: {self.seq}\nevent: {self.type}\ndata: {json.dumps(self.data)}\n\n"
+
+
+def stream_key(prediction_id: str) -> str:
+    return f"pred:{{{prediction_id}}}:events"
+
+
+def _seq_key(prediction_id: str) -> str:
+    return f"pred:{{{prediction_id}}}:seq"
+
+
+def append(prediction_id: str, type_: str, data: object) -> int:
+    """Appends one event and returns its seq."""
+    return int(
+        sync_client().eval(
+            _APPEND_SCRIPT,
+            2,
+            stream_key(prediction_id),
+            _seq_key(prediction_id),
+            type_,
+            json.dumps(data),
+            STREAM_MAX_EVENTS,
+            RETENTION_SECONDS,
+        )
+    )
+
+
+def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event(
+        seq=int(entry_id.split(b"-")[0]),
+        type=fields[b"t"].decode(),
+        data=json.loads(fields[b"d"]),
+    )
+
+
+def read_after(prediction_id: str, after_seq: int, count: int = 1000) -> list[Event]:
+    entries = sync_client().xrange(stream_key(prediction_id), min=f"({after_seq}-0", count=count)
+    return [_decode(entry_id, fields) for entry_id, fields in entries]
+
+
+def log_exists(prediction_id: str) -> bool:
+    return bool(sync_client().exists(_seq_key(prediction_id)))
+
+
+async def tail(
+    prediction_id: str, after_seq: int, *, idle_seconds: float
+) -> AsyncIterator[Event | None]:
+    """Yields events after `after_seq` as they come, None after each idle period, and ends
+    after the terminal event. The caller decides what an idle period means (keep-alive)."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    key = stream_key(prediction_id)
+    last = f"{after_seq}-0"
+    try:
+        while True:
+            response = await client.xread({key: last}, count=500, block=int(idle_seconds * 1000))
+            if not response:
+                yield None
+                continue
+            for entry_id, fields in response[0][1]:
+                event = _decode(entry_id, fields)
+                last = entry_id
+                yield event
+                if event.type == TERMINAL_EVENT:
+                    return
+    finally:
+        await client.aclose()

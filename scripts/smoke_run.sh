@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Starts `make run` on its embedded defaults (SQLite, its own redis-server), waits for
+# /readyz = 200, then stops it with Ctrl-C (SIGINT) and checks that every child is gone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${SMOKE_PORT:-8765}
+var=$(mktemp -d)
+log="$var/run.log"
+env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL PORT="$port" PORTAL_VAR_DIR="$var" \
+  setsid make run >"$log" 2>&1 &
+pid=$!
+cleanup() { kill -KILL -- "-$pid" 2>/dev/null || true; }
+trap cleanup EXIT
+
+ready=""
+for _ in $(seq 240); do
+  if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then ready=yes; break; fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 1
+done
+if [ -z "$ready" ]; then echo "run command never became ready:"; tail -50 "$log"; exit 1; fi
+echo "ready: $(curl -fsS "http://127.0.0.1:$port/readyz")"
+grep -q "password:" "$log" || { echo "admin password was not printed"; exit 1; }
+curl -fsS "http://127.0.0.1:$port/models/" >/dev/null
+
+kill -INT -- "-$pid"
+for _ in $(seq 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+if kill -0 -- "-$pid" 2>/dev/null; then echo "children still running after Ctrl-C"; exit 1; fi
+trap - EXIT
+echo "run command stopped cleanly"

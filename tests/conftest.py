@@ -1,0 +1,94 @@
+"""Shared fixtures: every endpoint is tested as an owner, a teammate and an outsider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+
+from portal import services
+from portal.models import Organization, Role
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Rate-limit counters live in Redis; each test starts from zero (test-only Redis db)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def make_user(email: str) -> object:
+    user = get_user_model().objects.create_user(username=email, email=email, password=PASSWORD)
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    services.create_personal_org(user)
+    return user
+
+
+@pytest.fixture
+def owner(db):
+    return make_user("owner@example.com")
+
+
+@pytest.fixture
+def teammate(db):
+    return make_user("teammate@example.com")
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("outsider@example.com")
+
+
+@pytest.fixture
+def org(owner, teammate) -> Organization:
+    """The owner's team org, with the teammate as a plain member."""
+    team = services.create_org("Acme AI", owner)
+    team.memberships.create(user=teammate, role=Role.MEMBER)
+    return team
+
+
+@pytest.fixture
+def outsider_org(outsider) -> Organization:
+    return services.create_org("Rival Labs", outsider)
+
+
+@pytest.fixture
+def client_for(db) -> Callable[..., Client]:
+    """A logged-in browser client working in `org` (default: the user's personal org)."""
+
+    def make(user, org: Organization | None = None) -> Client:
+        client = Client()
+        client.force_login(user)
+        if org is not None:
+            session = client.session
+            session["current_org_id"] = org.pk
+            session.save()
+        return client
+
+    return make
+
+
+@pytest.fixture
+def token_for(db) -> Callable[..., str]:
+    """Issues a token for an org and returns its plaintext."""
+
+    def make(org: Organization, **kwargs) -> str:
+        return services.issue_token(org, None, kwargs.pop("name", "test"), **kwargs).plaintext
+
+    return make
+
+
+@pytest.fixture
+def api_client() -> Callable[[str | None], Client]:
+    def make(token: str | None = None) -> Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return Client(headers=headers)
+
+    return make

@@ -1,0 +1,122 @@
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from portal import services
+from portal.models import ApiToken
+from portal.tokens import TOKEN_PATTERN, find_active_token
+
+pytestmark = pytest.mark.django_db
+
+
+def test_issued_token_has_documented_format_and_only_its_digest_is_stored(org, owner):
+    issued = services.issue_token(org, owner, "ci")
+    assert TOKEN_PATTERN.match(issued.plaintext)
+    row = ApiToken.objects.get(pk=issued.token.pk)
+    assert issued.plaintext.split("_")[1] == row.prefix
+    assert issued.plaintext not in row.digest
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM portal_apitoken")
+        dumped = repr(cursor.fetchall())
+    assert issued.plaintext not in dumped
+    assert issued.plaintext.split("_")[2] not in dumped
+
+
+def test_valid_token_resolves_to_its_org(org, owner):
+    issued = services.issue_token(org, owner, "ci")
+    assert find_active_token(issued.plaintext).org == org
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1],  # truncated
+        lambda t: t + "x",  # too long
+        lambda t: t.replace("mp_", "pk_", 1),  # wrong product prefix
+        lambda t: t[:3] + "zzzzzzzz" + t[11:],  # unknown prefix, same secret
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # right prefix, wrong secret
+        lambda t: "",
+        lambda t: "mp__",
+    ],
+)
+def test_malformed_or_forged_tokens_are_rejected(org, owner, mangle):
+    issued = services.issue_token(org, owner, "ci")
+    assert find_active_token(mangle(issued.plaintext)) is None
+
+
+def test_revoked_token_is_rejected_on_the_next_request(org, owner, api_client):
+    issued = services.issue_token(org, owner, "ci")
+    client = api_client(issued.plaintext)
+    assert client.get("/api/v1/account").status_code == 200
+    services.revoke_token(org, owner, issued.token.pk)
+    response = client.get("/api/v1/account")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_expired_token_is_rejected(org, owner, api_client):
+    issued = services.issue_token(
+        org, owner, "short", expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    ApiToken.objects.filter(pk=issued.token.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert api_client(issued.plaintext).get("/api/v1/account").status_code == 401
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(org, owner, api_client):
+    issued = services.issue_token(org, owner, "ci")
+    client = api_client(issued.plaintext)
+    client.get("/api/v1/account")
+    first = ApiToken.objects.get(pk=issued.token.pk).last_used_at
+    assert first is not None
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/api/v1/account")
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at == first
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    ApiToken.objects.filter(pk=issued.token.pk).update(last_used_at=first - timedelta(minutes=2))
+    client.get("/api/v1/account")
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at > first
+
+
+def test_only_admins_issue_and_revoke_tokens(org, owner, teammate):
+    from portal.errors import NotAllowed
+
+    with pytest.raises(NotAllowed):
+        services.issue_token(org, teammate, "nope")
+    issued = services.issue_token(org, owner, "ci")
+    with pytest.raises(NotAllowed):
+        services.revoke_token(org, teammate, issued.token.pk)
+
+
+def test_outsider_cannot_revoke_another_orgs_token(org, owner, outsider, outsider_org):
+    from portal.errors import NotFound
+
+    issued = services.issue_token(org, owner, "ci")
+    with pytest.raises(NotFound):
+        services.revoke_token(outsider_org, outsider, issued.token.pk)
+    assert ApiToken.objects.get(pk=issued.token.pk).revoked_at is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "ok", "scopes": ["admin"]}, "scopes"),
+        ({"name": "ok", "scopes": [" "]}, "scopes"),
+        ({"name": "ok", "expires_at": timezone.now() - timedelta(days=1)}, "expires_at"),
+    ],
+)
+def test_bad_token_requests_are_rejected_and_create_nothing(org, owner, kwargs, param):
+    from portal.errors import InvalidInput
+
+    name = kwargs.pop("name")
+    with pytest.raises(InvalidInput) as excinfo:
+        services.issue_token(org, owner, name, **kwargs)
+    assert excinfo.value.param == param
+    assert not ApiToken.objects.exists()
