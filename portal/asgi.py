@@ -7,15 +7,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from portal.channels_auth import PrincipalMiddlewareStack  # noqa: E402
+from portal.channels_auth import BrowserOriginValidator, PrincipalMiddlewareStack  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": BrowserOriginValidator(
             PrincipalMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from channels.security.websocket import OriginValidator
+from django.conf import settings
 
 from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
 from portal.errors import AuthenticationFailed
@@ -44,3 +46,22 @@ class PrincipalMiddleware:
 
 def PrincipalMiddlewareStack(inner):
     return AuthMiddlewareStack(PrincipalMiddleware(inner))
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Browsers always send Origin, so a cookie-authenticated socket must carry an allowed
+    one. A client without Origin (not a browser) is let through only with a bearer token,
+    which a cross-site page cannot attach."""
+
+    def __init__(self, application):
+        super().__init__(application, settings.ALLOWED_HOSTS)
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers", []))
+        if b"origin" not in headers and _bearer_present(headers):
+            return await self.application(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+
+def _bearer_present(headers: dict[bytes, bytes]) -> bool:
+    return headers.get(b"authorization", b"").lower().startswith(b"bearer ")

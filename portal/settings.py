@@ -252,6 +252,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
 }
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-predictions": {
+        "task": "inference.tasks.reap_stuck_predictions",
+        "schedule": env_int("REAPER_INTERVAL_SECONDS", 30),
+    },
+}
+# A prediction still queued after this long is failed by the reaper.
+PREDICTION_QUEUE_TIMEOUT_SECONDS = env_int("PREDICTION_QUEUE_TIMEOUT_SECONDS", 600)
+PREFER_WAIT_MAX_SECONDS = 60
+# A running prediction's worker renews this lease; the reaper fails it once it lapses.
+PREDICTION_LEASE_SECONDS = env_int("PREDICTION_LEASE_SECONDS", 30)
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -8,6 +8,7 @@ from portal.api.account import AccountView
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("", include("models_hub.api.urls")),
+    path("", include("inference.api.urls")),
 ]
 
 urlpatterns = [
@@ -28,6 +29,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("models/", include("models_hub.urls")),
+    path("predictions/", include("inference.urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),

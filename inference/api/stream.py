@@ -1,0 +1,47 @@
+"""`GET /api/v1/predictions/{id}/stream`: Server-Sent Events tailing the event log."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from inference.streaming import events_after, parse_offset, watchable
+from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
+from portal.errors import AuthenticationFailed, PortalError
+from portal.middleware import error_body
+
+
+def _principal(request: HttpRequest) -> Principal | None:
+    principal = resolve_bearer(request.headers.get("Authorization"))
+    if principal is not None:
+        return principal
+    return resolve_session(request.user, request.session.get(SESSION_ORG_KEY))
+
+
+def _error(exc: PortalError) -> JsonResponse:
+    return JsonResponse(error_body(exc.type, exc.code, exc.message, exc.param), status=exc.status)
+
+
+async def _sse(prediction_id: str, after: int):
+    async for event in events_after(prediction_id, after):
+        yield ": keep-alive\n\n" if event is None else event.as_sse()
+
+
+async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    if request.method != "GET":
+        return JsonResponse(
+            error_body("invalid_request_error", "method_not_allowed", "Method not allowed."),
+            status=405,
+        )
+    try:
+        principal = await sync_to_async(_principal)(request)
+        if principal is None:
+            raise AuthenticationFailed("Authentication credentials were not provided.")
+        prediction = await watchable(principal, prediction_id)
+        after = parse_offset(request.headers.get("Last-Event-ID") or request.GET.get("from"))
+    except PortalError as exc:
+        return _error(exc)
+    response = StreamingHttpResponse(_sse(prediction.id, after), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies must not hold events back
+    return response

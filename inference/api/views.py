@@ -1,0 +1,146 @@
+"""Replicate-style predictions API (API.md, "Predictions")."""
+
+from __future__ import annotations
+
+import time
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from inference import events, services
+from inference.models import Prediction, Source, Status
+from inference.payloads import prediction_payload
+from portal.api.permissions import CanPredict, CanRead, HasOrg
+from portal.api.views import OrgScopedViewSet
+
+MAX_INPUT_KEYS = 64
+
+
+class PredictionCreateSerializer(serializers.Serializer):
+    model = serializers.SlugField(max_length=100)
+    input = serializers.DictField()
+    stream = serializers.BooleanField(required=False, default=False)
+    webhook = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    webhook_events_filter = serializers.ListField(
+        child=serializers.CharField(max_length=20), required=False, max_length=4
+    )
+
+    def validate_input(self, value: dict) -> dict:
+        if len(value) > MAX_INPUT_KEYS:
+            raise serializers.ValidationError("Too many input fields.")
+        return value
+
+
+class PredictionSerializer(serializers.Serializer):
+    """Documents the prediction object; responses are built by `prediction_payload`."""
+
+    id = serializers.CharField()
+    model = serializers.CharField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    input = serializers.DictField()
+    output = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    logs = serializers.CharField()
+    metrics = inline_serializer(
+        "PredictionMetrics",
+        {
+            "input_tokens": serializers.IntegerField(),
+            "output_tokens": serializers.IntegerField(),
+            "predict_time": serializers.FloatField(allow_null=True),
+            "queue_time": serializers.FloatField(allow_null=True),
+        },
+    )
+    source = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    urls = serializers.DictField(child=serializers.URLField())
+
+
+def wait_for_done(prediction_id: str, seconds: int) -> None:
+    """Blocks until the prediction's `done` event or the deadline (`Prefer: wait`)."""
+    deadline = time.monotonic() + seconds
+    after = 0
+    client = events.sync_client()
+    key = events.stream_key(prediction_id)
+    while (remaining := deadline - time.monotonic()) > 0:
+        response = client.xread({key: f"{after}-0"}, count=500, block=int(remaining * 1000) + 1)
+        if not response:
+            return
+        for entry_id, fields in response[0][1]:
+            after = int(entry_id.split(b"-")[0])
+            if fields[b"t"] == events.TERMINAL_EVENT.encode():
+                return
+
+
+class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
+    org_queryset = Prediction.objects.select_related("model")
+    serializer_class = PredictionSerializer
+    lookup_value_regex = "[a-z0-9]+"
+
+    def get_permissions(self):
+        needed = CanPredict if self.action in ("create", "cancel") else CanRead
+        return [HasOrg(), needed()]
+
+    def filter_org_queryset(self, queryset):
+        params = self.request.query_params
+        if self.action == "list":
+            if status_filter := params.get("status"):
+                queryset = queryset.filter(status=status_filter)
+            if model := params.get("model"):
+                queryset = queryset.filter(model__slug=model)
+        return queryset
+
+    def _payload(self, prediction: Prediction) -> dict:
+        return prediction_payload(prediction, self.request.build_absolute_uri("/"))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=Status.values),
+            OpenApiParameter("model", str, description="model slug"),
+        ]
+    )
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([self._payload(p) for p in page])
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        prediction = self.get_object()
+        payload = self._payload(prediction)
+        if prediction.status == Status.STARTING:
+            payload["queue_position"] = services.queue_position(prediction)
+        return Response(payload)
+
+    @extend_schema(
+        request=PredictionCreateSerializer,
+        responses={201: PredictionSerializer},
+        parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER)],
+    )
+    def create(self, request: Request) -> Response:
+        wait_seconds = services.validate_wait(request.headers.get("Prefer"))
+        body = PredictionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        prediction = services.admit(
+            request.auth,
+            services.PredictionRequest(
+                model=data["model"],
+                input=data["input"],
+                webhook=data.get("webhook", ""),
+                webhook_events_filter=data.get("webhook_events_filter"),
+                source=Source.API if request.auth.token else Source.PLAYGROUND,
+            ),
+        )
+        if wait_seconds:
+            wait_for_done(prediction.id, wait_seconds)
+            prediction.refresh_from_db()
+        return Response(self._payload(prediction), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: PredictionSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        prediction = services.cancel(self.get_object())
+        return Response(self._payload(prediction))

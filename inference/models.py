@@ -1,0 +1,90 @@
+"""A prediction: one request to run one model, from admission to a terminal state."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from django.conf import settings
+from django.db import models
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+PUBLIC_ID_LENGTH = 24
+
+
+def new_prediction_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+class Status(models.TextChoices):
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+
+class Source(models.TextChoices):
+    API = "api"
+    OPENAI = "openai"
+    PLAYGROUND = "playground"
+
+
+class Prediction(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=PUBLIC_ID_LENGTH, default=new_prediction_id, editable=False
+    )
+    org = models.ForeignKey("portal.Organization", on_delete=models.CASCADE, related_name="+")
+    token = models.ForeignKey(
+        "portal.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.ForeignKey(
+        "models_hub.ModelListing", on_delete=models.PROTECT, related_name="predictions"
+    )
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.API)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.STARTING, db_index=True
+    )
+    input = models.JSONField(default=dict)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    logs = models.TextField(blank=True)
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    queue_time = models.FloatField(null=True, blank=True)
+    predict_time = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # The reaper fails a prediction whose worker stopped renewing this lease.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    queue = models.CharField(max_length=64, default="cpu")
+    attempt = models.PositiveSmallIntegerField(default=0)
+    worker_host = models.CharField(max_length=200, blank=True)
+
+    webhook = models.URLField(max_length=1000, blank=True)
+    webhook_events_filter = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["org", "-created_at"], name="pred_org_created"),
+            models.Index(fields=["status", "lease_expires_at"], name="pred_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

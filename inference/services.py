@@ -1,0 +1,276 @@
+"""Predictions' state changes: admission, claim, cancel, finish. Each one is a conditional
+update, so two actors (two workers, a worker and a canceler, the reaper) can never both
+win the same transition."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing import quota
+from inference import events, webhooks
+from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
+from inference.payloads import prediction_payload
+from inference.presence import queue_has_worker
+from models_hub.models import ModelListing
+from models_hub.validation import validate_input
+from portal import ratelimit
+from portal.auth import Principal
+from portal.errors import InvalidInput, NotAllowed, NotFound, RateLimited, Unavailable
+
+logger = logging.getLogger(__name__)
+
+CANCEL_KEY_TTL_SECONDS = 3600
+
+
+@dataclass
+class PredictionRequest:
+    model: str
+    input: dict
+    webhook: str = ""
+    webhook_events_filter: list[str] | None = None
+    source: str = Source.API
+    extra: dict = field(default_factory=dict)
+
+
+def find_listing(principal: Principal, slug: str) -> ModelListing:
+    listing = ModelListing.objects.callable_by(principal.org).filter(slug=slug).first()
+    if listing is None:
+        raise NotFound(f"Model {slug!r} not found.", code="model_not_found", param="model")
+    return listing
+
+
+def _check_rate_limit(principal: Principal) -> None:
+    if principal.token is None:
+        name = f"user:{principal.user.pk}"
+        limit = settings.DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE
+    else:
+        name = f"token:{principal.token.pk}"
+        limit = (
+            principal.token.rate_limit_per_minute or settings.DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE
+        )
+    retry_after = ratelimit.hit(name, limit)
+    if retry_after is not None:
+        raise RateLimited(
+            f"Rate limit of {limit} requests per minute exceeded.", retry_after=retry_after
+        )
+
+
+def admit(principal: Principal, request: PredictionRequest) -> Prediction:
+    """Turns a request into a queued prediction, or raises the error the client should see.
+
+    Order matters: cheap, side-effect-free checks first; the rate limit counts only
+    requests that could run; quota is reserved in the same transaction that creates the
+    prediction, and the task is sent only once that transaction has committed.
+    """
+    if not principal.has_scope("predict"):
+        raise NotAllowed("This token lacks the 'predict' scope.", code="missing_scope")
+    listing = find_listing(principal, request.model)
+    if not principal.allows_model(listing.slug):
+        raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
+    validated = validate_input(listing, request.input)
+    webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
+    events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
+    _check_rate_limit(principal)
+    if not queue_has_worker(listing.queue):
+        raise Unavailable(
+            f"No worker is serving the {listing.queue!r} queue for {listing.slug} right now; "
+            "try again shortly.",
+            code="no_worker",
+        )
+    with transaction.atomic():
+        quota.check_entitlement(principal.org, listing)
+        prediction = Prediction.objects.create(
+            org=principal.org,
+            token=principal.token,
+            user=principal.user if principal.user and principal.user.pk else None,
+            model=listing,
+            source=request.source,
+            input=validated,
+            queue=listing.queue,
+            webhook=webhook,
+            webhook_events_filter=events_filter,
+        )
+        quota.reserve(prediction, listing)
+        transaction.on_commit(lambda: _dispatch(prediction, listing))
+    return prediction
+
+
+def _dispatch(prediction: Prediction, listing: ModelListing) -> None:
+    from inference.tasks import run_prediction
+
+    events.append(prediction.id, "status", {"status": Status.STARTING})
+    limits = listing.time_limits()
+    run_prediction.apply_async(
+        args=[prediction.id],
+        queue=listing.queue,
+        soft_time_limit=limits.soft,
+        time_limit=limits.hard,
+    )
+    _queue_webhook(prediction, "start")
+
+
+def queue_position(prediction: Prediction) -> int:
+    """1 when next in line: the queued predictions on the same queue admitted before it."""
+    ahead = Prediction.objects.filter(
+        queue=prediction.queue, status=Status.STARTING, created_at__lt=prediction.created_at
+    )
+    return ahead.count() + 1
+
+
+# --- Worker side -------------------------------------------------------------------
+
+
+def claim(prediction_id: str, worker_host: str) -> Prediction | None:
+    """starting -> processing, for exactly one worker; None if someone else has it."""
+    now = timezone.now()
+    claimed = Prediction.objects.filter(pk=prediction_id, status=Status.STARTING).update(
+        status=Status.PROCESSING,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS),
+        worker_host=worker_host[:200],
+    )
+    if not claimed:
+        return None
+    prediction = Prediction.objects.select_related("model", "org").get(pk=prediction_id)
+    prediction.queue_time = (now - prediction.created_at).total_seconds()
+    prediction.attempt += 1
+    prediction.save(update_fields=["queue_time", "attempt"])
+    events.append(prediction_id, "status", {"status": Status.PROCESSING})
+    return prediction
+
+
+def renew_lease(prediction_id: str) -> None:
+    Prediction.objects.filter(pk=prediction_id, status=Status.PROCESSING).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS)
+    )
+
+
+def fail_if_abandoned(prediction_id: str) -> bool:
+    """A redelivered task whose first run died mid-way: the partial stream cannot be
+    replayed honestly, so the prediction fails with a clear error instead of rerunning."""
+    stale = Prediction.objects.filter(
+        pk=prediction_id, status=Status.PROCESSING, lease_expires_at__lt=timezone.now()
+    ).first()
+    if stale is None:
+        return False
+    return finish(
+        stale,
+        Status.FAILED,
+        error="The worker running this prediction stopped unexpectedly.",
+        from_status=Status.PROCESSING,
+    )
+
+
+def finish(
+    prediction: Prediction,
+    status: str,
+    *,
+    output: object = None,
+    error: str = "",
+    logs: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    from_status: str | None = None,
+) -> bool:
+    """Moves a prediction to a terminal state once; settles usage and tells everyone."""
+    now = timezone.now()
+    started = prediction.started_at
+    fields = {
+        "status": status,
+        "completed_at": now,
+        "error": error,
+        "predict_time": (now - started).total_seconds() if started else None,
+        "lease_expires_at": None,
+    }
+    if output is not None:
+        fields["output"] = output
+    if logs is not None:
+        fields["logs"] = logs
+    if input_tokens is not None:
+        fields["input_tokens"] = input_tokens
+    if output_tokens is not None:
+        fields["output_tokens"] = output_tokens
+    allowed_from = [from_status] if from_status else [Status.STARTING, Status.PROCESSING]
+    with transaction.atomic():
+        updated = Prediction.objects.filter(pk=prediction.pk, status__in=allowed_from).update(
+            **fields
+        )
+        if not updated:
+            return False
+        prediction.refresh_from_db()
+        quota.settle(prediction)
+    final = prediction_payload(prediction)
+    if error:
+        events.append(prediction.id, "error", {"message": error})
+    events.append(prediction.id, "done", final)
+    _queue_webhook(prediction, "completed")
+    return True
+
+
+# --- Cancel ------------------------------------------------------------------------
+
+
+def _cancel_key(prediction_id: str) -> str:
+    return f"pred:{{{prediction_id}}}:cancel"
+
+
+def cancel_requested(prediction_id: str) -> bool:
+    return bool(events.sync_client().exists(_cancel_key(prediction_id)))
+
+
+def cancel(prediction: Prediction) -> Prediction:
+    """Idempotent. A queued prediction is canceled at once; a running one is flagged and
+    its worker stops within one token and finishes it as canceled."""
+    if prediction.status in TERMINAL_STATUSES:
+        return prediction
+    now = timezone.now()
+    Prediction.objects.filter(pk=prediction.pk, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=now
+    )
+    events.sync_client().set(_cancel_key(prediction.id), 1, ex=CANCEL_KEY_TTL_SECONDS)
+    # Not yet claimed: nobody else will finish it.
+    finish(prediction, Status.CANCELED, from_status=Status.STARTING)
+    prediction.refresh_from_db()
+    return prediction
+
+
+# --- Webhooks ----------------------------------------------------------------------
+
+
+def _queue_webhook(prediction: Prediction, event: str) -> None:
+    if not prediction.webhook or event not in prediction.webhook_events_filter:
+        return
+    if not webhooks.should_send(prediction.id, event):
+        return
+    from inference.tasks import deliver_webhook
+
+    deliver_webhook.delay(prediction.id, event)
+
+
+def notify_output(prediction: Prediction) -> None:
+    _queue_webhook(prediction, "output")
+
+
+def validate_wait(prefer_header: str | None) -> int | None:
+    """`Prefer: wait` or `Prefer: wait=N` (1..60) -> seconds to wait; None if absent."""
+    if not prefer_header:
+        return None
+    for part in prefer_header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        if not value:
+            return settings.PREFER_WAIT_MAX_SECONDS
+        if not value.strip().isdigit() or not 1 <= int(value) <= settings.PREFER_WAIT_MAX_SECONDS:
+            raise InvalidInput(
+                f"Prefer: wait=N needs 1 <= N <= {settings.PREFER_WAIT_MAX_SECONDS}.",
+                param="Prefer",
+            )
+        return int(value)
+    return None

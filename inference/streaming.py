@@ -1,0 +1,54 @@
+"""Who may watch a prediction, and the events they get from a given offset."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+
+from inference import events
+from inference.models import Prediction
+from inference.payloads import prediction_payload
+from portal.auth import Principal
+from portal.errors import InvalidInput, NotAllowed
+from portal.scoping import get_for_org
+
+KEEPALIVE_SECONDS = 15
+
+
+def parse_offset(raw: str | None) -> int:
+    """`Last-Event-ID` / `?from=`: the last seq the client has; 0 means from the start."""
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or len(raw) > 12:
+        raise InvalidInput("The stream offset must be a non-negative integer.", param="from")
+    return int(raw)
+
+
+def _watchable(principal: Principal, prediction_id: str) -> Prediction:
+    if not principal.has_scope("read"):
+        raise NotAllowed("This token lacks the 'read' scope.", code="missing_scope")
+    return get_for_org(Prediction.objects.select_related("model"), principal.org, pk=prediction_id)
+
+
+watchable = sync_to_async(_watchable)
+
+
+def _final_event_if_expired(prediction_id: str) -> events.Event | None:
+    """Once the log has expired, a finished prediction is replayed from the database."""
+    if events.log_exists(prediction_id):
+        return None
+    prediction = Prediction.objects.select_related("model").filter(pk=prediction_id).first()
+    if prediction is None or not prediction.is_terminal:
+        return None
+    return events.Event(seq=0, type=events.TERMINAL_EVENT, data=prediction_payload(prediction))
+
+
+async def events_after(prediction_id: str, after: int) -> AsyncIterator[events.Event | None]:
+    """Every event after `after`, live, ending with `done`; None means "say keep-alive"."""
+    final = await sync_to_async(_final_event_if_expired)(prediction_id)
+    if final is not None:
+        yield final
+        return
+    async for event in events.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS):
+        yield event

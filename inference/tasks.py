@@ -1,0 +1,46 @@
+"""Celery tasks: thin wrappers around services (see ARCHITECTURE.md, "The spine")."""
+
+from __future__ import annotations
+
+import requests
+from celery import shared_task
+from django.conf import settings
+
+from inference import execution, reaper, webhooks
+from inference.models import Prediction
+from inference.payloads import prediction_payload
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_prediction(prediction_id: str) -> None:
+    execution.execute(prediction_id, run_prediction.request.hostname or "")
+
+
+@shared_task(
+    autoretry_for=(requests.RequestException,),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def deliver_webhook(prediction_id: str, event: str) -> None:
+    prediction = Prediction.objects.select_related("org", "model").get(pk=prediction_id)
+    body, headers = webhooks.signed_request(
+        prediction.org.webhook_secret,
+        f"{prediction.id}-{event}-{deliver_webhook.request.id}",
+        prediction_payload(prediction),
+    )
+    response = requests.post(
+        prediction.webhook,
+        data=body,
+        headers=headers,
+        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+        allow_redirects=False,
+    )
+    response.raise_for_status()
+
+
+@shared_task(ignore_result=True)
+def reap_stuck_predictions() -> int:
+    return reaper.reap()

@@ -1,0 +1,36 @@
+"""Browser pages: the org's prediction history and one prediction's detail."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from inference.models import Prediction, Status
+from portal.errors import NotFound
+from portal.scoping import get_for_org, scoped
+from portal.views import org_member_required
+
+PAGE_SIZE = 25
+
+
+@org_member_required()
+def prediction_list(request: HttpRequest) -> HttpResponse:
+    predictions = scoped(Prediction.objects.select_related("model"), request.org)
+    status = request.GET.get("status", "")
+    if status in Status.values:
+        predictions = predictions.filter(status=status)
+    page = Paginator(predictions, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "statuses": Status.values, "status": status}
+    return render(request, "inference/prediction_list.html", context)
+
+
+@org_member_required()
+def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    try:
+        prediction = get_for_org(
+            Prediction.objects.select_related("model", "token"), request.org, pk=prediction_id
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    return render(request, "inference/prediction_detail.html", {"prediction": prediction})

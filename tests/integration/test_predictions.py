@@ -1,0 +1,258 @@
+"""The prediction spine end to end: HTTP API -> Celery worker -> Redis Stream -> SSE/WS."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+import websockets
+import websockets.sync.client as ws_client
+
+from inference.models import Prediction
+from models_hub.demo import load_demo_catalog
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+ECHO_PROMPT = "one two three four five six seven eight"
+
+
+@pytest.fixture
+def catalog(db):
+    return {listing.slug: listing for listing in load_demo_catalog()}
+
+
+@pytest.fixture
+def api(stack, org, token_for, catalog):
+    token = token_for(org)
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        client.token = token
+        yield client
+
+
+def create(api, model="echo", **input_):
+    response = api.post("/api/v1/predictions", json={"model": model, "input": input_})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def read_sse(api, url: str, headers: dict | None = None, stop_after: int | None = None):
+    """Parses an SSE response into (seq, type, data) tuples until `done` or `stop_after`."""
+    received = []
+    with api.stream("GET", url, headers=headers or {}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = {}
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                event["seq"] = int(line[4:])
+            elif line.startswith("event: "):
+                event["type"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = json.loads(line[6:])
+            elif line == "" and event:
+                received.append((event["seq"], event["type"], event["data"]))
+                if event["type"] == "done" or (stop_after and len(received) >= stop_after):
+                    return received
+                event = {}
+    return received
+
+
+def test_echo_streams_over_sse_and_done_matches_get(api):
+    prediction = create(api, prompt=ECHO_PROMPT)
+    events = read_sse(api, f"/api/v1/predictions/{prediction['id']}/stream")
+    seqs = [seq for seq, _, _ in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    deltas = [data for _, kind, data in events if kind == "output"]
+    assert len(deltas) > 1
+    done = events[-1][2]
+    fetched = api.get(f"/api/v1/predictions/{prediction['id']}").json()
+    assert done["status"] == fetched["status"] == "succeeded"
+    assert done["output"] == fetched["output"] == "".join(deltas)
+    assert fetched["metrics"]["output_tokens"] > 0
+    assert fetched["metrics"]["queue_time"] is not None
+
+
+def test_websocket_streams_the_same_events_and_closes_1000(stack, api):
+    prediction = create(api, prompt=ECHO_PROMPT)
+    url = f"{stack.ws_url}/ws/predictions/{prediction['id']}/"
+    messages = []
+    with ws_client.connect(url, additional_headers={"Authorization": f"Bearer {api.token}"}) as ws:
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=30)))
+        except websockets.exceptions.ConnectionClosedOK as closed:
+            assert closed.rcvd.code == 1000
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert messages[-1]["type"] == "done"
+    output = "".join(m["data"] for m in messages if m["type"] == "output")
+    assert output == messages[-1]["data"]["output"]
+
+
+def test_late_join_replays_everything_and_resume_has_no_gap(api):
+    prediction = create(api, prompt=ECHO_PROMPT)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    full = read_sse(api, url)
+    assert full[-1][1] == "done"
+    # After completion: everything again.
+    assert read_sse(api, url) == full
+    middle = full[len(full) // 2][0]
+    for resumed in (
+        read_sse(api, url, headers={"Last-Event-ID": str(middle)}),
+        read_sse(api, f"{url}?from={middle}"),
+    ):
+        assert resumed == [e for e in full if e[0] > middle]
+
+
+def test_reconnect_mid_stream_continues_exactly_once(api):
+    prediction = create(api, prompt=" ".join(["word"] * 40), tokens_per_second=40)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    first = read_sse(api, url, stop_after=5)
+    rest = read_sse(api, url, headers={"Last-Event-ID": str(first[-1][0])})
+    combined = first + rest
+    assert [e[0] for e in combined] == list(range(1, len(combined) + 1))
+    assert combined[-1][1] == "done"
+
+
+def test_prefer_wait_returns_the_terminal_prediction(api):
+    response = api.post(
+        "/api/v1/predictions",
+        json={"model": "echo", "input": {"prompt": "hello there"}},
+        headers={"Prefer": "wait=30"},
+    )
+    assert response.status_code == 201
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["output"] == "hello there"
+
+
+def test_cancel_mid_stream_keeps_partial_output(api):
+    prediction = create(api, prompt=" ".join(["word"] * 200), tokens_per_second=50)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    read_sse(api, url, stop_after=6)
+    first = api.post(f"/api/v1/predictions/{prediction['id']}/cancel")
+    assert first.status_code == 200
+    events = read_sse(api, url)
+    done = events[-1][2]
+    assert done["status"] == "canceled"
+    assert 0 < done["metrics"]["output_tokens"] < 200
+    assert done["output"] and len(done["output"].split()) < 200
+    # Idempotent: a second cancel returns the same terminal prediction.
+    again = api.post(f"/api/v1/predictions/{prediction['id']}/cancel").json()
+    assert again["status"] == "canceled" and again["output"] == done["output"]
+
+
+def test_cancel_of_a_finished_prediction_changes_nothing(api):
+    prediction = create(api, prompt="short")
+    read_sse(api, f"/api/v1/predictions/{prediction['id']}/stream")
+    response = api.post(f"/api/v1/predictions/{prediction['id']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+
+
+def test_outsider_gets_404_everywhere(stack, api, outsider_org, token_for):
+    prediction = create(api, prompt="secret stuff")
+    theirs = token_for(outsider_org)
+    headers = {"Authorization": f"Bearer {theirs}"}
+    base = f"{stack.base_url}/api/v1/predictions/{prediction['id']}"
+    assert httpx.get(base, headers=headers).status_code == 404
+    assert httpx.post(f"{base}/cancel", headers=headers).status_code == 404
+    assert httpx.get(f"{base}/stream", headers=headers).status_code == 404
+    missing = httpx.get(f"{stack.base_url}/api/v1/predictions/doesnotexist", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json() == httpx.get(base, headers=headers).json() | {
+        "error": missing.json()["error"]
+    }
+    url = f"{stack.ws_url}/ws/predictions/{prediction['id']}/"
+    with (
+        pytest.raises(
+            (websockets.exceptions.InvalidStatus, websockets.exceptions.ConnectionClosed)
+        ),
+        ws_client.connect(url, additional_headers=headers) as ws,
+    ):
+        ws.recv(timeout=10)
+    assert Prediction.objects.get(pk=prediction["id"]).status != "canceled"
+
+
+def test_revoked_token_cannot_open_a_new_stream(stack, api, org, owner):
+    from portal import services
+    from portal.models import ApiToken
+
+    prediction = create(api, prompt=" ".join(["word"] * 50), tokens_per_second=50)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    read_sse(api, url, stop_after=2)
+    token = ApiToken.objects.get(prefix=api.token.split("_")[1])
+    services.revoke_token(org, owner, token.pk)
+    assert api.get(url).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"model": "no-such-model", "input": {"prompt": "x"}}, 404),
+        ({"model": "echo", "input": {"prompt": 42}}, 400),
+        ({"model": "echo", "input": {}}, 400),
+        ({"model": "echo", "input": "text"}, 400),
+        ({"model": "echo"}, 400),
+        ({}, 400),
+        ({"model": "echo", "input": {"prompt": "x"}, "webhook": "ftp://example.com"}, 400),
+        ({"model": "echo", "input": {"prompt": "x"}, "webhook_events_filter": ["bogus"]}, 400),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_and_queues_nothing(api, body, status):
+    response = api.post("/api/v1/predictions", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["message"]
+    assert not Prediction.objects.exists()
+
+
+def test_malformed_oversized_and_bad_prefer_are_rejected(api):
+    assert (
+        api.post(
+            "/api/v1/predictions", content=b"{nope", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
+    huge = {"model": "echo", "input": {"prompt": "x" * (2 * 1024 * 1024)}}
+    assert api.post("/api/v1/predictions", json=huge).status_code == 413
+    response = api.post(
+        "/api/v1/predictions",
+        json={"model": "echo", "input": {"prompt": "x"}},
+        headers={"Prefer": "wait=999"},
+    )
+    assert response.status_code == 400
+    assert not Prediction.objects.exists()
+
+
+def test_list_is_org_scoped_and_filterable(api, stack, outsider_org, token_for):
+    first = create(api, prompt="a")
+    read_sse(api, f"/api/v1/predictions/{first['id']}/stream")
+    body = api.get("/api/v1/predictions?status=succeeded").json()
+    assert [p["id"] for p in body["results"]] == [first["id"]]
+    assert api.get("/api/v1/predictions?status=failed").json()["results"] == []
+    theirs = httpx.get(
+        f"{stack.base_url}/api/v1/predictions",
+        headers={"Authorization": f"Bearer {token_for(outsider_org)}"},
+    ).json()
+    assert theirs["results"] == []
+
+
+def test_concurrent_creates_each_run_once(api):
+    ids = []
+
+    def one():
+        ids.append(create(api, prompt="x y z")["id"])
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if Prediction.objects.filter(pk__in=ids, status="succeeded").count() == 8:
+            break
+        time.sleep(0.2)
+    assert Prediction.objects.filter(pk__in=ids, status="succeeded", attempt=1).count() == 8
