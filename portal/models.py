@@ -10,6 +10,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+def new_invitation_nonce() -> str:
+    return secrets.token_hex(16)
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
@@ -66,7 +70,7 @@ class Invitation(models.Model):
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     # Random per invitation so a signed link can never be re-derived or re-used for
     # another invitation to the same address.
-    nonce = models.CharField(max_length=32, default=secrets.token_hex, editable=False)
+    nonce = models.CharField(max_length=32, default=new_invitation_nonce, editable=False)
     invited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
