@@ -6,22 +6,33 @@ from collections.abc import Callable
 
 import pytest
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 
 from portal import services
 from portal.models import Organization, Role
+from portal.redis_client import sync_client
 
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+def clear_counters() -> None:
+    """Cache entries and rate-limit windows; never the broker's queues or worker presence,
+    which live in the same Redis database while the integration stack runs."""
+    client = sync_client()
+    for pattern in (f"{settings.CACHES['default']['KEY_PREFIX']}:*", "rl:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture(autouse=True)
-def _clean_cache():
-    """Rate-limit counters live in Redis; each test starts from zero (test-only Redis db)."""
-    cache.clear()
+def _clean_counters():
+    """Log-in throttles and rate limits live in Redis; each test starts from zero."""
+    clear_counters()
     yield
-    cache.clear()
+    clear_counters()
 
 
 def make_user(email: str) -> object:

@@ -256,3 +256,24 @@ def test_concurrent_creates_each_run_once(api):
             break
         time.sleep(0.2)
     assert Prediction.objects.filter(pk__in=ids, status="succeeded", attempt=1).count() == 8
+
+
+@pytest.mark.models
+def test_smollm2_generates_over_sse_and_websocket(stack, api):
+    prediction = create(
+        api, "smollm2-135m-instruct", prompt="Name three colors.", max_new_tokens=12, seed=1
+    )
+    events = read_sse(api, f"/api/v1/predictions/{prediction['id']}/stream")
+    deltas = [data for _, kind, data in events if kind == "output"]
+    done = events[-1][2]
+    assert done["status"] == "succeeded", done
+    assert len(deltas) > 1 and "".join(deltas) == done["output"]
+    assert 0 < done["metrics"]["output_tokens"] <= 12
+    assert done["metrics"]["input_tokens"] > 0
+    url = f"{stack.ws_url}/ws/predictions/{prediction['id']}/"
+    with ws_client.connect(url, additional_headers={"Authorization": f"Bearer {api.token}"}) as ws:
+        replay = []
+        with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+            while True:
+                replay.append(json.loads(ws.recv(timeout=30)))
+    assert [(m["seq"], m["type"]) for m in replay] == [(e[0], e[1]) for e in events]
