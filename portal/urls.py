@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from inference.api import openai
 from portal import health, views
 from portal.api.account import AccountView
 
@@ -31,6 +32,10 @@ urlpatterns = [
     path("models/", include("models_hub.urls")),
     path("predictions/", include("inference.urls")),
     path("api/v1/", include(api_v1)),
+    path("v1/models", openai.list_models, name="openai_models"),
+    path("v1/chat/completions", openai.chat_completions, name="openai_chat_completions"),
+    path("v1/completions", openai.completions, name="openai_completions"),
+    path("v1/embeddings", openai.embeddings, name="openai_embeddings"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),

@@ -1,0 +1,377 @@
+"""OpenAI-compatible `/v1` API: each call is a prediction through the same admission,
+quota, event log, cancel and tenancy path as `/api/v1/predictions` (API.md).
+
+Views are async so that a streaming client that disconnects is noticed: the generator is
+closed, and closing it cancels the prediction, so only what was generated is billed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from inference import events, services
+from inference.models import Prediction, Source, Status
+from models_hub.models import ModelListing
+from portal.auth import Principal, resolve_bearer
+from portal.errors import AuthenticationFailed, InvalidInput, PortalError
+from portal.middleware import error_body
+
+# Non-streamed calls wait this long for the prediction (a long generation on CPU).
+COMPLETION_WAIT_SECONDS = 600
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs")
+
+
+def _error(exc: PortalError) -> JsonResponse:
+    response = JsonResponse(
+        error_body(exc.type, exc.code, exc.message, exc.param), status=exc.status
+    )
+    if getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _principal(request: HttpRequest) -> Principal:
+    principal = resolve_bearer(request.headers.get("Authorization"))
+    if principal is None:
+        raise AuthenticationFailed("Send your API token as 'Authorization: Bearer <token>'.")
+    return principal
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("The body is not valid JSON.", code="malformed_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object.")
+    return body
+
+
+def openai_view(handler: Callable) -> Callable:
+    """Auth, JSON body and OpenAI-shaped errors for one POST/GET /v1 endpoint."""
+
+    @csrf_exempt
+    async def view(request: HttpRequest) -> HttpResponse:
+        try:
+            principal = await sync_to_async(_principal)(request)
+            if request.method == "GET":
+                return await handler(principal)
+            if request.method != "POST":
+                raise InvalidInput("Method not allowed.", code="method_not_allowed")
+            return await handler(principal, _json_body(request))
+        except PortalError as exc:
+            return _error(exc)
+
+    return view
+
+
+# --- Request mapping ------------------------------------------------------------------
+
+
+def _require(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise InvalidInput(f"Missing required parameter: '{name}'.", param=name)
+    if not isinstance(value, kind):
+        raise InvalidInput(f"Invalid type for '{name}'.", param=name)
+    return value
+
+
+def _reject_unsupported(body: dict) -> None:
+    n = body.get("n", 1)
+    if n != 1:
+        raise InvalidInput("Only n=1 is supported.", param="n", code="unsupported_parameter")
+    for name in UNSUPPORTED:
+        if body.get(name):
+            raise InvalidInput(
+                f"'{name}' is not supported by this model.",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
+def _generation_params(body: dict) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        params["max_new_tokens"] = max_tokens
+    for name in ("temperature", "top_p", "seed"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    stop = body.get("stop")
+    if stop is not None:
+        params["stop"] = [stop] if isinstance(stop, str) else stop
+    return params
+
+
+def _stream_options(body: dict) -> tuple[bool, bool]:
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise InvalidInput("Invalid type for 'stream'.", param="stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidInput("Invalid type for 'stream_options'.", param="stream_options")
+    return stream, bool(options.get("include_usage"))
+
+
+def _map_input_errors(exc: InvalidInput) -> InvalidInput:
+    """`input.max_new_tokens` means nothing to an OpenAI client: name its own parameter."""
+    names = {"input.max_new_tokens": "max_tokens", "input.messages": "messages"}
+    if exc.param in names:
+        exc.param = names[exc.param]
+    elif exc.param and exc.param.startswith("input."):
+        exc.param = exc.param.removeprefix("input.")
+    return exc
+
+
+def _admit(principal: Principal, model: str, model_input: dict) -> Prediction:
+    try:
+        return services.admit(
+            principal,
+            services.PredictionRequest(model=model, input=model_input, source=Source.OPENAI),
+        )
+    except InvalidInput as exc:
+        raise _map_input_errors(exc) from exc
+
+
+admit = sync_to_async(_admit)
+
+
+# --- Response shapes ----------------------------------------------------------------------
+
+
+def _finish_reason(prediction: Prediction) -> str:
+    if prediction.status == Status.SUCCEEDED and prediction.output_tokens >= prediction.input.get(
+        "max_new_tokens", float("inf")
+    ):
+        return "length"
+    return "stop"
+
+
+def _usage(prediction: Prediction) -> dict[str, int]:
+    return {
+        "prompt_tokens": prediction.input_tokens,
+        "completion_tokens": prediction.output_tokens,
+        "total_tokens": prediction.input_tokens + prediction.output_tokens,
+    }
+
+
+class ModelFailed(PortalError):
+    status = 500
+    type = "server_error"
+    code = "model_error"
+
+
+def _check_succeeded(prediction: Prediction) -> None:
+    if prediction.status == Status.FAILED:
+        raise ModelFailed(prediction.error or "The model failed.")
+
+
+async def _wait_until_done(prediction: Prediction) -> Prediction:
+    deadline = time.monotonic() + COMPLETION_WAIT_SECONDS
+    async for event in events.tail(prediction.id, 0, idle_seconds=15):
+        if event is not None and event.type == events.TERMINAL_EVENT:
+            break
+        if time.monotonic() > deadline:
+            break
+    return await Prediction.objects.select_related("model").aget(pk=prediction.id)
+
+
+class _CancelOnClose:
+    """Cancels the prediction if the stream ends before its `done` (client went away)."""
+
+    def __init__(self, prediction: Prediction):
+        self.prediction = prediction
+        self.finished = False
+
+    async def close(self) -> None:
+        if not self.finished:
+            await sync_to_async(services.cancel)(self.prediction)
+
+
+def _sse(payload: dict | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+async def _stream_chunks(
+    prediction: Prediction,
+    chunk: Callable[[dict | None, str | None], dict],
+    include_usage: bool,
+    first_delta: dict | None,
+) -> AsyncIterator[str]:
+    guard = _CancelOnClose(prediction)
+    try:
+        if first_delta is not None:
+            yield _sse(chunk(first_delta, None))
+        async for event in events.tail(prediction.id, 0, idle_seconds=15):
+            if event is None:
+                yield ": keep-alive\n\n"
+            elif event.type == "output" and isinstance(event.data, str):
+                yield _sse(chunk({"content": event.data}, None))
+            elif event.type == events.TERMINAL_EVENT:
+                guard.finished = True
+                final = await Prediction.objects.select_related("model").aget(pk=prediction.id)
+                if final.status == Status.FAILED:
+                    yield _sse({"error": {"message": final.error, "type": "api_error"}})
+                yield _sse(chunk({}, _finish_reason(final)))
+                if include_usage:
+                    yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
+                yield _sse("[DONE]")
+                return
+    finally:
+        await guard.close()
+
+
+def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+# --- Endpoints ------------------------------------------------------------------------
+
+
+@openai_view
+async def list_models(principal: Principal) -> JsonResponse:
+    listings = await sync_to_async(list)(
+        ModelListing.objects.callable_by(principal.org).select_related("org").order_by("slug")
+    )
+    data = [
+        {
+            "id": listing.slug,
+            "object": "model",
+            "created": int(listing.created_at.timestamp()),
+            "owned_by": listing.publisher_name,
+        }
+        for listing in listings
+        if principal.allows_model(listing.slug)
+    ]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@openai_view
+async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
+    model = _require(body, "model", str)
+    messages = _require(body, "messages", list)
+    _reject_unsupported(body)
+    stream, include_usage = _stream_options(body)
+    prediction = await admit(principal, model, {"messages": messages, **_generation_params(body)})
+    created = int(prediction.created_at.timestamp())
+    completion_id = f"chatcmpl-{prediction.id}"
+    if stream:
+
+        def chunk(delta: dict | None, finish_reason: str | None) -> dict:
+            choices = [] if delta is None else [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ]  # fmt: skip
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+
+        first = {"role": "assistant", "content": ""}
+        return _streaming_response(_stream_chunks(prediction, chunk, include_usage, first))
+    final = await _wait_until_done(prediction)
+    _check_succeeded(final)
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": final.output or ""},
+                    "finish_reason": _finish_reason(final),
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(final),
+        }
+    )
+
+
+@openai_view
+async def completions(principal: Principal, body: dict) -> HttpResponse:
+    model = _require(body, "model", str)
+    prompt = _require(body, "prompt", str)
+    _reject_unsupported(body)
+    stream, include_usage = _stream_options(body)
+    prediction = await admit(principal, model, {"prompt": prompt, **_generation_params(body)})
+    created = int(prediction.created_at.timestamp())
+    completion_id = f"cmpl-{prediction.id}"
+
+    def choice(text: str, finish_reason: str | None) -> dict:
+        return {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+
+    if stream:
+
+        def chunk(delta: dict | None, finish_reason: str | None) -> dict:
+            choices = [] if delta is None else [choice(delta.get("content", ""), finish_reason)]
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+
+        return _streaming_response(_stream_chunks(prediction, chunk, include_usage, None))
+    final = await _wait_until_done(prediction)
+    _check_succeeded(final)
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice(final.output or "", _finish_reason(final))],
+            "usage": _usage(final),
+        }
+    )
+
+
+def _encode_embedding(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+@openai_view
+async def embeddings(principal: Principal, body: dict) -> HttpResponse:
+    model = _require(body, "model", str)
+    texts = _require(body, "input", (str, list))
+    encoding_format = body.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        message = "encoding_format must be 'float' or 'base64'."
+        raise InvalidInput(message, param="encoding_format")
+    if body.get("dimensions") is not None:
+        raise InvalidInput(
+            "'dimensions' is not supported by this model.",
+            param="dimensions",
+            code="unsupported_parameter",
+        )
+    prediction = await admit(principal, model, {"input": texts})
+    final = await _wait_until_done(prediction)
+    _check_succeeded(final)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding_format)}
+        for i, v in enumerate(final.output or [])
+    ]
+    usage = {"prompt_tokens": final.input_tokens, "total_tokens": final.input_tokens}
+    return JsonResponse({"object": "list", "data": data, "model": model, "usage": usage})
