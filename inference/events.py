@@ -7,12 +7,16 @@ that connects late or reconnects gets every event after its last seq exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import Script
 
 from portal.redis_client import sync_client
 
@@ -20,6 +24,7 @@ STREAM_MAX_EVENTS = 50_000
 # After the terminal event the log stays for late joiners, then the database answers.
 RETENTION_SECONDS = 24 * 3600
 TERMINAL_EVENT = "done"
+REDIS_RETRY_SECONDS = 0.5
 
 # Seq and append in one atomic step, so several writers (worker, canceler, reaper) never
 # reuse a seq and readers always see seqs in increasing order.
@@ -55,20 +60,18 @@ def _seq_key(prediction_id: str) -> str:
     return f"pred:{{{prediction_id}}}:seq"
 
 
+@lru_cache(maxsize=1)
+def _append_script(client: redis.Redis) -> Script:
+    # Registered once: later calls send only the script's SHA (EVALSHA).
+    return client.register_script(_APPEND_SCRIPT)
+
+
 def append(prediction_id: str, type_: str, data: object) -> int:
     """Appends one event and returns its seq."""
-    return int(
-        sync_client().eval(
-            _APPEND_SCRIPT,
-            2,
-            stream_key(prediction_id),
-            _seq_key(prediction_id),
-            type_,
-            json.dumps(data),
-            STREAM_MAX_EVENTS,
-            RETENTION_SECONDS,
-        )
-    )
+    script = _append_script(sync_client())
+    keys = [stream_key(prediction_id), _seq_key(prediction_id)]
+    args = [type_, json.dumps(data), STREAM_MAX_EVENTS, RETENTION_SECONDS]
+    return int(script(keys=keys, args=args))
 
 
 def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
@@ -93,12 +96,21 @@ async def tail(
 ) -> AsyncIterator[Event | None]:
     """Yields events after `after_seq` as they come, None after each idle period, and ends
     after the terminal event. The caller decides what an idle period means (keep-alive)."""
-    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    # No socket timeout: XREAD blocks on purpose; the block time bounds each wait.
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None)
     key = stream_key(prediction_id)
     last = f"{after_seq}-0"
     try:
         while True:
-            response = await client.xread({key: last}, count=500, block=int(idle_seconds * 1000))
+            try:
+                response = await client.xread(
+                    {key: last}, count=500, block=int(idle_seconds * 1000)
+                )
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                # Redis restarting: wait, then continue from the last delivered seq.
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+                yield None
+                continue
             if not response:
                 yield None
                 continue

@@ -106,13 +106,14 @@ def stack(django_db_setup, django_db_blocker):
          "--port", str(port), "--no-access-log", "--log-level", "warning"],
         cwd=ROOT, env=stack_env(), start_new_session=True,
     )  # fmt: skip
-    worker = Worker(queues="cpu,default")
+    stack = Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", Worker("cpu,default"), web)
     try:
         with django_db_blocker.unblock():
-            worker.start(concurrency=2)
+            stack.worker.start(concurrency=2)
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
-        yield Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker, web)
+        yield stack
     finally:
-        worker.stop()
+        # Tests may replace the worker (after killing one): stop whichever runs now.
+        stack.worker.stop()
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=20)
