@@ -7,6 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from inference.models import Prediction, Status
+from models_hub.models import ModelListing
 from portal.errors import NotFound
 from portal.scoping import get_for_org, scoped
 from portal.views import org_member_required
@@ -34,3 +35,17 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
     except NotFound as exc:
         raise Http404(exc.message) from exc
     return render(request, "inference/prediction_detail.html", {"prediction": prediction})
+
+
+def quickstart(request: HttpRequest) -> HttpResponse:
+    """First calls with curl, the openai SDK and streaming, with this site's real URLs."""
+    org = request.org if request.user.is_authenticated else None
+    listings = ModelListing.objects.callable_by(org).order_by("slug")
+    by_task = {listing.task: listing.slug for listing in reversed(listings)}
+    context = {
+        "base_url": request.build_absolute_uri("/").rstrip("/"),
+        "chat_model": by_task.get("text-generation", "MODEL"),
+        "embedding_model": by_task.get("embeddings", "MODEL"),
+        "models": listings,
+    }
+    return render(request, "inference/quickstart.html", context)

@@ -228,6 +228,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "inference.api.schema.add_async_endpoints",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PredictionStatusEnum": "inference.models.Status",
         "ListingStatusEnum": "models_hub.models.ListingStatus",
@@ -268,12 +272,26 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.reap_stuck_predictions",
         "schedule": env_int("REAPER_INTERVAL_SECONDS", 30),
     },
+    "report-overage-to-stripe": {
+        "task": "billing.tasks.report_overage",
+        "schedule": env_int("METER_REPORT_INTERVAL_SECONDS", 300),
+    },
 }
 # A prediction still queued after this long is failed by the reaper.
 PREDICTION_QUEUE_TIMEOUT_SECONDS = env_int("PREDICTION_QUEUE_TIMEOUT_SECONDS", 600)
 PREFER_WAIT_MAX_SECONDS = 60
 # A running prediction's worker renews this lease; the reaper fails it once it lapses.
 PREDICTION_LEASE_SECONDS = env_int("PREDICTION_LEASE_SECONDS", 30)
+
+# --- Billing (Stripe) ---------------------------------------------------------------
+# Without a secret key the portal runs on free and admin-granted plans only.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+# Another Stripe-compatible server (localstripe in development); empty is Stripe itself.
+STRIPE_API_BASE = env("STRIPE_API_BASE")
+STRIPE_METER_EVENT_NAME = env("STRIPE_METER_EVENT_NAME", "model_portal_tokens")
+# A past_due subscription keeps its plan this long before falling back to free.
+BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 7)
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from inference import views as inference_views
 from inference.api import openai
 from portal import health, views
 from portal.api.account import AccountView
@@ -36,6 +37,7 @@ urlpatterns = [
     path("v1/chat/completions", openai.chat_completions, name="openai_chat_completions"),
     path("v1/completions", openai.completions, name="openai_completions"),
     path("v1/embeddings", openai.embeddings, name="openai_embeddings"),
+    path("docs/quickstart/", inference_views.quickstart, name="quickstart"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),

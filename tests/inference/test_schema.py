@@ -1,0 +1,49 @@
+"""The served OpenAPI document covers every /api/v1 and /v1 operation, and its UIs load."""
+
+import pytest
+import yaml
+from drf_spectacular.validation import validate_schema
+
+pytestmark = pytest.mark.django_db
+
+EXPECTED_PATHS = {
+    "/api/v1/account",
+    "/api/v1/models",
+    "/api/v1/models/{slug}",
+    "/api/v1/predictions",
+    "/api/v1/predictions/{id}",
+    "/api/v1/predictions/{id}/cancel",
+    "/api/v1/predictions/{id}/stream",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+}
+
+
+def test_schema_is_valid_openapi_3_and_documents_errors(client):
+    response = client.get("/api/schema/")
+    assert response.status_code == 200
+    schema = yaml.safe_load(response.content)
+    validate_schema(schema)
+    assert schema["openapi"].startswith("3.")
+    assert set(schema["paths"]) >= EXPECTED_PATHS
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    assert {"400", "401", "404", "429"} <= set(chat["responses"])
+    assert chat["requestBody"]["content"]["application/json"]["example"]
+
+
+@pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])
+def test_docs_pages_are_served_without_a_cdn(client, url):
+    page = client.get(url).content.decode()
+    assert "cdn." not in page and "unpkg" not in page and "jsdelivr" not in page
+    assert "/static/drf_spectacular_sidecar/" in page
+
+
+def test_quickstart_uses_the_real_base_url_and_model_slugs(client):
+    from models_hub.demo import load_demo_catalog
+
+    load_demo_catalog()
+    page = client.get("/docs/quickstart/").content.decode()
+    assert 'base_url="http://testserver/v1"' in page or "http://testserver/v1" in page
+    assert "all-minilm-l6-v2" in page
