@@ -94,6 +94,7 @@ def main() -> int:
             print(f"redis-server started on {env['REDIS_URL']}", flush=True)
         manage("migrate", "--noinput", env=env)
         manage("load_demo", env=env)
+        manage("prepare_models", env=env)
         manage("ensure_admin", env=env)
         worker = [PYTHON, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO"]
         worker += ["--concurrency", "1", "-Q", env.get("WORKER_QUEUES", "default,cpu")]

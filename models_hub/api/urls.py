@@ -1,1 +1,8 @@
-urlpatterns: list = []
+from django.urls import path
+
+from models_hub.api.views import ModelDetailView, ModelListView
+
+urlpatterns = [
+    path("models", ModelListView.as_view(), name="api_model_list"),
+    path("models/<slug:slug>", ModelDetailView.as_view(), name="api_model_detail"),
+]

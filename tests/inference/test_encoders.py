@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference.runners import FinishReason, get_runner
-from tests.inference.conftest import collect, demo_spec
+from tests.inference.helpers import collect, demo_spec
 
 pytestmark = pytest.mark.models
 

@@ -24,7 +24,7 @@ from inference.loading import (
     resolve_dtype,
 )
 from inference.spec import parse_source
-from tests.inference.conftest import demo_spec
+from tests.inference.helpers import demo_spec
 
 
 def test_device_from_env(monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from inference.runners import FinishReason, get_runner
 from inference.runners.echo import split_pieces
 from inference.runners.text_generation import IncrementalDecoder, StopMatcher, resolve_params
-from tests.inference.conftest import collect, demo_spec, outputs
+from tests.inference.helpers import collect, demo_spec, outputs
 
 
 def feed(matcher: StopMatcher, deltas: list[str]) -> tuple[str, bool]:
@@ -131,7 +131,7 @@ def test_echo_cancel():
         calls.append(1)
         return len(calls) >= 2
 
-    events, result = run_echo({"prompt": "a b c d e f", "tokens_per_second": 0}, should_cancel)
+    _, result = run_echo({"prompt": "a b c d e f", "tokens_per_second": 0}, should_cancel)
     assert result.finish_reason == FinishReason.CANCELED
     assert result.output == "a b"
     assert result.metrics.output_tokens == 2

@@ -7,7 +7,7 @@ import torch
 
 from inference.runners import FinishReason, get_runner
 from inference.runners.text_generation import encode_prompt
-from tests.inference.conftest import collect, outputs
+from tests.inference.helpers import collect, outputs
 
 pytestmark = pytest.mark.models
 

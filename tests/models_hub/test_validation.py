@@ -10,6 +10,8 @@ from models_hub.schemas import MAX_EMBEDDING_BATCH
 from models_hub.validation import validate_input
 from portal.errors import InvalidInput
 
+CHAT = [{"role": "user", "content": "hi"}]
+
 
 @pytest.fixture
 def echo(make_listing) -> ModelListing:
@@ -47,7 +49,7 @@ def test_valid_input_is_returned_as_a_copy(echo):
         ({"prompt": "   \n"}, "input.prompt", "empty"),
         ({"prompt": 5}, "input.prompt", "string"),
         ({"prompt": None}, "input.prompt", "string"),
-        ({"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}, "input.messages", "not both"),
+        ({"prompt": "hi", "messages": CHAT}, "input.messages", "not both"),
         ({"messages": []}, "input.messages", "at least 1"),
         ({"messages": "hi"}, "input.messages", "list"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "input.messages[0].role", "one of"),

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from models_hub.catalog import pricing_for
+from models_hub.models import ModelListing, Task
+
+
+class CatalogQuerySerializer(serializers.Serializer):
+    """`GET /api/v1/models` query parameters; anything malformed is a 400 naming it."""
+
+    q = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    task = serializers.ChoiceField(required=False, choices=Task.choices)
+    tag = serializers.SlugField(required=False, max_length=40)
+    page = serializers.IntegerField(required=False, min_value=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
+
+
+class ModelSummarySerializer(serializers.ModelSerializer):
+    publisher = serializers.CharField(source="publisher_name")
+    tags = serializers.SerializerMethodField()
+    diagnostic = serializers.BooleanField(source="is_diagnostic")
+    hardware = serializers.CharField(source="queue")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelListing
+        fields = [
+            "slug",
+            "name",
+            "summary",
+            "task",
+            "tags",
+            "publisher",
+            "visibility",
+            "status",
+            "hardware",
+            "diagnostic",
+            "url",
+        ]
+
+    def get_tags(self, listing: ModelListing) -> list[str]:
+        return [tag.slug for tag in listing.tags.all()]
+
+    @extend_schema_field(serializers.URLField())
+    def get_url(self, listing: ModelListing) -> str:
+        return reverse("api_model_detail", args=[listing.slug], request=self.context.get("request"))
+
+
+class PricingSerializer(serializers.Serializer):
+    plans = serializers.ListField(child=serializers.DictField())
+    overage = serializers.DictField(allow_null=True)
+
+
+class RuntimeSerializer(serializers.Serializer):
+    max_context = serializers.IntegerField(allow_null=True)
+    default_params = serializers.DictField()
+    max_params = serializers.DictField()
+
+
+class ModelDetailSerializer(ModelSummarySerializer):
+    pricing = serializers.SerializerMethodField()
+    runtime = serializers.SerializerMethodField()
+
+    class Meta(ModelSummarySerializer.Meta):
+        fields = [
+            *ModelSummarySerializer.Meta.fields,
+            "description",
+            "revision",
+            "input_schema",
+            "example_input",
+            "runtime",
+            "pricing",
+        ]
+
+    @extend_schema_field(PricingSerializer)
+    def get_pricing(self, listing: ModelListing) -> dict[str, Any]:
+        return PricingSerializer(pricing_for(listing)).data
+
+    @extend_schema_field(RuntimeSerializer)
+    def get_runtime(self, listing: ModelListing) -> dict[str, Any]:
+        return RuntimeSerializer(listing).data

@@ -1,0 +1,57 @@
+"""Reading the catalog: search and filters, one listing by slug, its pricing.
+
+Pages and the API both come through here, so they always agree on what an org may see:
+another org's private listing is "not found", exactly like a slug that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+
+from models_hub.models import ModelListing, ModelListingQuerySet
+from portal.errors import NotFound
+from portal.models import Organization
+
+MAX_QUERY_TERMS = 8
+
+
+def search_catalog(
+    org: Organization | None, *, q: str = "", task: str = "", tag: str = ""
+) -> ModelListingQuerySet:
+    """Published listings the org may see; every search term must match somewhere."""
+    listings = ModelListing.objects.catalog(org)
+    if task:
+        listings = listings.filter(task=task)
+    if tag:
+        listings = listings.filter(tags__slug=tag)
+    for term in q.split()[:MAX_QUERY_TERMS]:
+        listings = listings.filter(
+            Q(name__icontains=term)
+            | Q(slug__icontains=term)
+            | Q(summary__icontains=term)
+            | Q(description__icontains=term)
+            | Q(tags__name__icontains=term)
+        )
+    return listings.select_related("org").prefetch_related("tags").distinct()
+
+
+def get_listing(org: Organization | None, slug: str) -> ModelListing:
+    listing = (
+        ModelListing.objects.viewable_by(org)
+        .select_related("org")
+        .prefetch_related("tags")
+        .filter(slug=slug)
+        .first()
+    )
+    if listing is None:
+        raise NotFound(f"Model {slug!r} not found.", code="model_not_found")
+    return listing
+
+
+def pricing_for(listing: ModelListing) -> dict[str, Any]:
+    """Which public plans include the model and its overage price (billing decides)."""
+    from billing.pricing import listing_pricing
+
+    return listing_pricing(listing)

@@ -1,0 +1,250 @@
+"""Writes to the catalog: the marketplace submission flow and the operator's review.
+
+An org's admin creates a listing (a draft), edits it, submits it for review; a staff
+member publishes it (or returns it to draft with a note) from Django admin. Status
+changes are conditional updates, so two reviewers acting at once cannot both win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from inference.spec import SourceError, SourceKind, parse_source
+from models_hub.models import ListingStatus, ModelListing, Tag, Task
+from models_hub.schemas import DEFAULT_MAX_NEW_TOKENS_CAP, default_schema
+from portal.errors import Conflict, InvalidInput, NotFound
+from portal.models import Organization, Role
+from portal.services import audit, require_role
+
+# Model pages of the publishing flow live under /models/publish/.
+RESERVED_SLUGS = frozenset({"publish"})
+# What a publishing org may set; runtime options and queues are the operator's call
+# during review.
+ORG_FIELDS = ("name", "summary", "description", "task", "source", "visibility")
+MAX_TAGS = 10
+
+
+def _raise_first(exc: ValidationError) -> None:
+    field, messages = next(iter(exc.message_dict.items()))
+    param = None if field == "__all__" else field
+    raise InvalidInput(messages[0], param=param) from exc
+
+
+def _check_org_source(source: str) -> None:
+    """Publishers bring Hugging Face models: local paths and packages are the operator's."""
+    try:
+        parsed = parse_source(source)
+    except SourceError as exc:
+        raise InvalidInput(str(exc), param="source") from exc
+    if parsed.kind != SourceKind.HF:
+        raise InvalidInput(
+            "Published models come from Hugging Face: hf:org/name@revision.", param="source"
+        )
+
+
+def tag_objects(names: list[str]) -> list[Tag]:
+    tags = []
+    for name in dict.fromkeys(n.strip() for n in names if n.strip()):
+        slug = slugify(name)[:40]
+        if not slug:
+            raise InvalidInput(f"{name!r} is not a usable tag.", param="tags")
+        tag, _ = Tag.objects.get_or_create(slug=slug, defaults={"name": name[:60]})
+        tags.append(tag)
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"At most {MAX_TAGS} tags.", param="tags")
+    return tags
+
+
+def _save_checked(listing: ModelListing, tags: list[str] | None) -> ModelListing:
+    if listing.slug in RESERVED_SLUGS:
+        raise InvalidInput(f"{listing.slug!r} is reserved; choose another slug.", param="slug")
+    try:
+        listing.full_clean()
+    except ValidationError as exc:
+        _raise_first(exc)
+    listing.save()
+    if tags is not None:
+        listing.tags.set(tag_objects(tags))
+    return listing
+
+
+def _task_defaults(task: str) -> dict[str, Any]:
+    if task not in Task.values:
+        raise InvalidInput("Unknown task.", param="task")
+    defaults: dict[str, Any] = {"input_schema": default_schema(task)}
+    if task == Task.TEXT_GENERATION:
+        defaults["max_params"] = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS_CAP}
+    return defaults
+
+
+@transaction.atomic
+def create_listing(
+    org: Organization, actor: AbstractBaseUser, slug: str, fields: dict[str, Any], tags: list[str]
+) -> ModelListing:
+    require_role(org, actor, Role.ADMIN)
+    values = {name: fields[name] for name in ORG_FIELDS if name in fields}
+    _check_org_source(values.get("source", ""))
+    listing = ModelListing(
+        org=org,
+        slug=slug,
+        created_by=actor,
+        status=ListingStatus.DRAFT,
+        **_task_defaults(values.get("task", "")),
+        **values,
+    )
+    _save_checked(listing, tags)
+    audit(org, actor, "model.created", listing.slug)
+    return listing
+
+
+def _own_listing(org: Organization, slug: str, *, for_update: bool = False) -> ModelListing:
+    listings = ModelListing.objects.filter(org=org, slug=slug)
+    listing = (listings.select_for_update() if for_update else listings).first()
+    if listing is None:
+        raise NotFound(f"Model {slug!r} not found.", code="model_not_found")
+    return listing
+
+
+@transaction.atomic
+def update_listing(
+    org: Organization, actor: AbstractBaseUser, slug: str, fields: dict[str, Any], tags: list[str]
+) -> ModelListing:
+    """Drafts only: what a reviewer looked at is what gets published."""
+    require_role(org, actor, Role.ADMIN)
+    listing = _own_listing(org, slug, for_update=True)
+    if listing.status != ListingStatus.DRAFT:
+        raise Conflict("Only a draft can be edited; withdraw it from review first.")
+    values = {name: fields[name] for name in ORG_FIELDS if name in fields}
+    if "source" in values:
+        _check_org_source(values["source"])
+    if values.get("task", listing.task) != listing.task:
+        for name, value in _task_defaults(values["task"]).items():
+            setattr(listing, name, value)
+    for name, value in values.items():
+        setattr(listing, name, value)
+    _save_checked(listing, tags)
+    audit(org, actor, "model.updated", listing.slug)
+    return listing
+
+
+def _transition(
+    listings: Any, from_statuses: tuple[str, ...], to_status: str, **changes: Any
+) -> int:
+    """Moves listings between statuses only if they are still where we expect them."""
+    return listings.filter(status__in=from_statuses).update(status=to_status, **changes)
+
+
+@transaction.atomic
+def submit_for_review(org: Organization, actor: AbstractBaseUser, slug: str) -> ModelListing:
+    require_role(org, actor, Role.ADMIN)
+    listing = _own_listing(org, slug)
+    moved = _transition(
+        ModelListing.objects.filter(pk=listing.pk),
+        (ListingStatus.DRAFT,),
+        ListingStatus.PENDING_REVIEW,
+        submitted_at=timezone.now(),
+    )
+    if not moved:
+        raise Conflict("Only a draft can be submitted for review.")
+    audit(org, actor, "model.submitted", listing.slug)
+    listing.refresh_from_db()
+    return listing
+
+
+@transaction.atomic
+def withdraw_submission(org: Organization, actor: AbstractBaseUser, slug: str) -> ModelListing:
+    require_role(org, actor, Role.ADMIN)
+    listing = _own_listing(org, slug)
+    moved = _transition(
+        ModelListing.objects.filter(pk=listing.pk),
+        (ListingStatus.PENDING_REVIEW,),
+        ListingStatus.DRAFT,
+    )
+    if not moved:
+        raise Conflict("Only a listing pending review can be withdrawn.")
+    audit(org, actor, "model.withdrawn", listing.slug)
+    listing.refresh_from_db()
+    return listing
+
+
+@transaction.atomic
+def publish_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
+    """Staff: publishes listings pending review, and the operator's own drafts.
+
+    An org's draft that was never submitted is left alone: its publisher did not ask.
+    Returns how many were published.
+    """
+    now = timezone.now()
+    candidates = listings.filter(
+        Q(status=ListingStatus.PENDING_REVIEW) | Q(org__isnull=True, status=ListingStatus.DRAFT)
+    )
+    targets = list(candidates.select_related("org").select_for_update(of=("self",)))
+    published = _transition(
+        ModelListing.objects.filter(pk__in=[t.pk for t in targets]),
+        (ListingStatus.PENDING_REVIEW, ListingStatus.DRAFT),
+        ListingStatus.PUBLISHED,
+        reviewed_by=reviewer,
+        reviewed_at=now,
+        published_at=now,
+        review_note="",
+    )
+    _audit_review(targets, reviewer, "model.published")
+    return published
+
+
+@transaction.atomic
+def reject_listings(listings: Any, reviewer: AbstractBaseUser, note: str = "") -> int:
+    """Staff: returns submissions to draft. The note (or, when empty, each listing's own
+    review note, written in admin) tells the publisher why."""
+    targets = list(
+        listings.filter(status=ListingStatus.PENDING_REVIEW)
+        .select_related("org")
+        .select_for_update(of=("self",))
+    )
+    changes: dict[str, Any] = {"reviewed_by": reviewer, "reviewed_at": timezone.now()}
+    if note:
+        changes["review_note"] = note
+    rejected = _transition(
+        ModelListing.objects.filter(pk__in=[t.pk for t in targets]),
+        (ListingStatus.PENDING_REVIEW,),
+        ListingStatus.DRAFT,
+        **changes,
+    )
+    for listing in targets:
+        _audit_review([listing], reviewer, "model.rejected", note=note or listing.review_note)
+    return rejected
+
+
+@transaction.atomic
+def deprecate_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
+    """Staff: deprecated models leave the catalog but keep answering existing clients."""
+    targets = list(
+        listings.filter(status=ListingStatus.PUBLISHED)
+        .select_related("org")
+        .select_for_update(of=("self",))
+    )
+    deprecated = _transition(
+        ModelListing.objects.filter(pk__in=[t.pk for t in targets]),
+        (ListingStatus.PUBLISHED,),
+        ListingStatus.DEPRECATED,
+        reviewed_by=reviewer,
+        reviewed_at=timezone.now(),
+    )
+    _audit_review(targets, reviewer, "model.deprecated")
+    return deprecated
+
+
+def _audit_review(
+    targets: list[ModelListing], reviewer: AbstractBaseUser, action: str, **data: Any
+) -> None:
+    """The publishing org's audit log records what staff did to its listings."""
+    for listing in targets:
+        if listing.org_id is not None:
+            audit(listing.org, reviewer, action, listing.slug, **data)

@@ -1,0 +1,150 @@
+"""Copy-paste code for a model page, pointed at this portal's real base URL.
+
+Each snippet runs the listing's example input; the token is read from the
+MODEL_PORTAL_TOKEN environment variable so that no secret ends up in shell history or
+in a file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from models_hub.models import ModelListing, Task
+
+
+@dataclass(frozen=True)
+class Snippet:
+    key: str
+    label: str
+    language: str
+    code: str
+
+
+def _json(value: Any, indent: int | None = 2) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False)
+
+
+def _python(value: Any, level: int = 0) -> str:
+    """A Python literal laid out like indented JSON, starting on a line at `level` indents."""
+    inner, outer = "    " * (level + 1), "    " * level
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{_json(k)}: {_python(v, level + 1)}," for k, v in value.items()]
+        return "{\n" + "\n".join(items) + f"\n{outer}}}"
+    if isinstance(value, list) and value:
+        items = [f"{inner}{_python(v, level + 1)}," for v in value]
+        return "[\n" + "\n".join(items) + f"\n{outer}]"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    return _json(value)
+
+
+def _js(value: Any, margin: int) -> str:
+    return _json(value).replace("\n", "\n" + " " * margin)
+
+
+def curl_snippet(listing: ModelListing, base_url: str) -> Snippet:
+    body = _json({"model": listing.slug, "input": listing.example_input}, indent=None)
+    quoted = body.replace("'", "'\\''")
+    code = (
+        f"curl -s -X POST {base_url}/api/v1/predictions \\\n"
+        '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Prefer: wait" \\\n'
+        f"  -d '{quoted}'"
+    )
+    return Snippet("curl", "curl", "shell", code)
+
+
+def requests_snippet(listing: ModelListing, base_url: str) -> Snippet:
+    code = f"""import os
+
+import requests
+
+response = requests.post(
+    "{base_url}/api/v1/predictions",
+    headers={{
+        "Authorization": f"Bearer {{os.environ['MODEL_PORTAL_TOKEN']}}",
+        "Prefer": "wait",
+    }},
+    json={{
+        "model": {_json(listing.slug)},
+        "input": {_python(listing.example_input, 2)},
+    }},
+    timeout=90,
+)
+response.raise_for_status()
+prediction = response.json()
+print(prediction["status"], prediction["output"])"""
+    return Snippet("python", "Python (requests)", "python", code)
+
+
+def openai_snippet(listing: ModelListing, base_url: str) -> Snippet | None:
+    """The OpenAI SDK covers chat and embeddings; classification has no OpenAI endpoint."""
+    header = f"""import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url="{base_url}/v1", api_key=os.environ["MODEL_PORTAL_TOKEN"])
+"""
+    example = listing.example_input
+    if listing.task == Task.TEXT_GENERATION:
+        messages = example.get("messages") or [
+            {"role": "user", "content": example.get("prompt", "Hello!")}
+        ]
+        body = f"""stream = client.chat.completions.create(
+    model={_json(listing.slug)},
+    messages={_python(messages, 1)},
+    max_tokens={example.get("max_new_tokens", 128)},
+    stream=True,
+)
+for chunk in stream:
+    if chunk.choices:
+        print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()"""
+    elif listing.task == Task.EMBEDDINGS:
+        body = f"""result = client.embeddings.create(
+    model={_json(listing.slug)},
+    input={_python(example.get("input", "Hello!"), 1)},
+)
+print(len(result.data), "vectors of", len(result.data[0].embedding), "dimensions")"""
+    else:
+        return None
+    return Snippet("openai", "OpenAI SDK", "python", header + "\n" + body)
+
+
+def websocket_snippet(listing: ModelListing, base_url: str) -> Snippet:
+    code = f"""// Node 18+: npm install ws
+import WebSocket from "ws";
+
+const headers = {{ Authorization: `Bearer ${{process.env.MODEL_PORTAL_TOKEN}}` }};
+const response = await fetch("{base_url}/api/v1/predictions", {{
+  method: "POST",
+  headers: {{ ...headers, "Content-Type": "application/json" }},
+  body: JSON.stringify({{
+    model: {_json(listing.slug)},
+    input: {_js(listing.example_input, 4)},
+    stream: true,
+  }}),
+}});
+const prediction = await response.json();
+
+const socket = new WebSocket(prediction.urls.websocket, {{ headers }});
+socket.on("message", (raw) => {{
+  const event = JSON.parse(raw);
+  if (event.type === "output") process.stdout.write(String(event.data));
+  if (event.type === "done") console.log("\\n", event.data.status, event.data.metrics);
+}});"""
+    return Snippet("websocket", "JavaScript (WebSocket)", "javascript", code)
+
+
+def snippets_for(listing: ModelListing, base_url: str) -> list[Snippet]:
+    base_url = base_url.rstrip("/")
+    candidates = [
+        curl_snippet(listing, base_url),
+        requests_snippet(listing, base_url),
+        openai_snippet(listing, base_url),
+        websocket_snippet(listing, base_url),
+    ]
+    return [snippet for snippet in candidates if snippet is not None]

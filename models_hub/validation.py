@@ -1,0 +1,162 @@
+"""Input validation before anything is queued: the listing's JSON Schema, the task's
+rules, the listing's caps, then the model's own limits (prompt tokens against its context).
+
+Every error is an `InvalidInput` (a 400) whose message and `param` name the field, e.g.
+`input.max_new_tokens`; messages never echo the input back.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaViolation
+from jsonschema.exceptions import best_match
+
+from inference.runners import get_runner
+from models_hub.models import ModelListing, Task
+from portal.errors import InvalidInput, Unavailable
+
+logger = logging.getLogger(__name__)
+TYPE_NAMES = {
+    "object": "an object",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def validate_input(listing: ModelListing, data: Any) -> dict[str, Any]:
+    """The input to store and run, or InvalidInput naming the first bad field."""
+    if not isinstance(data, dict):
+        raise InvalidInput("input must be a JSON object.", param="input")
+    check_schema(listing.input_schema, data)
+    TASK_RULES.get(listing.task, _no_rules)(data)
+    check_caps(listing.max_params, data)
+    check_with_model(listing, data)
+    return copy.deepcopy(data)
+
+
+# --- JSON Schema -----------------------------------------------------------------------
+
+
+def check_schema(schema: dict[str, Any], data: dict[str, Any]) -> None:
+    error = best_match(Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        param, message = describe(error)
+        raise InvalidInput(message, param=param)
+
+
+def param_name(path: Iterable[Any]) -> str:
+    name = "input"
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def describe(error: SchemaViolation) -> tuple[str, str]:
+    """(param, message) in words a caller understands, without repeating their input."""
+    param = param_name(error.absolute_path)
+    rule, limit, instance = error.validator, error.validator_value, error.instance
+    if rule == "required":
+        missing = next(name for name in limit if name not in instance)
+        return f"{param}.{missing}", f"{param}.{missing} is required."
+    if rule == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(name for name in instance if name not in known)[0]
+        return f"{param}.{extra}", f"{param}.{extra} is not a field this model accepts."
+    return param, f"{param} {_rule_message(rule, limit)}."
+
+
+def _rule_message(rule: str, limit: Any) -> str:
+    if rule == "type":
+        names = [limit] if isinstance(limit, str) else limit
+        return "must be " + " or ".join(TYPE_NAMES.get(name, name) for name in names)
+    if rule == "enum":
+        return "must be one of: " + ", ".join(map(str, limit))
+    if rule == "minLength" and limit == 1:
+        return "must not be empty"
+    plural = "" if limit == 1 else "s"
+    messages = {
+        "minLength": f"must be at least {limit} characters",
+        "maxLength": f"must be at most {limit} characters",
+        "minimum": f"must be at least {limit}",
+        "maximum": f"must be at most {limit}",
+        "exclusiveMinimum": f"must be greater than {limit}",
+        "exclusiveMaximum": f"must be less than {limit}",
+        "minItems": f"must have at least {limit} item{plural}",
+        "maxItems": f"must have at most {limit} item{plural}",
+        "uniqueItems": "must not repeat an item",
+        "const": f"must be {limit}",
+        "pattern": "is not in the expected format",
+        "anyOf": "is not any of the accepted forms",
+        "oneOf": "is not exactly one of the accepted forms",
+    }
+    return messages.get(rule, "is not valid")
+
+
+# --- Task rules and caps -----------------------------------------------------------------
+
+
+def _no_rules(data: dict[str, Any]) -> None:
+    return None
+
+
+def text_generation_rules(data: dict[str, Any]) -> None:
+    has_prompt, has_messages = "prompt" in data, "messages" in data
+    if has_prompt and has_messages:
+        raise InvalidInput("Give input.prompt or input.messages, not both.", param="input.messages")
+    if not has_prompt and not has_messages:
+        raise InvalidInput("input.prompt (or input.messages) is required.", param="input.prompt")
+    if has_prompt and not data["prompt"].strip():
+        raise InvalidInput("input.prompt must not be empty.", param="input.prompt")
+    if has_messages and not any(m["content"].strip() for m in data["messages"]):
+        raise InvalidInput("input.messages must contain some text.", param="input.messages")
+
+
+def text_classification_rules(data: dict[str, Any]) -> None:
+    if not data["text"].strip():
+        raise InvalidInput("input.text must not be empty.", param="input.text")
+    if any(not label.strip() for label in data.get("labels", [])):
+        raise InvalidInput("input.labels must not contain an empty label.", param="input.labels")
+
+
+def embeddings_rules(data: dict[str, Any]) -> None:
+    texts = [data["input"]] if isinstance(data["input"], str) else data["input"]
+    for index, text in enumerate(texts):
+        if not text.strip():
+            param = "input.input" if isinstance(data["input"], str) else f"input.input[{index}]"
+            raise InvalidInput(f"{param} must not be empty.", param=param)
+
+
+TASK_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
+    Task.TEXT_GENERATION: text_generation_rules,
+    Task.EMBEDDINGS: embeddings_rules,
+    Task.TEXT_CLASSIFICATION: text_classification_rules,
+}
+
+
+def check_caps(caps: dict[str, Any], data: dict[str, Any]) -> None:
+    """The listing's maximums (e.g. max_new_tokens), whatever its schema says."""
+    for name, cap in caps.items():
+        value = data.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
+            raise InvalidInput(
+                f"input.{name} is {value}, above this model's maximum of {cap}.",
+                param=f"input.{name}",
+            )
+
+
+def check_with_model(listing: ModelListing, data: dict[str, Any]) -> None:
+    """Token counts need the model's tokenizer; a tokenizer that will not load is our fault."""
+    try:
+        get_runner(listing.task).check_input(listing.runtime_spec, data)
+    except OSError as exc:
+        logger.exception("Cannot load the tokenizer of %s", listing.slug, exc_info=exc)
+        raise Unavailable(f"{listing.name} is not available right now.") from exc

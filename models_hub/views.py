@@ -1,0 +1,198 @@
+"""Catalog pages: list, model page, and the publishing pages of an org's own listings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from models_hub import catalog, services
+from models_hub.forms import CatalogFilterForm, EditListingForm, ListingForm
+from models_hub.models import ModelListing, Tag
+from models_hub.snippets import snippets_for
+from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
+from portal.models import Organization, Role
+from portal.views import org_member_required, run_service
+
+PAGE_SIZE = 12
+
+
+def request_org(request: HttpRequest) -> Organization | None:
+    """The org the visitor works in, or None for anonymous visitors and users without one."""
+    if not request.user.is_authenticated:
+        return None
+    return request.org or None
+
+
+def model_list(request: HttpRequest) -> HttpResponse:
+    form = CatalogFilterForm(request.GET)
+    filters = form.filters()
+    listings = catalog.search_catalog(request_org(request), **filters)
+    page = Paginator(listings, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "filters": filters,
+        "query": query.urlencode(),
+        "tags": Tag.objects.filter(listings__in=ModelListing.objects.catalog(request_org(request)))
+        .distinct()
+        .order_by("name"),
+    }
+    return render(request, "models_hub/list.html", context)
+
+
+def schema_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows describing each input field, for the model page's input table."""
+    required = set(schema.get("required", []))
+    rows = []
+    for name, spec in schema.get("properties", {}).items():
+        kind = spec.get("type") or " or ".join(
+            option.get("type", "?") for option in spec.get("anyOf", [])
+        )
+        limits = {
+            key: spec[key]
+            for key in ("minimum", "maximum", "minLength", "maxItems", "enum")
+            if key in spec
+        }
+        rows.append(
+            {
+                "name": name,
+                "type": kind,
+                "required": name in required,
+                "description": spec.get("description", ""),
+                "limits": ", ".join(f"{key}: {value}" for key, value in limits.items()),
+            }
+        )
+    return rows
+
+
+def can_manage(request: HttpRequest, listing: ModelListing) -> bool:
+    org = request_org(request)
+    return bool(org and listing.org_id == org.pk and request.membership.has_role(Role.ADMIN))
+
+
+def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    org = request_org(request)
+    try:
+        listing = catalog.get_listing(org, slug)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    context = {
+        "listing": listing,
+        "schema_fields": schema_fields(listing.input_schema),
+        "schema_json": json.dumps(listing.input_schema, indent=2),
+        "example_json": json.dumps(listing.example_input, indent=2),
+        "snippets": snippets_for(listing, request.build_absolute_uri("/")),
+        "pricing": catalog.pricing_for(listing),
+        "can_manage": can_manage(request, listing),
+    }
+    return render(request, "models_hub/detail.html", context)
+
+
+# --- Publishing (an org's own listings) ------------------------------------------------
+
+
+@org_member_required(Role.ADMIN)
+def publish_list(request: HttpRequest) -> HttpResponse:
+    listings = ModelListing.objects.filter(org=request.org).prefetch_related("tags")
+    return render(request, "models_hub/publish_list.html", {"listings": listings})
+
+
+def _save_form(request: HttpRequest, form: ListingForm, save: Callable[[], ModelListing]) -> bool:
+    """Runs the service; a field error it reports is shown next to that field."""
+    try:
+        save()
+    except InvalidInput as exc:
+        field = exc.param if exc.param in form.fields else None
+        form.add_error(field, exc.message)
+        return False
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except PortalError as exc:
+        form.add_error(None, exc.message)
+        return False
+    return True
+
+
+@org_member_required(Role.ADMIN)
+def publish_create(request: HttpRequest) -> HttpResponse:
+    form = ListingForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+
+        def save() -> ModelListing:
+            return services.create_listing(
+                request.org, request.user, data["slug"], data, form.tag_names()
+            )
+
+        if _save_form(request, form, save):
+            messages.success(request, "Draft saved. Submit it for review when it is ready.")
+            return redirect("model_detail", slug=data["slug"])
+    return render(request, "models_hub/publish_form.html", {"form": form, "listing": None})
+
+
+def _own_listing(request: HttpRequest, slug: str) -> ModelListing:
+    listing = ModelListing.objects.filter(org=request.org, slug=slug).first()
+    if listing is None:
+        raise Http404("Model not found.")
+    return listing
+
+
+@org_member_required(Role.ADMIN)
+def publish_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    listing = _own_listing(request, slug)
+    initial = {
+        "name": listing.name,
+        "slug": listing.slug,
+        "summary": listing.summary,
+        "description": listing.description,
+        "task": listing.task,
+        "source": listing.source,
+        "visibility": listing.visibility,
+        "tags": ", ".join(tag.name for tag in listing.tags.all()),
+    }
+    form = EditListingForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+
+        def save() -> ModelListing:
+            return services.update_listing(
+                request.org, request.user, slug, form.cleaned_data, form.tag_names()
+            )
+
+        if _save_form(request, form, save):
+            messages.success(request, "Draft saved.")
+            return redirect("model_detail", slug=slug)
+    return render(request, "models_hub/publish_form.html", {"form": form, "listing": listing})
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def publish_submit(request: HttpRequest, slug: str) -> HttpResponse:
+    run_service(
+        request,
+        lambda: services.submit_for_review(request.org, request.user, slug),
+        "Submitted for review. Our staff will publish it or get back to you.",
+    )
+    return redirect("publish_list")
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def publish_withdraw(request: HttpRequest, slug: str) -> HttpResponse:
+    run_service(
+        request,
+        lambda: services.withdraw_submission(request.org, request.user, slug),
+        "Withdrawn from review; it is a draft again.",
+    )
+    return redirect("publish_list")
