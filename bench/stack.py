@@ -20,6 +20,21 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/portal_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 
 
+# Benchmarks measure the pipeline with quota enforcement on, but must not hit the demo
+# plans' caps: the bench org gets a hidden plan with the demo models and huge limits.
+BENCH_PLAN = """
+from billing.models import Plan
+from billing.services import grant_plan
+from portal.models import Organization
+team = Plan.objects.get(slug="team")
+plan, _ = Plan.objects.update_or_create(slug="bench", defaults=dict(
+    name="Bench", is_public=False, included_requests=10**9, included_tokens=10**12,
+    rate_limit_per_minute=10**7))
+plan.included_models.set(team.included_models.all())
+grant_plan(Organization.objects.get(slug="{slug}"), plan, None)
+"""
+
+
 @dataclass
 class Stack:
     base_url: str
@@ -69,6 +84,7 @@ def running_stack(worker_concurrency: int = 2) -> Iterator[Stack]:
     _manage(env, "load_demo")
     slug = _manage(env, "create_org", "--name", "Bench", "--owner-email", "bench@example.com")
     token = _manage(env, "issue_token", "--org", slug, "--name", "bench")
+    _manage(env, "shell", "-c", BENCH_PLAN.format(slug=slug))
     port = _free_port()
     processes = [
         subprocess.Popen(

@@ -1,28 +1,39 @@
 """Entitlement and quota hooks of the prediction pipeline.
 
 Admission calls `check_entitlement` and `reserve` inside the transaction that creates the
-prediction; `finish` calls `settle` inside the transaction that makes it terminal. Until
-plans exist every published model is callable and nothing is metered; the billing issue
-replaces these bodies with plan checks and atomic reservations.
+prediction; `finish` calls `settle` inside the transaction that makes it terminal. The
+work happens in `billing.services`; this module is the pipeline's fixed interface.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from billing import plans, services
+
 if TYPE_CHECKING:
     from inference.models import Prediction
     from models_hub.models import ModelListing
     from portal.models import Organization
 
+# The plan checked at admission is the plan the reservation is made under, even if a
+# webhook changes it in between: admit passes the same org instance to both hooks.
+_CHECKED_STATE = "_billing_checked_state"
+
 
 def check_entitlement(org: Organization, listing: ModelListing) -> None:
-    """Raises PaymentRequired when the org's plan does not include the model."""
+    """Raises PaymentRequired when the org's plan does not include the model, and
+    RateLimited beyond the plan's requests per minute."""
+    setattr(org, _CHECKED_STATE, services.check_entitlement(org, listing))
 
 
 def reserve(prediction: Prediction, listing: ModelListing) -> None:
-    """Reserves the prediction's worst-case usage against the org's quota."""
+    """Reserves the prediction's worst-case usage against the org's quota (402 if spent)."""
+    org = prediction.org
+    state = getattr(org, _CHECKED_STATE, None) or plans.plan_state(org)
+    services.reserve_usage(prediction, listing, state)
 
 
 def settle(prediction: Prediction) -> None:
     """Turns the reservation into actual usage and releases the rest."""
+    services.settle_usage(prediction)

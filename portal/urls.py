@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from billing import views as billing_views
+from billing.api.views import UsageView
 from inference import views as inference_views
 from inference.api import openai
 from portal import health, views
@@ -9,6 +11,7 @@ from portal.api.account import AccountView
 
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
+    path("usage", UsageView.as_view(), name="api_usage"),
     path("", include("models_hub.api.urls")),
     path("", include("inference.api.urls")),
 ]
@@ -31,6 +34,8 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("models/", include("models_hub.urls")),
+    path("pricing/", billing_views.pricing, name="pricing"),
+    path("billing/", include("billing.urls")),
     path("predictions/", include("inference.urls")),
     path("api/v1/", include(api_v1)),
     path("v1/models", openai.list_models, name="openai_models"),

@@ -56,22 +56,33 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def openai_view(handler: Callable) -> Callable:
-    """Auth, JSON body and OpenAI-shaped errors for one POST/GET /v1 endpoint."""
+class MethodNotAllowed(PortalError):
+    status = 405
+    code = "method_not_allowed"
 
-    @csrf_exempt
-    async def view(request: HttpRequest) -> HttpResponse:
-        try:
-            principal = await sync_to_async(_principal)(request)
-            if request.method == "GET":
-                return await handler(principal)
-            if request.method != "POST":
-                raise InvalidInput("Method not allowed.", code="method_not_allowed")
-            return await handler(principal, _json_body(request))
-        except PortalError as exc:
-            return _error(exc)
 
-    return view
+def openai_view(method: str) -> Callable[[Callable], Callable]:
+    """Auth, the JSON body (for POST) and OpenAI-shaped errors for one /v1 endpoint."""
+
+    def decorator(handler: Callable) -> Callable:
+        @csrf_exempt
+        async def view(request: HttpRequest) -> HttpResponse:
+            try:
+                if request.method != method:
+                    raise MethodNotAllowed(f"Use {method} for this endpoint.")
+                principal = await sync_to_async(_principal)(request)
+                if method == "GET":
+                    return await handler(principal)
+                return await handler(principal, _json_body(request))
+            except PortalError as exc:
+                response = _error(exc)
+                if isinstance(exc, MethodNotAllowed):
+                    response["Allow"] = method
+                return response
+
+        return view
+
+    return decorator
 
 
 # --- Request mapping ------------------------------------------------------------------
@@ -242,7 +253,7 @@ def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 # --- Endpoints ------------------------------------------------------------------------
 
 
-@openai_view
+@openai_view("GET")
 async def list_models(principal: Principal) -> JsonResponse:
     listings = await sync_to_async(list)(
         ModelListing.objects.callable_by(principal.org).select_related("org").order_by("slug")
@@ -260,7 +271,7 @@ async def list_models(principal: Principal) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
-@openai_view
+@openai_view("POST")
 async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     model = _require(body, "model", str)
     messages = _require(body, "messages", list)
@@ -306,7 +317,7 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     )
 
 
-@openai_view
+@openai_view("POST")
 async def completions(principal: Principal, body: dict) -> HttpResponse:
     model = _require(body, "model", str)
     prompt = _require(body, "prompt", str)
@@ -352,7 +363,7 @@ def _encode_embedding(vector: list[float], encoding_format: str) -> list[float] 
     return vector
 
 
-@openai_view
+@openai_view("POST")
 async def embeddings(principal: Principal, body: dict) -> HttpResponse:
     model = _require(body, "model", str)
     texts = _require(body, "input", (str, list))

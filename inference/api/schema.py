@@ -74,6 +74,16 @@ USAGE = {
         "total_tokens": {"type": "integer"},
     },
 }
+SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event; `data` is JSON text.",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string", "enum": ["status", "output", "log", "error", "done"]},
+        "data": {"type": "string"},
+    },
+}
 STREAM_NOTE = (
     "With `stream: true` the response is `text/event-stream`: `data: {chunk}` lines, "
     "then `data: [DONE]`."
@@ -85,6 +95,21 @@ def _json(schema: dict, example: dict | None = None) -> dict:
     if example is not None:
         content["example"] = example
     return {"application/json": content}
+
+
+STREAM_CHUNK = {
+    "type": "object",
+    "description": "One `data:` line: a JSON chunk, or `[DONE]` at the end.",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}},
+}
+
+
+def _ok_content(request: dict, response: dict, example: dict) -> dict:
+    content = _json(response, example)
+    if "stream" in request.get("properties", {}):
+        content["text/event-stream"] = {"schema": STREAM_CHUNK}
+    return content
 
 
 def _post(
@@ -104,7 +129,10 @@ def _post(
             "security": [{"bearerAuth": []}],
             "requestBody": {"required": True, "content": _json(request, example)},
             "responses": {
-                "200": {"description": "OK", "content": _json(response, response_example)},
+                "200": {
+                    "description": "OK",
+                    "content": _ok_content(request, response, response_example),
+                },
                 **_errors(400, 401, 402, 403, 404, 413, 429, 503),
             },
         }
@@ -301,7 +329,7 @@ PATHS = {
             "responses": {
                 "200": {
                     "description": "The event stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
                 },
                 **_errors(400, 401, 403, 404),
             },
@@ -310,7 +338,24 @@ PATHS = {
 }
 
 
+# Every API operation may answer these (API.md, "Errors"); DRF views raise them from
+# authentication, validation and scoping without declaring each one.
+COMMON_ERRORS = {"get": (400, 401, 403, 404, 429), "post": (400, 401, 402, 403, 404, 413, 429, 503)}
+
+
+def _document_common_errors(paths: dict) -> None:
+    for path, operations in paths.items():
+        if not path.startswith(("/api/v1/", "/v1/")):
+            continue
+        for method, operation in operations.items():
+            documented = operation.setdefault("responses", {})
+            for status, response in _errors(*COMMON_ERRORS.get(method, ())).items():
+                documented.setdefault(status, response)
+
+
 def add_async_endpoints(result: dict, generator, request, public) -> dict:
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    result.setdefault("paths", {}).update(PATHS)
+    paths = result.setdefault("paths", {})
+    paths.update(PATHS)
+    _document_common_errors(paths)
     return result

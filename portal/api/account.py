@@ -4,6 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.account import billing_summary
 from portal.api.permissions import CanRead, HasOrg
 
 
@@ -11,6 +12,9 @@ class AccountSerializer(serializers.Serializer):
     org = serializers.DictField()
     user = serializers.DictField(allow_null=True)
     token = serializers.DictField(allow_null=True)
+    plan = serializers.DictField(allow_null=True)
+    quota = serializers.DictField()
+    period = serializers.DictField()
 
 
 def account_payload(request: Request) -> dict:
@@ -23,6 +27,7 @@ def account_payload(request: Request) -> dict:
         "token": (
             {"name": token.name, "prefix": token.prefix, "scopes": token.scopes} if token else None
         ),
+        **billing_summary(org),
     }
 
 

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from billing.demo import load_demo_plans
 from models_hub.demo import load_demo_catalog
 
 
@@ -11,3 +12,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         listings = load_demo_catalog()
         self.stdout.write(f"Demo catalog: {len(listings)} models.")
+        plans = load_demo_plans()
+        self.stdout.write(f"Demo plans: {', '.join(plan.name for plan in plans)}.")

@@ -1,0 +1,122 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from billing import services
+from billing.models import (
+    Customer,
+    MeterReport,
+    Plan,
+    StripeEvent,
+    Subscription,
+    UsagePeriod,
+    UsageRecord,
+)
+from portal.errors import PortalError
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Mirrors and ledgers: written by services only, looked at here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = [
+        "name", "slug", "price_cents", "interval", "included_requests", "included_tokens",
+        "rate_limit_per_minute", "overage_per_1k_tokens", "is_public", "is_default",
+    ]  # fmt: skip
+    list_filter = ["is_public", "interval"]
+    filter_horizontal = ["included_models"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["stripe_product_id", "stripe_price_id", "stripe_overage_price_id"]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    """Stripe subscriptions are a read-only mirror; operators grant plans by adding a row
+    (saved through `services.grant_plan`) and resync mirrors from Stripe."""
+
+    list_display = ["org", "plan", "status", "current_period_end", "granted_by_admin"]
+    list_filter = ["status", "plan", "granted_by_admin"]
+    search_fields = ["org__name", "org__slug", "stripe_subscription_id"]
+    actions = ["resync_from_stripe"]
+    autocomplete_fields = ["org"]
+    MIRRORED = [
+        "status", "stripe_subscription_id", "current_period_start", "current_period_end",
+        "trial_end", "cancel_at_period_end", "past_due_since", "last_event_at",
+        "last_event_rank", "granted_by_admin", "updated_at",
+    ]  # fmt: skip
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return ["org", "plan", *self.MIRRORED] if obj else ["org", "plan"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        if obj is None:
+            return []
+        if obj.stripe_subscription_id:
+            return ["org", "plan", *self.MIRRORED]
+        return ["org", *self.MIRRORED]
+
+    def save_model(self, request: HttpRequest, obj: Subscription, form, change: bool) -> None:
+        try:
+            services.grant_plan(obj.org, obj.plan, request.user)
+        except PortalError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+    @admin.action(description="Resync from Stripe")
+    def resync_from_stripe(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for sub in queryset.select_related("org", "plan"):
+            try:
+                outcome = services.resync_subscription(sub)
+            except PortalError as exc:
+                outcome = exc.message
+            self.message_user(request, f"{sub.org}: {outcome}")
+
+
+@admin.register(Customer)
+class CustomerAdmin(ReadOnlyAdmin):
+    list_display = ["org", "stripe_customer_id", "created_at"]
+    search_fields = ["org__name", "stripe_customer_id"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["stripe_event_id", "type", "status", "outcome", "attempts", "received_at"]
+    list_filter = ["status", "type"]
+    search_fields = ["stripe_event_id"]
+    readonly_fields = [f.name for f in StripeEvent._meta.fields]
+
+
+@admin.register(UsagePeriod)
+class UsagePeriodAdmin(ReadOnlyAdmin):
+    list_display = [
+        "org", "start", "end", "requests_used", "requests_reserved", "tokens_used",
+        "tokens_reserved", "overage_tokens", "cost",
+    ]  # fmt: skip
+    search_fields = ["org__name", "org__slug"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = [
+        "prediction_id", "org", "model", "requests", "input_tokens", "output_tokens",
+        "overage_tokens", "cost", "settled_at",
+    ]  # fmt: skip
+    list_filter = ["model"]
+    search_fields = ["prediction__id", "org__name"]
+    list_select_related = ["org", "model"]
+
+
+@admin.register(MeterReport)
+class MeterReportAdmin(ReadOnlyAdmin):
+    list_display = ["identifier", "org", "tokens", "state", "attempts", "sent_at"]
+    list_filter = ["state"]

@@ -1,0 +1,77 @@
+"""The demo plans: Free (every new org), Pro and Team. Safe to load repeatedly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+
+from billing.models import Plan
+from models_hub.models import ModelListing, Task
+
+DEMO_MODEL_SLUGS = [
+    "smollm2-135m-instruct",
+    "all-minilm-l6-v2",
+    "minilm-zero-shot-classifier",
+    "echo",
+]
+
+DEMO_PLANS: list[dict[str, Any]] = [
+    {
+        "slug": "free",
+        "name": "Free",
+        "description": "Try every demo model with a modest monthly allowance.",
+        "price_cents": 0,
+        "included_requests": 500,
+        "included_tokens": 200_000,
+        "rate_limit_per_minute": 20,
+        "tasks": [],
+        "overage_per_1k_tokens": None,
+        "is_default": True,
+        "trial_days": 0,
+        "sort_order": 0,
+    },
+    {
+        "slug": "pro",
+        "name": "Pro",
+        "description": "For individuals building on the API, with pay-as-you-go overage.",
+        "price_cents": 2000,
+        "included_requests": 20_000,
+        "included_tokens": 5_000_000,
+        "rate_limit_per_minute": 300,
+        "tasks": list(Task.values),
+        "overage_per_1k_tokens": Decimal("0.0050"),
+        "is_default": False,
+        "trial_days": 14,
+        "sort_order": 1,
+    },
+    {
+        "slug": "team",
+        "name": "Team",
+        "description": "For teams in production: more of everything, cheaper overage.",
+        "price_cents": 10000,
+        "included_requests": 200_000,
+        "included_tokens": 50_000_000,
+        "rate_limit_per_minute": 1200,
+        "tasks": list(Task.values),
+        "overage_per_1k_tokens": Decimal("0.0030"),
+        "is_default": False,
+        "trial_days": 14,
+        "sort_order": 2,
+    },
+]
+
+
+@transaction.atomic
+def load_demo_plans() -> list[Plan]:
+    """Creates or refreshes the demo plans; the free one unlocks the demo models."""
+    demo_models = list(ModelListing.objects.filter(slug__in=DEMO_MODEL_SLUGS))
+    loaded = []
+    for entry in DEMO_PLANS:
+        fields = {key: value for key, value in entry.items() if key != "slug"}
+        plan, _ = Plan.objects.update_or_create(slug=entry["slug"], defaults=fields)
+        if not plan.tasks:
+            plan.included_models.set(demo_models)
+        loaded.append(plan)
+    return loaded

@@ -1,0 +1,263 @@
+"""Plans, the mirror of Stripe subscriptions, received Stripe events, and the usage ledger.
+
+Stripe is the source of truth for money: `Subscription`, `Customer` and `StripeEvent`
+mirror what it told us. Quota lives here: `UsagePeriod` holds one org's counters for
+one billing period, and `UsageRecord` is the ledger (one row per prediction).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+
+from models_hub.models import ModelListing, Task
+from portal.models import Organization
+
+
+class Interval(models.TextChoices):
+    MONTH = "month", "Monthly"
+    YEAR = "year", "Yearly"
+
+
+class Plan(models.Model):
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=60)
+    description = models.CharField(max_length=300, blank=True)
+    price_cents = models.PositiveIntegerField(default=0, help_text="Per interval; 0 is free.")
+    currency = models.CharField(max_length=3, default="usd")
+    interval = models.CharField(max_length=5, choices=Interval.choices, default=Interval.MONTH)
+    stripe_product_id = models.CharField(max_length=100, blank=True)
+    stripe_price_id = models.CharField(max_length=100, blank=True)
+    # The metered price that bills overage through the Billing Meter.
+    stripe_overage_price_id = models.CharField(max_length=100, blank=True)
+    included_requests = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Per period; empty means unlimited."
+    )
+    included_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input + output tokens per period; empty is unlimited."
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(default=60)
+    included_models = models.ManyToManyField(
+        ModelListing, blank=True, related_name="plans", verbose_name="models"
+    )
+    tasks = models.JSONField(
+        default=list, blank=True, help_text=f"Whole tasks unlocked: {', '.join(Task.values)}."
+    )
+    overage_per_1k_tokens = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Price per 1,000 tokens beyond the included ones; empty is a hard cap.",
+    )
+    is_public = models.BooleanField(default=True, help_text="Listed on the pricing page.")
+    is_default = models.BooleanField(
+        default=False, help_text="The plan of every org without a subscription (one only)."
+    )
+    trial_days = models.PositiveSmallIntegerField(default=0)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "price_cents"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_plan"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_free(self) -> bool:
+        return self.price_cents == 0
+
+    @property
+    def allows_overage(self) -> bool:
+        return self.overage_per_1k_tokens is not None
+
+    @property
+    def price(self) -> Decimal:
+        return Decimal(self.price_cents) / 100
+
+
+class Customer(models.Model):
+    """The org's Stripe customer, created once (on the first checkout) and kept."""
+
+    org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="+")
+    stripe_customer_id = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.org} ({self.stripe_customer_id or 'not created'})"
+
+
+class SubscriptionStatus(models.TextChoices):
+    # Stripe's statuses, mirrored as they are.
+    ACTIVE = "active"
+    TRIALING = "trialing"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    CANCELED = "canceled"
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    PAUSED = "paused"
+
+
+class Subscription(models.Model):
+    """The org's current subscription: a mirror of Stripe's, or a plan granted by an admin.
+
+    No row means the default (free) plan.
+    """
+
+    org = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="billing_subscription"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(
+        max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE
+    )
+    stripe_subscription_id = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    trial_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    # The (Stripe event time, event rank) last applied: an older event never overwrites.
+    last_event_at = models.PositiveBigIntegerField(default=0)
+    last_event_rank = models.SmallIntegerField(default=0)
+    granted_by_admin = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.plan} ({self.status})"
+
+
+class EventStatus(models.TextChoices):
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class StripeEvent(models.Model):
+    """Every Stripe event received; stored in the same transaction as its effect."""
+
+    stripe_event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=80, db_index=True)
+    created = models.PositiveBigIntegerField(help_text="Stripe's event time (epoch seconds).")
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=EventStatus.choices)
+    # What the handler did ("applied", "stale: a newer event was applied", ...).
+    outcome = models.CharField(max_length=200, blank=True)
+    # Why the handler failed (for operators in admin; never sent to anyone).
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_event_id} {self.type} ({self.status})"
+
+
+class UsagePeriod(models.Model):
+    """One org's counters for one billing period; reserved + used never exceeds the plan's
+    included amount unless the plan allows overage (enforced by conditional updates)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    requests_used = models.PositiveIntegerField(default=0)
+    requests_reserved = models.PositiveIntegerField(default=0)
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    tokens_reserved = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    overage_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        ordering = ["-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "start"], name="uniq_usage_period_org_start")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org} {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}"
+
+
+class MeterReport(models.Model):
+    """A batch of one org's overage tokens sent to Stripe as one Billing Meter event.
+
+    `identifier` is Stripe's idempotency key for meter events: a retry after a lost
+    acknowledgement is recognised by Stripe and never counted twice.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        UNBILLABLE = "unbillable"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    identifier = models.CharField(max_length=100, unique=True)
+    tokens = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "created_at"], name="meter_report_state")]
+
+    def __str__(self) -> str:
+        return f"{self.identifier}: {self.tokens} tokens ({self.state})"
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per prediction, reserved at admission and settled once at the end."""
+
+    prediction = models.OneToOneField(
+        "inference.Prediction", on_delete=models.CASCADE, related_name="usage_record"
+    )
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(UsagePeriod, on_delete=models.CASCADE, related_name="records")
+    model = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="+")
+    token = models.ForeignKey(
+        "portal.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reserved_requests = models.PositiveSmallIntegerField(default=1)
+    reserved_tokens = models.PositiveIntegerField(default=0)
+    requests = models.PositiveSmallIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    overage_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    meter_report = models.ForeignKey(
+        MeterReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["org", "settled_at"], name="usage_org_settled"),
+            models.Index(
+                fields=["settled_at"],
+                name="usage_unreported_overage",
+                condition=Q(overage_tokens__gt=0, meter_report__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id}: {self.input_tokens}+{self.output_tokens} tokens"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens

@@ -1,0 +1,688 @@
+"""Every billing write that matters: quota reservations and settlement, subscriptions
+(checkout, portal, admin grants, Stripe webhooks), and overage reports to Stripe.
+
+Counters change only through conditional UPDATEs or under a row lock, never read-then-write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.lookups import LessThanOrEqual
+from django.utils import timezone
+
+from billing import estimate, plans, stripe_client
+from billing.models import (
+    Customer,
+    EventStatus,
+    MeterReport,
+    Plan,
+    StripeEvent,
+    Subscription,
+    SubscriptionStatus,
+    UsagePeriod,
+    UsageRecord,
+)
+from billing.plans import PAID_ACCESS, PlanState
+from inference.models import Prediction, Status
+from models_hub.models import ModelListing
+from portal import ratelimit
+from portal.errors import Conflict, InvalidInput, NotFound, PaymentRequired, RateLimited
+from portal.models import Organization, Role
+from portal.services import audit, require_role
+
+logger = logging.getLogger(__name__)
+
+# --- Entitlement and quota (called by the prediction pipeline) -----------------------
+
+
+def _plan_names(listing: ModelListing) -> str:
+    names = [plan.name for plan in plans.plans_including(listing)]
+    return ", ".join(names)
+
+
+def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
+    """The plan in force, if it includes the model and its rate limit allows one more call."""
+    state = plans.plan_state(org)
+    plan = state.plan
+    if plan is None:
+        return state
+    if not plans.includes(plan, listing):
+        names = _plan_names(listing)
+        where = f" It is included in: {names}." if names else ""
+        raise PaymentRequired(
+            f"{listing.name} is not included in your {plan.name} plan.{where} "
+            "Choose a plan on the pricing page (/pricing/).",
+            code="model_not_in_plan",
+            param="model",
+        )
+    retry_after = ratelimit.hit(f"plan:{org.pk}", plan.rate_limit_per_minute)
+    if retry_after is not None:
+        raise RateLimited(
+            f"Your {plan.name} plan allows {plan.rate_limit_per_minute} requests per minute.",
+            retry_after=retry_after,
+            code="plan_rate_limited",
+        )
+    return state
+
+
+def _period_for(org: Organization, state: PlanState) -> UsagePeriod:
+    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
+    if period is not None:
+        return period
+    # ON CONFLICT DO NOTHING: concurrent first admissions of a period all end up with
+    # the one row, none of them fails.
+    UsagePeriod.objects.bulk_create(
+        [UsagePeriod(org=org, start=state.period_start, end=state.period_end)],
+        ignore_conflicts=True,
+    )
+    return UsagePeriod.objects.get(org=org, start=state.period_start)
+
+
+def _within(used: str, reserved: str, amount: int, limit: int) -> LessThanOrEqual:
+    return LessThanOrEqual(F(used) + F(reserved) + amount, Value(limit))
+
+
+def _reserve_conditions(plan: Plan | None, tokens: int) -> list[LessThanOrEqual]:
+    """The WHERE clauses of the reservation; none when overage is allowed or unmetered."""
+    if plan is None or plan.allows_overage:
+        return []
+    conditions = []
+    if plan.included_requests is not None:
+        conditions.append(_within("requests_used", "requests_reserved", 1, plan.included_requests))
+    if plan.included_tokens is not None:
+        conditions.append(_within("tokens_used", "tokens_reserved", tokens, plan.included_tokens))
+    return conditions
+
+
+def _exhausted(plan: Plan, period: UsagePeriod) -> PaymentRequired:
+    period.refresh_from_db()
+    which = "requests"
+    if plan.included_requests is None or (
+        period.requests_used + period.requests_reserved < plan.included_requests
+    ):
+        which = "tokens"
+    return PaymentRequired(
+        f"Your {plan.name} plan's {which} for this period are used up "
+        f"(the period ends {period.end:%Y-%m-%d %H:%M} UTC). "
+        "Upgrade on the pricing page (/pricing/) to continue now.",
+        code="quota_exhausted",
+    )
+
+
+def reserve_usage(prediction: Prediction, listing: ModelListing, state: PlanState) -> UsageRecord:
+    """Reserves the worst case (input estimate + max_new_tokens) with one conditional UPDATE
+    (`... WHERE used + reserved + n <= limit`); no row updated means the quota is spent."""
+    tokens = estimate.reservation_tokens(listing, prediction.input)
+    period = _period_for(prediction.org, state)
+    # The ledger row first: the UPDATE below locks the org's period row until commit, so
+    # the less work after it, the more admissions per second one org gets.
+    record = UsageRecord.objects.create(
+        prediction=prediction,
+        org_id=prediction.org_id,
+        period=period,
+        model=listing,
+        token_id=prediction.token_id,
+        reserved_requests=1,
+        reserved_tokens=tokens,
+    )
+    updated = (
+        UsagePeriod.objects.filter(pk=period.pk)
+        .filter(*_reserve_conditions(state.plan, tokens))
+        .update(
+            requests_reserved=F("requests_reserved") + 1,
+            tokens_reserved=F("tokens_reserved") + tokens,
+        )
+    )
+    if not updated:
+        # Raising rolls the whole admission back, the ledger row and the prediction too.
+        raise _exhausted(state.plan, period)
+    return record
+
+
+@dataclass(frozen=True)
+class Settlement:
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    overage_tokens: int
+
+
+def _overage(period: UsagePeriod, plan: Plan | None, tokens: int) -> int:
+    """The part of `tokens` beyond the plan's included tokens for the period."""
+    if plan is None or not plan.allows_overage or plan.included_tokens is None:
+        return 0
+    before = max(0, period.tokens_used - plan.included_tokens)
+    after = max(0, period.tokens_used + tokens - plan.included_tokens)
+    return after - before
+
+
+def settle_usage(prediction: Prediction) -> Settlement | None:
+    """Turns the reservation into actual usage, once: tokens actually processed are
+    charged whatever the outcome; only a succeeded prediction counts as a request."""
+    now = timezone.now()
+    # Claim the record: a second settle (a retried finish) finds it settled and stops.
+    claimed = UsageRecord.objects.filter(prediction=prediction, settled_at__isnull=True).update(
+        settled_at=now
+    )
+    if not claimed:
+        return None
+    record = UsageRecord.objects.get(prediction=prediction)
+    result = Settlement(
+        requests=1 if prediction.status == Status.SUCCEEDED else 0,
+        input_tokens=prediction.input_tokens,
+        output_tokens=prediction.output_tokens,
+        overage_tokens=0,
+    )
+    tokens = result.input_tokens + result.output_tokens
+    plan = plans.plan_state(prediction.org).plan
+    # The lock orders concurrent settles of one period, so each sees the tokens used
+    # before it and overage is attributed exactly once.
+    period = UsagePeriod.objects.select_for_update().get(pk=record.period_id)
+    overage = _overage(period, plan, tokens)
+    cost = plans.overage_cost(overage, plan) if plan else 0
+    UsagePeriod.objects.filter(pk=period.pk).update(
+        requests_reserved=F("requests_reserved") - record.reserved_requests,
+        tokens_reserved=F("tokens_reserved") - record.reserved_tokens,
+        requests_used=F("requests_used") + result.requests,
+        tokens_used=F("tokens_used") + tokens,
+        input_tokens=F("input_tokens") + result.input_tokens,
+        output_tokens=F("output_tokens") + result.output_tokens,
+        overage_tokens=F("overage_tokens") + overage,
+        cost=F("cost") + cost,
+    )
+    UsageRecord.objects.filter(pk=record.pk).update(
+        requests=result.requests,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        overage_tokens=overage,
+        cost=cost,
+    )
+    return Settlement(result.requests, result.input_tokens, result.output_tokens, overage)
+
+
+# --- Customers, checkout, portal ---------------------------------------------------
+
+
+def ensure_customer(org: Organization, user: AbstractBaseUser) -> str:
+    """The org's Stripe customer id, creating the customer exactly once."""
+    with transaction.atomic():
+        Customer.objects.get_or_create(org=org)
+        # The lock makes a second, concurrent first checkout wait and reuse the customer.
+        customer = Customer.objects.select_for_update().get(org=org)
+        if customer.stripe_customer_id:
+            return customer.stripe_customer_id
+        customer.stripe_customer_id = stripe_client.create_customer(
+            org.pk, org.name, getattr(user, "email", "")
+        )
+        customer.save(update_fields=["stripe_customer_id"])
+        audit(org, user, "billing.customer_created", customer.stripe_customer_id)
+        return customer.stripe_customer_id
+
+
+def purchasable_plan(slug: str) -> Plan:
+    plan = Plan.objects.filter(slug=slug, is_public=True).first()
+    if plan is None:
+        raise NotFound("Plan not found.", code="plan_not_found")
+    return plan
+
+
+def start_checkout(
+    org: Organization, user: AbstractBaseUser, slug: str, success_url: str, cancel_url: str
+) -> str:
+    """The URL of a Stripe Checkout Session that subscribes the org to the plan."""
+    require_role(org, user, Role.OWNER)
+    plan = purchasable_plan(slug)
+    if plan.is_free:
+        raise InvalidInput(
+            f"{plan.name} needs no checkout: every organization without a paid plan is on it.",
+            code="plan_is_free",
+        )
+    current = plans.plan_state(org)
+    if (
+        current.subscription
+        and current.subscription.stripe_subscription_id
+        and (current.subscription.status in PAID_ACCESS)
+    ):
+        raise Conflict(
+            "This organization already has a subscription; change plans in Manage billing.",
+            code="already_subscribed",
+        )
+    if not stripe_client.is_configured() or not plan.stripe_price_id:
+        raise stripe_client.BillingNotConfigured(
+            f"Billing is not configured for the {plan.name} plan on this portal. "
+            "Ask an administrator to grant it."
+        )
+    customer_id = ensure_customer(org, user)
+    # A trial is for newcomers: an org that ever had a subscription pays from day one.
+    had_subscription = Subscription.objects.filter(org=org).exists()
+    url = stripe_client.create_checkout_session(
+        stripe_client.CheckoutRequest(
+            org_id=org.pk,
+            customer_id=customer_id,
+            plan=plan,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            trial_days=0 if had_subscription else plan.trial_days,
+        )
+    )
+    audit(org, user, "billing.checkout_started", plan.slug)
+    return url
+
+
+def open_customer_portal(org: Organization, user: AbstractBaseUser, return_url: str) -> str:
+    require_role(org, user, Role.OWNER)
+    if not stripe_client.is_configured():
+        raise stripe_client.BillingNotConfigured("Billing is not configured on this portal.")
+    customer = Customer.objects.filter(org=org, stripe_customer_id__isnull=False).first()
+    if customer is None:
+        raise Conflict(
+            "This organization has no billing account yet; subscribe to a plan first.",
+            code="no_billing_account",
+        )
+    return stripe_client.create_portal_session(customer.stripe_customer_id, return_url)
+
+
+def invoices_for(org: Organization) -> list[stripe_client.InvoiceSummary]:
+    customer = Customer.objects.filter(org=org, stripe_customer_id__isnull=False).first()
+    if customer is None or not stripe_client.is_configured():
+        return []
+    return stripe_client.list_invoices(customer.stripe_customer_id)
+
+
+@transaction.atomic
+def grant_plan(org: Organization, plan: Plan, actor: AbstractBaseUser | None) -> Subscription:
+    """An operator's grant (admin): the org is on `plan` until changed, with no Stripe."""
+    current = Subscription.objects.select_for_update().filter(org=org).first()
+    if current and current.stripe_subscription_id and current.status != "canceled":
+        raise Conflict(
+            "This organization pays through Stripe; change its plan there, not by a grant.",
+            code="stripe_managed",
+        )
+    sub, _ = Subscription.objects.update_or_create(
+        org=org,
+        defaults={
+            "plan": plan,
+            "status": SubscriptionStatus.ACTIVE,
+            "stripe_subscription_id": None,
+            "current_period_start": None,
+            "current_period_end": None,
+            "trial_end": None,
+            "cancel_at_period_end": False,
+            "past_due_since": None,
+            "last_event_at": 0,
+            "last_event_rank": 0,
+            "granted_by_admin": True,
+        },
+    )
+    audit(org, actor, "billing.plan_granted", plan.slug)
+    return sub
+
+
+# --- Stripe webhooks ---------------------------------------------------------------
+
+# Ties between events of the same second are broken by how far along the lifecycle the
+# event type is: a subscription's deletion is never undone by its creation.
+EVENT_RANK = {
+    "checkout.session.completed": 0,
+    "customer.subscription.created": 1,
+    "invoice.paid": 2,
+    "invoice.payment_failed": 2,
+    "customer.subscription.updated": 3,
+    "customer.subscription.deleted": 4,
+}
+RESYNC_RANK = 5
+ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+
+
+class WebhookHandlerFailed(Exception):
+    """The event was recorded as failed; Stripe must retry it."""
+
+
+@dataclass(frozen=True)
+class EventContext:
+    id: str
+    type: str
+    created: int
+    rank: int
+
+
+def _epoch(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), tz=UTC) if value else None
+
+
+def _org_from(metadata: dict | None, customer_id: str | None) -> Organization | None:
+    org_id = (metadata or {}).get("org")
+    if org_id and str(org_id).isdigit():
+        org = Organization.objects.filter(pk=int(org_id)).first()
+        if org is not None:
+            return org
+    if customer_id:
+        customer = Customer.objects.select_related("org").filter(stripe_customer_id=customer_id)
+        found = customer.first()
+        return found.org if found else None
+    return None
+
+
+def _plan_from(sub: dict[str, Any]) -> Plan | None:
+    price_ids = [
+        (item.get("price") or item.get("plan") or {}).get("id")
+        for item in (sub.get("items") or {}).get("data", [])
+    ]
+    plan = Plan.objects.filter(stripe_price_id__in=[p for p in price_ids if p]).first()
+    if plan is None and (sub.get("metadata") or {}).get("plan"):
+        plan = Plan.objects.filter(slug=sub["metadata"]["plan"]).first()
+    return plan
+
+
+def _period_of(sub: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """Newer API versions keep the period on the items, older ones on the subscription."""
+    items = (sub.get("items") or {}).get("data") or [{}]
+    start = sub.get("current_period_start") or items[0].get("current_period_start")
+    end = sub.get("current_period_end") or items[0].get("current_period_end")
+    return _epoch(start), _epoch(end)
+
+
+def _is_stale(row: Subscription, ctx: EventContext) -> bool:
+    return (ctx.created, ctx.rank) < (row.last_event_at, row.last_event_rank)
+
+
+def _takes_over(row: Subscription, sub_id: str, status: str) -> bool:
+    """Whether an event about subscription `sub_id` may replace the org's current row."""
+    if row.stripe_subscription_id in (None, sub_id):
+        return True
+    # Another subscription is current: one that has ended gives way to any, a live one
+    # only to a new live one (a plan switch), never to an old one's cancellation.
+    return row.status in ENDED or (status in PAID_ACCESS and row.status not in PAID_ACCESS)
+
+
+def _apply_subscription(
+    org: Organization, sub: dict[str, Any], plan: Plan, ctx: EventContext
+) -> str:
+    row = Subscription.objects.select_for_update().filter(org=org).first()
+    status = sub["status"]
+    if row is not None:
+        if not _takes_over(row, sub["id"], status):
+            return f"ignored: {row.stripe_subscription_id} is the current subscription"
+        if row.stripe_subscription_id == sub["id"] and _is_stale(row, ctx):
+            return "stale: a newer event was already applied"
+    row = row or Subscription(org=org)
+    start, end = _period_of(sub)
+    row.plan = plan
+    row.status = status
+    row.stripe_subscription_id = sub["id"]
+    row.current_period_start = start or row.current_period_start
+    row.current_period_end = end or row.current_period_end
+    row.trial_end = _epoch(sub.get("trial_end"))
+    row.cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
+    if status != SubscriptionStatus.PAST_DUE:
+        row.past_due_since = None
+    elif row.past_due_since is None:
+        row.past_due_since = _epoch(ctx.created)
+    row.last_event_at, row.last_event_rank = ctx.created, ctx.rank
+    row.granted_by_admin = False
+    row.save()
+    audit(org, None, "billing.subscription_synced", sub["id"], status=status, plan=plan.slug)
+    return f"applied: {plan.slug} {status}"
+
+
+def _on_checkout_completed(obj: dict[str, Any], ctx: EventContext) -> str:
+    if obj.get("mode") != "subscription" or not obj.get("subscription"):
+        return "ignored: not a subscription checkout"
+    org = _org_from({"org": obj.get("client_reference_id")}, obj.get("customer"))
+    plan = Plan.objects.filter(slug=(obj.get("metadata") or {}).get("plan", "")).first()
+    if org is None or plan is None:
+        return "ignored: no matching organization or plan"
+    if obj.get("customer"):
+        Customer.objects.update_or_create(org=org, defaults={"stripe_customer_id": obj["customer"]})
+    # Provisional until the subscription's own events (ranked later) bring its real state.
+    provisional = {"id": obj["subscription"], "status": SubscriptionStatus.ACTIVE}
+    return _apply_subscription(org, provisional, plan, ctx)
+
+
+def _on_subscription(obj: dict[str, Any], ctx: EventContext) -> str:
+    org = _org_from(obj.get("metadata"), obj.get("customer"))
+    if org is None:
+        return "ignored: no organization for this customer"
+    plan = _plan_from(obj)
+    if plan is None:
+        return "ignored: no plan has this subscription's price"
+    if ctx.type == "customer.subscription.deleted":
+        obj = {**obj, "status": SubscriptionStatus.CANCELED}
+    return _apply_subscription(org, obj, plan, ctx)
+
+
+def _invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    if invoice.get("subscription"):
+        return invoice["subscription"]
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return details.get("subscription")
+
+
+def _on_invoice(obj: dict[str, Any], ctx: EventContext) -> str:
+    sub_id = _invoice_subscription_id(obj)
+    row = None
+    if sub_id:
+        row = Subscription.objects.select_for_update().filter(stripe_subscription_id=sub_id)
+        row = row.first()
+    if row is None:
+        return "ignored: not one of our subscriptions"
+    if _is_stale(row, ctx):
+        return "stale: a newer event was already applied"
+    if ctx.type == "invoice.paid" and row.status in (
+        SubscriptionStatus.PAST_DUE,
+        SubscriptionStatus.UNPAID,
+    ):
+        row.status, row.past_due_since = SubscriptionStatus.ACTIVE, None
+    elif ctx.type == "invoice.payment_failed" and row.status in PAID_ACCESS:
+        row.status = SubscriptionStatus.PAST_DUE
+        row.past_due_since = row.past_due_since or _epoch(ctx.created)
+    row.last_event_at, row.last_event_rank = ctx.created, ctx.rank
+    row.save()
+    return f"applied: {row.status}"
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any], EventContext], str]] = {
+    "checkout.session.completed": _on_checkout_completed,
+    "customer.subscription.created": _on_subscription,
+    "customer.subscription.updated": _on_subscription,
+    "customer.subscription.deleted": _on_subscription,
+    "invoice.paid": _on_invoice,
+    "invoice.payment_failed": _on_invoice,
+}
+
+
+def _record_failure(event: dict[str, Any], exc: Exception) -> None:
+    with transaction.atomic():
+        row, created = StripeEvent.objects.select_for_update().get_or_create(
+            stripe_event_id=event["id"],
+            defaults={
+                "type": event["type"],
+                "created": event["created"],
+                "payload": event,
+                "status": EventStatus.FAILED,
+            },
+        )
+        row.status = EventStatus.FAILED
+        row.error = f"{type(exc).__name__}: {exc}"[:5000]
+        if not created:
+            row.attempts = F("attempts") + 1
+        row.save()
+
+
+def process_event(event: dict[str, Any]) -> str:
+    """Applies a verified event once: the event row and its effect commit together, so a
+    duplicate finds the row and does nothing. A failed handler leaves the event marked
+    failed (a retry runs it again) and raises WebhookHandlerFailed."""
+    ctx = EventContext(
+        event["id"], event["type"], int(event["created"]), EVENT_RANK.get(event["type"], 0)
+    )
+    try:
+        with transaction.atomic():
+            row, created = StripeEvent.objects.select_for_update().get_or_create(
+                stripe_event_id=ctx.id,
+                defaults={"type": ctx.type, "created": ctx.created, "payload": event},
+            )
+            if not created and row.status != EventStatus.FAILED:
+                return "duplicate"
+            handler = HANDLERS.get(ctx.type)
+            row.outcome = handler(event["data"]["object"], ctx) if handler else "unhandled type"
+            row.status = EventStatus.PROCESSED if handler else EventStatus.IGNORED
+            row.error, row.processed_at = "", timezone.now()
+            if not created:
+                row.attempts += 1
+            row.save()
+            return row.status
+    except Exception as exc:
+        # Recorded for operators (admin shows the error), then re-raised as a failure
+        # so the view answers non-2xx and Stripe retries.
+        logger.exception("Stripe event %s (%s) failed", ctx.id, ctx.type)
+        _record_failure(event, exc)
+        raise WebhookHandlerFailed(ctx.id) from exc
+
+
+def resync_subscription(sub: Subscription) -> str:
+    """Re-reads the subscription from Stripe and applies it as the newest state."""
+    if not sub.stripe_subscription_id:
+        return "not a Stripe subscription"
+    remote = stripe_client.retrieve_subscription(sub.stripe_subscription_id)
+    ctx = EventContext("resync", "resync", int(time.time()), RESYNC_RANK)
+    with transaction.atomic():
+        plan = _plan_from(remote) or sub.plan
+        return _apply_subscription(sub.org, remote, plan, ctx)
+
+
+# --- Overage reporting (beat) --------------------------------------------------------
+
+METER_BATCH = 500
+
+
+@transaction.atomic
+def batch_overage() -> list[MeterReport]:
+    """Gathers unreported overage into one report per org; each record joins one report."""
+    records = list(
+        UsageRecord.objects.select_for_update(skip_locked=True)
+        .filter(overage_tokens__gt=0, meter_report__isnull=True, settled_at__isnull=False)
+        .order_by("settled_at")[:METER_BATCH]
+    )
+    by_org: dict[int, list[UsageRecord]] = {}
+    for record in records:
+        by_org.setdefault(record.org_id, []).append(record)
+    reports = []
+    for org_id, items in by_org.items():
+        report = MeterReport.objects.create(
+            org_id=org_id,
+            identifier=f"portal-overage-{org_id}-{items[0].pk}-{items[-1].pk}",
+            tokens=sum(item.overage_tokens for item in items),
+        )
+        UsageRecord.objects.filter(pk__in=[item.pk for item in items]).update(meter_report=report)
+        reports.append(report)
+    return reports
+
+
+def send_report(report_id: int) -> str:
+    """Sends one pending report; the row lock keeps two beat runs from sending it at once,
+    and Stripe deduplicates the identifier should an acknowledgement be lost."""
+    with transaction.atomic():
+        report = (
+            MeterReport.objects.select_for_update(skip_locked=True)
+            .filter(pk=report_id, state=MeterReport.State.PENDING)
+            .first()
+        )
+        if report is None:
+            return "skipped"
+        customer = Customer.objects.filter(
+            org_id=report.org_id, stripe_customer_id__isnull=False
+        ).first()
+        if customer is None:
+            report.state = MeterReport.State.UNBILLABLE
+            report.last_error = "The organization has no Stripe customer."
+            report.save(update_fields=["state", "last_error"])
+            return report.state
+        report.attempts += 1
+        try:
+            stripe_client.report_meter_event(
+                customer.stripe_customer_id,
+                report.tokens,
+                report.identifier,
+                int(report.created_at.timestamp()),
+            )
+        except stripe_client.StripeUnavailable as exc:
+            report.last_error = str(exc.__cause__ or exc)[:2000]
+            report.save(update_fields=["attempts", "last_error"])
+            return "retry"
+        report.state, report.sent_at, report.last_error = (
+            MeterReport.State.SENT,
+            timezone.now(),
+            "",
+        )
+        report.save(update_fields=["state", "sent_at", "attempts", "last_error"])
+        return report.state
+
+
+def report_overage() -> dict[str, int]:
+    """Batches new overage, then sends every pending report (new and earlier failures)."""
+    batch_overage()
+    outcomes: dict[str, int] = {}
+    if not stripe_client.is_configured():
+        return outcomes
+    pending = MeterReport.objects.filter(state=MeterReport.State.PENDING).order_by("created_at")
+    for report_id in pending.values_list("pk", flat=True)[:METER_BATCH]:
+        outcome = send_report(report_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+# --- Plans in Stripe (manage.py sync_plans) ------------------------------------------
+
+
+def _sync_plan(plan: Plan, meter_id: Callable[[], str]) -> str:
+    product_id = stripe_client.upsert_product(plan)
+    fields = ["stripe_product_id"]
+    plan.stripe_product_id = product_id
+    changed = not plan.stripe_price_id or not stripe_client.price_matches(
+        plan.stripe_price_id, plan.price_cents, plan.interval, plan.currency
+    )
+    if changed:
+        # Prices are immutable in Stripe: a new amount is a new price, the old one retires
+        # (existing subscribers keep it until they change plans).
+        old = plan.stripe_price_id
+        plan.stripe_price_id = stripe_client.create_price(plan, product_id)
+        fields.append("stripe_price_id")
+        if old:
+            stripe_client.deactivate_price(old)
+    if plan.allows_overage and not plan.stripe_overage_price_id:
+        plan.stripe_overage_price_id = stripe_client.create_overage_price(
+            plan, product_id, meter_id()
+        )
+        fields.append("stripe_overage_price_id")
+    plan.save(update_fields=fields)
+    return f"{plan.slug}: product {product_id}, price {plan.stripe_price_id}" + (
+        " (new)" if changed else ""
+    )
+
+
+def sync_plans() -> list[str]:
+    """Creates or updates the Stripe Product and Prices of every paid plan."""
+    meter: list[str] = []
+
+    def meter_id() -> str:
+        if not meter:
+            meter.append(stripe_client.ensure_meter())
+        return meter[0]
+
+    lines = []
+    for plan in Plan.objects.order_by("sort_order"):
+        if plan.is_free:
+            lines.append(f"{plan.slug}: free, nothing to sync")
+            continue
+        lines.append(_sync_plan(plan, meter_id))
+    return lines

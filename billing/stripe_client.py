@@ -1,0 +1,254 @@
+"""The only module that calls Stripe. Everything else passes plain values in and out.
+
+Calls use the SDK's module-level resources with the key given per call, so tests (and
+local development against localstripe) redirect them by setting `stripe.api_base`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import stripe
+from django.conf import settings
+
+from billing.models import Plan
+from portal.errors import PaymentRequired, Unavailable
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class BillingNotConfigured(PaymentRequired):
+    code = "billing_not_configured"
+
+
+class StripeUnavailable(Unavailable):
+    code = "stripe_unavailable"
+
+
+def is_configured() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
+def _key() -> str:
+    if not is_configured():
+        raise BillingNotConfigured(
+            "Billing is not configured on this portal: paid plans cannot be bought here. "
+            "Ask an administrator to grant you a plan."
+        )
+    return settings.STRIPE_SECRET_KEY
+
+
+def _call(method, **params: Any) -> dict[str, Any]:
+    """One Stripe request, answered as plain dicts; network and API failures become a 503
+    the user can retry."""
+    try:
+        return method(api_key=_key(), **params).to_dict()
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(
+            "The payment provider did not answer; please try again in a moment."
+        ) from exc
+
+
+# --- Customers, Checkout, Customer Portal ------------------------------------------
+
+
+def create_customer(org_id: int, name: str, email: str) -> str:
+    # The idempotency key makes a retried or concurrent first checkout reuse the customer.
+    customer = _call(
+        stripe.Customer.create,
+        name=name,
+        email=email or None,
+        metadata={"org": str(org_id)},
+        idempotency_key=f"portal-customer-org-{org_id}",
+    )
+    return customer["id"]
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    org_id: int
+    customer_id: str
+    plan: Plan
+    success_url: str
+    cancel_url: str
+    trial_days: int
+
+
+def create_checkout_session(request: CheckoutRequest) -> str:
+    plan = request.plan
+    line_items: list[dict[str, Any]] = [{"price": plan.stripe_price_id, "quantity": 1}]
+    if plan.stripe_overage_price_id:
+        # Metered prices take no quantity: the Billing Meter supplies it.
+        line_items.append({"price": plan.stripe_overage_price_id})
+    metadata = {"org": str(request.org_id), "plan": plan.slug}
+    subscription_data: dict[str, Any] = {"metadata": metadata}
+    if request.trial_days:
+        subscription_data["trial_period_days"] = request.trial_days
+    session = _call(
+        stripe.checkout.Session.create,
+        mode="subscription",
+        customer=request.customer_id,
+        client_reference_id=str(request.org_id),
+        line_items=line_items,
+        metadata=metadata,
+        subscription_data=subscription_data,
+        success_url=request.success_url,
+        cancel_url=request.cancel_url,
+    )
+    return session["url"]
+
+
+def create_portal_session(customer_id: str, return_url: str) -> str:
+    session = _call(
+        stripe.billing_portal.Session.create, customer=customer_id, return_url=return_url
+    )
+    return session["url"]
+
+
+# --- Reading state -------------------------------------------------------------------
+
+
+def retrieve_subscription(subscription_id: str) -> dict[str, Any]:
+    return _call(stripe.Subscription.retrieve, id=subscription_id)
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    id: str
+    number: str
+    status: str
+    total_cents: int
+    currency: str
+    created: int
+    hosted_invoice_url: str
+
+    @property
+    def total(self) -> Decimal:
+        return Decimal(self.total_cents) / 100
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.created, tz=UTC)
+
+
+def list_invoices(customer_id: str, limit: int = 24) -> list[InvoiceSummary]:
+    invoices = _call(stripe.Invoice.list, customer=customer_id, limit=limit)
+    return [
+        InvoiceSummary(
+            id=inv["id"],
+            number=inv.get("number") or inv["id"],
+            status=inv.get("status") or "",
+            total_cents=inv.get("total") or 0,
+            currency=inv.get("currency") or "usd",
+            created=inv.get("created") or 0,
+            hosted_invoice_url=inv.get("hosted_invoice_url") or "",
+        )
+        for inv in invoices["data"]
+    ]
+
+
+# --- Webhooks ------------------------------------------------------------------------
+
+
+def construct_event(payload: bytes, signature: str) -> dict[str, Any]:
+    """The verified event as a dict; raises SignatureVerificationError (bad or stale
+    signature) or ValueError (not a JSON object).
+
+    What `stripe.Webhook.construct_event` does, minus its assumption that any valid
+    JSON is an object: verify the signature over the raw body first, then parse.
+    """
+    body = payload.decode("utf-8")
+    stripe.WebhookSignature.verify_header(
+        body, signature, settings.STRIPE_WEBHOOK_SECRET, WEBHOOK_TOLERANCE_SECONDS
+    )
+    event = json.loads(body)
+    if not isinstance(event, dict):
+        raise ValueError("not a JSON object")
+    return event
+
+
+# --- Catalog sync (manage.py sync_plans) ---------------------------------------------
+
+
+def upsert_product(plan: Plan) -> str:
+    fields = {"name": f"Model Portal {plan.name}", "metadata": {"plan": plan.slug}}
+    if plan.stripe_product_id:
+        return _call(stripe.Product.modify, id=plan.stripe_product_id, **fields)["id"]
+    return _call(stripe.Product.create, idempotency_key=f"portal-product-{plan.slug}", **fields)[
+        "id"
+    ]
+
+
+def price_matches(price_id: str, unit_amount: int, interval: str, currency: str) -> bool:
+    price = _call(stripe.Price.retrieve, id=price_id)
+    recurring = price.get("recurring") or {}
+    return (
+        bool(price.get("active"))
+        and price.get("unit_amount") == unit_amount
+        and price.get("currency") == currency
+        and recurring.get("interval") == interval
+    )
+
+
+def create_price(plan: Plan, product_id: str) -> str:
+    return _call(
+        stripe.Price.create,
+        product=product_id,
+        unit_amount=plan.price_cents,
+        currency=plan.currency,
+        recurring={"interval": plan.interval},
+        metadata={"plan": plan.slug},
+    )["id"]
+
+
+def create_overage_price(plan: Plan, product_id: str, meter_id: str) -> str:
+    # Billed per 1,000 tokens (rounded up), at the plan's overage price in cents.
+    cents_per_1k = plan.overage_per_1k_tokens * 100
+    return _call(
+        stripe.Price.create,
+        product=product_id,
+        currency=plan.currency,
+        unit_amount_decimal=f"{cents_per_1k.normalize():f}",
+        recurring={"interval": plan.interval, "usage_type": "metered", "meter": meter_id},
+        transform_quantity={"divide_by": 1000, "round": "up"},
+        metadata={"plan": plan.slug, "kind": "overage"},
+    )["id"]
+
+
+def deactivate_price(price_id: str) -> None:
+    _call(stripe.Price.modify, id=price_id, active=False)
+
+
+def ensure_meter() -> str:
+    """The Billing Meter that overage tokens are reported to, created on first sync."""
+    event_name = settings.STRIPE_METER_EVENT_NAME
+    for meter in _call(stripe.billing.Meter.list, status="active", limit=100)["data"]:
+        if meter["event_name"] == event_name:
+            return meter["id"]
+    return _call(
+        stripe.billing.Meter.create,
+        display_name="Model Portal overage tokens",
+        event_name=event_name,
+        default_aggregation={"formula": "sum"},
+        customer_mapping={"type": "by_id", "event_payload_key": "stripe_customer_id"},
+        value_settings={"event_payload_key": "value"},
+    )["id"]
+
+
+# --- Metered usage ---------------------------------------------------------------------
+
+
+def report_meter_event(customer_id: str, tokens: int, identifier: str, timestamp: int) -> None:
+    """Raises StripeUnavailable when Stripe did not acknowledge; the caller retries later
+    with the same identifier, which Stripe deduplicates."""
+    _call(
+        stripe.billing.MeterEvent.create,
+        event_name=settings.STRIPE_METER_EVENT_NAME,
+        identifier=identifier,
+        timestamp=timestamp,
+        payload={"stripe_customer_id": customer_id, "value": str(tokens)},
+    )

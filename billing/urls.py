@@ -1,0 +1,14 @@
+from django.urls import path
+
+from billing import views
+
+urlpatterns = [
+    path("", views.overview, name="billing_overview"),
+    path("usage/", views.usage_page, name="billing_usage"),
+    path("usage.csv", views.usage_csv, name="billing_usage_csv"),
+    path("checkout/<slug:plan>/", views.checkout, name="billing_checkout"),
+    path("success/", views.checkout_success, name="billing_success"),
+    path("cancel/", views.checkout_cancel, name="billing_cancel"),
+    path("portal/", views.customer_portal, name="billing_portal"),
+    path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
+]

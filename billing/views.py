@@ -1,0 +1,228 @@
+"""Billing pages: pricing, the org's plan and invoices, usage, checkout and the portal,
+and Stripe's webhook. Views stay thin: services decide and enforce roles."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+
+import stripe
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from billing import charts, plans, services, stripe_client, usage
+from billing.account import billing_summary
+from billing.models import Plan
+from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
+from portal.middleware import error_body
+from portal.models import Role
+from portal.views import org_member_required
+
+logger = logging.getLogger(__name__)
+
+
+def _redirect_to_service(
+    request: HttpRequest, action: Callable[[], str], fallback: str
+) -> HttpResponse:
+    """Redirects to the URL a service returns; 404/403 propagate, other errors are shown."""
+    try:
+        return redirect(action())
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return redirect(fallback)
+
+
+def _is_owner(request: HttpRequest) -> bool:
+    membership = getattr(request, "membership", None)
+    return bool(request.user.is_authenticated and membership and membership.has_role(Role.OWNER))
+
+
+def pricing(request: HttpRequest) -> HttpResponse:
+    public = Plan.objects.filter(is_public=True).prefetch_related("included_models")
+    current = None
+    if request.user.is_authenticated and request.org:
+        current = plans.plan_state(request.org).plan
+    context = {
+        "plans": public,
+        "current_plan": current,
+        "can_subscribe": _is_owner(request),
+        "billing_configured": stripe_client.is_configured(),
+    }
+    return render(request, "billing/pricing.html", context)
+
+
+@org_member_required()
+def overview(request: HttpRequest) -> HttpResponse:
+    org = request.org
+    try:
+        invoices = services.invoices_for(org)
+        invoices_error = ""
+    except stripe_client.StripeUnavailable as exc:
+        invoices, invoices_error = [], exc.message
+    context = {
+        "summary": billing_summary(org),
+        "state": plans.plan_state(org),
+        "invoices": invoices,
+        "invoices_error": invoices_error,
+        "is_owner": request.membership.has_role(Role.OWNER),
+        "billing_configured": stripe_client.is_configured(),
+    }
+    return render(request, "billing/overview.html", context)
+
+
+@org_member_required()
+@require_POST
+def checkout(request: HttpRequest, plan: str) -> HttpResponse:
+    success = request.build_absolute_uri(reverse("billing_success"))
+    cancel = request.build_absolute_uri(reverse("billing_cancel"))
+
+    def start() -> str:
+        return services.start_checkout(
+            request.org, request.user, plan, success + "?session_id={CHECKOUT_SESSION_ID}", cancel
+        )
+
+    return _redirect_to_service(request, start, "pricing")
+
+
+@org_member_required()
+@require_POST
+def customer_portal(request: HttpRequest) -> HttpResponse:
+    back = request.build_absolute_uri(reverse("billing_overview"))
+    return _redirect_to_service(
+        request,
+        lambda: services.open_customer_portal(request.org, request.user, back),
+        "billing_overview",
+    )
+
+
+@org_member_required()
+def checkout_success(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/success.html")
+
+
+@org_member_required()
+def checkout_cancel(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/cancel.html")
+
+
+def _page_range(request: HttpRequest, group_by: str) -> usage.UsageRange | None:
+    params = {key: request.GET.get(key, "") for key in ("start", "end")}
+    try:
+        return usage.parse_range(request.org, {**params, "group_by": group_by})
+    except InvalidInput as exc:
+        messages.error(request, exc.message)
+        return None
+
+
+@org_member_required()
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    org = request.org
+    usage_range = _page_range(request, "model") or usage.parse_range(org, {})
+    days = usage.daily_series(org, usage_range)
+    by_model = usage.usage_report(org, usage_range)
+    context = {
+        "range": usage_range,
+        "report": by_model,
+        "charts": _charts(days, by_model["data"]),
+        "start": request.GET.get("start", ""),
+        "end": request.GET.get("end", ""),
+    }
+    return render(request, "billing/usage.html", context)
+
+
+def _charts(days: list[dict], models: list[dict]) -> list[tuple[str, str]]:
+    def per_day(key: str, title: str) -> tuple[str, str]:
+        bars = [charts.Bar(d["day"], float(d[key]), str(d[key])) for d in days]
+        return title, charts.column_chart(title, bars)
+
+    def per_model(key: str, title: str) -> tuple[str, str]:
+        bars = [charts.Bar(m["model"], float(m[key]), str(m[key])) for m in models]
+        return title, charts.bar_chart(title, bars)
+
+    return [
+        per_day("requests", "Requests per day"),
+        per_day("total_tokens", "Tokens per day"),
+        per_day("cost", "Overage cost per day (USD)"),
+        per_model("requests", "Requests per model"),
+        per_model("total_tokens", "Tokens per model"),
+        per_model("cost", "Overage cost per model (USD)"),
+    ]
+
+
+@org_member_required()
+@require_GET
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    group_by = request.GET.get("group_by") or "day"
+    try:
+        usage_range = usage.parse_range(request.org, {**request.GET.dict(), "group_by": group_by})
+    except InvalidInput as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    report = usage.usage_report(request.org, usage_range)
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="usage-by-{group_by}.csv"'
+    writer = csv.writer(response)
+    columns = ["predictions", "requests", "input_tokens", "output_tokens", "total_tokens", "cost"]
+    writer.writerow([group_by, *columns])
+    for row in report["data"]:
+        key = row[group_by]
+        if group_by == "token":
+            key = f"{key['name']} (mp_{key['prefix']})" if key else "browser"
+        writer.writerow([_csv_safe(str(key)), *(row[c] for c in columns)])
+    return response
+
+
+def _csv_safe(value: str) -> str:
+    """Token names are user input: a leading =, +, - or @ would run as a spreadsheet formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Stripe's events. 400 for anything unverifiable, 500 when a handler failed (Stripe
+    retries), 200 otherwise, duplicates and unknown types included."""
+    signature = request.headers.get("Stripe-Signature", "")
+    if not settings.STRIPE_WEBHOOK_SECRET or not signature:
+        return _webhook_error("missing_signature", "A valid Stripe-Signature header is required.")
+    try:
+        event = stripe_client.construct_event(request.body, signature)
+    except stripe.SignatureVerificationError:
+        return _webhook_error("bad_signature", "The signature does not match or is too old.")
+    except ValueError:
+        return _webhook_error("malformed_json", "The body is not a JSON event.")
+    if not _looks_like_event(event):
+        return _webhook_error("malformed_event", "The body is not a Stripe event.")
+    try:
+        outcome = services.process_event(event)
+    except services.WebhookHandlerFailed:
+        return JsonResponse(
+            error_body("api_error", "handler_failed", "The event could not be processed."),
+            status=500,
+        )
+    return JsonResponse({"received": True, "outcome": outcome})
+
+
+def _looks_like_event(event: object) -> bool:
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("created"), int)
+        and isinstance((event.get("data") or {}).get("object"), dict)
+    )
+
+
+def _webhook_error(code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body("invalid_request_error", code, message), status=400)
