@@ -30,7 +30,11 @@ class ModelListView(GenericAPIView):
     permission_classes = [AllowAny]
     serializer_class = ModelSummarySerializer
 
-    @extend_schema(parameters=[CatalogQuerySerializer], operation_id="models_list")
+    @extend_schema(
+        parameters=[CatalogQuerySerializer],
+        responses=ModelSummarySerializer(many=True),
+        operation_id="models_list",
+    )
     def get(self, request: Request) -> Response:
         query = CatalogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
