@@ -39,6 +39,8 @@ grant_plan(Organization.objects.get(slug="{slug}"), plan, None)
 class Stack:
     base_url: str
     token: str
+    web_pid: int
+    env: dict[str, str]
 
 
 def _free_port() -> int:
@@ -101,7 +103,7 @@ def running_stack(worker_concurrency: int = 2) -> Iterator[Stack]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base_url, token)
-        yield Stack(base_url, token)
+        yield Stack(base_url, token, processes[1].pid, env)
     finally:
         for process in processes:
             os.killpg(process.pid, signal.SIGTERM)

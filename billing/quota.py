@@ -1,8 +1,9 @@
 """Entitlement and quota hooks of the prediction pipeline.
 
-Admission calls `check_entitlement` and `reserve` inside the transaction that creates the
-prediction; `finish` calls `settle` inside the transaction that makes it terminal. The
-work happens in `billing.services`; this module is the pipeline's fixed interface.
+Admission calls `check_entitlement` before validating the input, and `reserve` inside the
+transaction that creates the prediction; `finish` calls `settle` inside the transaction
+that makes it terminal. The work happens in `billing.services`; this module is the
+pipeline's fixed interface.
 """
 
 from __future__ import annotations

@@ -64,15 +64,16 @@ def _check_rate_limit(principal: Principal) -> None:
 def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     """Turns a request into a queued prediction, or raises the error the client should see.
 
-    Order matters: cheap, side-effect-free checks first; the rate limit counts only
-    requests that could run; quota is reserved in the same transaction that creates the
-    prediction, and the task is sent only once that transaction has committed.
+    Order matters: cheap checks first (the plan's entitlement before input validation,
+    which may need the model's tokenizer); quota is reserved in the same transaction that
+    creates the prediction, and the task is sent only once that transaction has committed.
     """
     if not principal.has_scope("predict"):
         raise NotAllowed("This token lacks the 'predict' scope.", code="missing_scope")
     listing = find_listing(principal, request.model)
     if not principal.allows_model(listing.slug):
         raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
+    quota.check_entitlement(principal.org, listing)
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
@@ -84,7 +85,6 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             code="no_worker",
         )
     with transaction.atomic():
-        quota.check_entitlement(principal.org, listing)
         prediction = Prediction.objects.create(
             org=principal.org,
             token=principal.token,

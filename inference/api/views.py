@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from inference import events, services
+from inference.api import examples
 from inference.models import Prediction, Source, Status
 from inference.payloads import prediction_payload
 from portal.api.permissions import CanPredict, CanRead, HasOrg
@@ -107,6 +108,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response([self._payload(p) for p in page])
 
+    @extend_schema(examples=[examples.FINISHED])
     def retrieve(self, request: Request, pk: str) -> Response:
         prediction = self.get_object()
         payload = self._payload(prediction)
@@ -117,6 +119,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     @extend_schema(
         request=PredictionCreateSerializer,
         responses={201: PredictionSerializer},
+        examples=[examples.CREATE_REQUEST, examples.CREATED],
         parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:
@@ -139,7 +142,9 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
             prediction.refresh_from_db()
         return Response(self._payload(prediction), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: PredictionSerializer})
+    @extend_schema(
+        request=None, responses={200: PredictionSerializer}, examples=[examples.CANCELED]
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         prediction = services.cancel(self.get_object())

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -31,11 +31,42 @@ def account_payload(request: Request) -> dict:
     }
 
 
+ACCOUNT_EXAMPLE = OpenApiExample(
+    "Team on the Pro plan",
+    response_only=True,
+    value={
+        "org": {"slug": "acme-ai", "name": "Acme AI", "is_personal": False},
+        "user": {"email": "dev@acme.example"},
+        "token": {"name": "ci", "prefix": "k2j4x9qa", "scopes": ["predict", "read"]},
+        "plan": {
+            "slug": "pro",
+            "name": "Pro",
+            "status": "active",
+            "past_due": False,
+            "cancel_at_period_end": False,
+            "rate_limit_per_minute": 300,
+            "overage_per_1k_tokens": "0.0050",
+        },
+        "quota": {
+            "requests": {"included": 20000, "used": 120, "reserved": 1, "remaining": 19879},
+            "tokens": {"included": 5000000, "used": 48211, "reserved": 300, "remaining": 4951489},
+            "overage_tokens": 0,
+            "cost": "0.00",
+        },
+        "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+    },
+)
+
+
 class AccountView(APIView):
     """The calling token's (or session's) organization."""
 
     permission_classes = [HasOrg, CanRead]
 
-    @extend_schema(responses=AccountSerializer, operation_id="account_retrieve")
+    @extend_schema(
+        responses=AccountSerializer,
+        operation_id="account_retrieve",
+        examples=[ACCOUNT_EXAMPLE],
+    )
     def get(self, request: Request) -> Response:
         return Response(account_payload(request))

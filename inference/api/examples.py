@@ -1,0 +1,45 @@
+"""Request and response examples shown in the API reference."""
+
+from drf_spectacular.utils import OpenApiExample
+
+PREDICTION = {
+    "id": "q3l8m1v0c2x7k9d4f6h5j0a1",
+    "model": "smollm2-135m-instruct",
+    "status": "succeeded",
+    "input": {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 32},
+    "output": "Silicon rivers\nthousands of small minds at once\nwarm the winter room",
+    "error": None,
+    "logs": "",
+    "metrics": {"input_tokens": 31, "output_tokens": 18, "predict_time": 1.21, "queue_time": 0.02},
+    "source": "api",
+    "created_at": "2026-11-27T12:00:00.000000Z",
+    "started_at": "2026-11-27T12:00:00.020000Z",
+    "completed_at": "2026-11-27T12:00:01.230000Z",
+    "urls": {
+        "get": "https://portal.example.com/api/v1/predictions/q3l8m1v0c2x7k9d4f6h5j0a1",
+        "cancel": "https://portal.example.com/api/v1/predictions/q3l8m1v0c2x7k9d4f6h5j0a1/cancel",
+        "stream": "https://portal.example.com/api/v1/predictions/q3l8m1v0c2x7k9d4f6h5j0a1/stream",
+        "websocket": "wss://portal.example.com/ws/predictions/q3l8m1v0c2x7k9d4f6h5j0a1/",
+    },
+}
+
+CREATE_REQUEST = OpenApiExample(
+    "Generate text",
+    request_only=True,
+    value={
+        "model": "smollm2-135m-instruct",
+        "input": {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 32},
+        "webhook": "https://example.com/hooks/portal",
+        "webhook_events_filter": ["completed"],
+    },
+)
+CREATED = OpenApiExample(
+    "Queued",
+    response_only=True,
+    status_codes=["201"],
+    value={**PREDICTION, "status": "starting", "output": None, "completed_at": None},
+)
+FINISHED = OpenApiExample("Finished", response_only=True, value=PREDICTION)
+CANCELED = OpenApiExample(
+    "Canceled", response_only=True, value={**PREDICTION, "status": "canceled"}
+)
