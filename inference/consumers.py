@@ -32,10 +32,15 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
         self.pump = asyncio.create_task(self._send_events(prediction.id, after))
 
     async def _send_events(self, prediction_id: str, after: int) -> None:
-        async for event in events_after(prediction_id, after):
-            if event is not None:
-                await self.send_json(event.as_message())
-        await self.close(code=1000)
+        try:
+            async for event in events_after(prediction_id, after):
+                if event is not None:
+                    await self.send_json(event.as_message())
+            await self.close(code=1000)
+        except OSError:
+            # The client went away mid-send (ASGI servers raise an OSError subclass);
+            # it reconnects with ?from= if it wants the rest.
+            return
 
     async def disconnect(self, code: int) -> None:
         pump = getattr(self, "pump", None)

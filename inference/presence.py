@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from portal.redis_client import sync_client
@@ -62,4 +63,8 @@ def _start_heartbeat(sender, **kwargs) -> None:
 @worker_shutdown.connect
 def _stop_heartbeat(sender, **kwargs) -> None:
     _stop.set()
-    withdraw(sender.hostname, _consumed_queues(sender))
+    try:
+        withdraw(sender.hostname, _consumed_queues(sender))
+    except redis.ConnectionError:
+        # Redis is going down with us (Ctrl-C of the whole stack): the entry expires.
+        pass

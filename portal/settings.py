@@ -154,12 +154,8 @@ CACHES = {
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", "portal"),
     }
 }
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CACHE_KEY_PREFIX", "portal") + ":ch"},
-    }
-}
+# No CHANNEL_LAYERS: WebSocket consumers tail each prediction's Redis Stream directly,
+# so no socket needs a channel-layer subscription (one blocking Redis read less each).
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
