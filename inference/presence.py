@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import suppress
 
 import redis
 from celery.signals import worker_ready, worker_shutdown
@@ -63,8 +64,6 @@ def _start_heartbeat(sender, **kwargs) -> None:
 @worker_shutdown.connect
 def _stop_heartbeat(sender, **kwargs) -> None:
     _stop.set()
-    try:
+    # Redis may be going down with us (Ctrl-C of the whole stack): the entry expires.
+    with suppress(redis.ConnectionError):
         withdraw(sender.hostname, _consumed_queues(sender))
-    except redis.ConnectionError:
-        # Redis is going down with us (Ctrl-C of the whole stack): the entry expires.
-        pass
