@@ -1,11 +1,32 @@
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import usage
 from portal.api.permissions import CanRead, HasOrg
+
+_ROW = {
+    "predictions": 42,
+    "requests": 40,
+    "input_tokens": 1830,
+    "output_tokens": 5120,
+    "total_tokens": 6950,
+    "cost": "0.000000",
+}
+USAGE_EXAMPLE = OpenApiExample(
+    "By model",
+    response_only=True,
+    value={
+        "object": "usage",
+        "start": "2026-11-01T00:00:00Z",
+        "end": "2026-12-01T00:00:00Z",
+        "group_by": "model",
+        "data": [{"model": "smollm2-135m-instruct", **_ROW}],
+        "total": _ROW,
+    },
+)
 
 
 class UsageView(APIView):
@@ -31,6 +52,7 @@ class UsageView(APIView):
             OpenApiParameter("group_by", str, enum=list(usage.GROUPS), default="model"),
         ],
         responses=OpenApiTypes.OBJECT,
+        examples=[USAGE_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         org = request.auth.org

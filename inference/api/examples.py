@@ -43,3 +43,8 @@ FINISHED = OpenApiExample("Finished", response_only=True, value=PREDICTION)
 CANCELED = OpenApiExample(
     "Canceled", response_only=True, value={**PREDICTION, "status": "canceled"}
 )
+LIST = OpenApiExample(
+    "Newest first",
+    response_only=True,
+    value={"count": 1, "next": None, "previous": None, "results": [PREDICTION]},
+)

@@ -329,7 +329,12 @@ PATHS = {
             "responses": {
                 "200": {
                     "description": "The event stream",
-                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
+                    "content": {
+                        "text/event-stream": {
+                            "schema": SSE_EVENT,
+                            "example": {"id": "3", "event": "output", "data": '" world"'},
+                        }
+                    },
                 },
                 **_errors(400, 401, 403, 404),
             },

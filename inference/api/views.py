@@ -102,7 +102,8 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         parameters=[
             OpenApiParameter("status", str, enum=Status.values),
             OpenApiParameter("model", str, description="model slug"),
-        ]
+        ],
+        examples=[examples.LIST],
     )
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())

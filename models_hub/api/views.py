@@ -6,7 +6,7 @@ org's private listings. Another org's private listing is a 404 like an unknown s
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -21,6 +21,45 @@ from models_hub.api.serializers import (
 from portal.auth import Principal
 from portal.models import Organization
 
+SUMMARY = {
+    "slug": "smollm2-135m-instruct",
+    "name": "SmolLM2 135M Instruct",
+    "summary": "A small chat model that runs anywhere.",
+    "task": "text-generation",
+    "tags": ["chat"],
+    "publisher": "Model Portal",
+    "visibility": "public",
+    "status": "published",
+    "hardware": "cpu",
+    "diagnostic": False,
+    "url": "https://portal.example.com/api/v1/models/smollm2-135m-instruct",
+}
+LIST_EXAMPLE = OpenApiExample(
+    "Catalog page",
+    response_only=True,
+    value={"count": 1, "next": None, "previous": None, "results": [SUMMARY]},
+)
+DETAIL_EXAMPLE = OpenApiExample(
+    "A chat model",
+    response_only=True,
+    value={
+        **SUMMARY,
+        "description": "SmolLM2 is a family of compact language models…",
+        "revision": "",
+        "input_schema": {"type": "object", "properties": {"prompt": {"type": "string"}}},
+        "example_input": {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 64},
+        "runtime": {
+            "max_context": 8192,
+            "default_params": {"max_new_tokens": 256, "temperature": 0.7},
+            "max_params": {"max_new_tokens": 1024},
+        },
+        "pricing": {
+            "plans": [{"slug": "pro", "name": "Pro"}, {"slug": "team", "name": "Team"}],
+            "overage": {"per_1k_tokens": "0.0030", "currency": "usd"},
+        },
+    },
+)
+
 
 def caller_org(request: Request) -> Organization | None:
     return request.auth.org if isinstance(request.auth, Principal) else None
@@ -34,6 +73,7 @@ class ModelListView(GenericAPIView):
         parameters=[CatalogQuerySerializer],
         responses=ModelSummarySerializer(many=True),
         operation_id="models_list",
+        examples=[LIST_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         query = CatalogQuerySerializer(data=request.query_params)
@@ -49,7 +89,7 @@ class ModelDetailView(GenericAPIView):
     permission_classes = [AllowAny]
     serializer_class = ModelDetailSerializer
 
-    @extend_schema(operation_id="models_retrieve")
+    @extend_schema(operation_id="models_retrieve", examples=[DETAIL_EXAMPLE])
     def get(self, request: Request, slug: str) -> Response:
         listing = catalog.get_listing(caller_org(request), slug)
         return Response(self.get_serializer(listing).data)

@@ -33,6 +33,17 @@ def test_schema_is_valid_openapi_3_and_documents_errors(client):
     assert chat["requestBody"]["content"]["application/json"]["example"]
 
 
+def test_every_operation_has_an_example(client):
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "example" not in yaml.safe_dump(operation)
+    ]
+    assert missing == []
+
+
 @pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])
 def test_docs_pages_are_served_without_a_cdn(client, url):
     page = client.get(url).content.decode()
