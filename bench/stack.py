@@ -29,7 +29,7 @@ from portal.models import Organization
 team = Plan.objects.get(slug="team")
 plan, _ = Plan.objects.update_or_create(slug="bench", defaults=dict(
     name="Bench", is_public=False, included_requests=10**9, included_tokens=10**12,
-    rate_limit_per_minute=10**7))
+    rate_limit_per_minute=10**7, tasks=team.tasks))
 plan.included_models.set(team.included_models.all())
 grant_plan(Organization.objects.get(slug="{slug}"), plan, None)
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from inference import events
 from inference.models import Prediction
@@ -34,6 +35,15 @@ def _watchable(principal: Principal, prediction_id: str) -> Prediction:
 watchable = sync_to_async(_watchable)
 
 
+# A stream lives for minutes; Django returns a request's database connection only when
+# the response ends, so streams give theirs back as soon as their lookups are done.
+def _close_db_connection() -> None:
+    connection.close()  # this request's thread's connection, looked up at call time
+
+
+release_db_connection = sync_to_async(_close_db_connection)
+
+
 def _final_event_if_expired(prediction_id: str) -> events.Event | None:
     """Once the log has expired, a finished prediction is replayed from the database."""
     if events.log_exists(prediction_id):
@@ -47,6 +57,7 @@ def _final_event_if_expired(prediction_id: str) -> events.Event | None:
 async def events_after(prediction_id: str, after: int) -> AsyncIterator[events.Event | None]:
     """Every event after `after`, live, ending with `done`; None means "say keep-alive"."""
     final = await sync_to_async(_final_event_if_expired)(prediction_id)
+    await release_db_connection()
     if final is not None:
         yield final
         return

@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from inference import events, services
 from inference.models import Prediction, Source, Status
+from inference.streaming import release_db_connection
 from models_hub.models import ModelListing
 from portal.auth import Principal, resolve_bearer
 from portal.errors import AuthenticationFailed, InvalidInput, PortalError
@@ -188,6 +189,7 @@ def _check_succeeded(prediction: Prediction) -> None:
 
 
 async def _wait_until_done(prediction: Prediction) -> Prediction:
+    await release_db_connection()
     deadline = time.monotonic() + COMPLETION_WAIT_SECONDS
     async for event in events.tail(prediction.id, 0, idle_seconds=15):
         if event is not None and event.type == events.TERMINAL_EVENT:
@@ -221,6 +223,7 @@ async def _stream_chunks(
     first_delta: dict | None,
 ) -> AsyncIterator[str]:
     guard = _CancelOnClose(prediction)
+    await release_db_connection()
     try:
         if first_delta is not None:
             yield _sse(chunk(first_delta, None))

@@ -277,3 +277,30 @@ def test_smollm2_generates_over_sse_and_websocket(stack, api):
             while True:
                 replay.append(json.loads(ws.recv(timeout=30)))
     assert [(m["seq"], m["type"]) for m in replay] == [(e[0], e[1]) for e in events]
+
+
+def test_open_streams_do_not_hold_database_connections(api, stack):
+    """More open streams than the web process's database pool has connections."""
+    prediction = create(api, prompt="a b c d", tokens_per_second=0.5)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    streams = 30
+    opened = threading.Barrier(streams + 1)
+    finished = []
+
+    def watch():
+        with httpx.stream("GET", stack.base_url + url, headers=api.headers, timeout=60) as r:
+            assert r.status_code == 200
+            opened.wait(timeout=30)
+            finished.append(any(line == "event: done" for line in r.iter_lines()))
+
+    threads = [threading.Thread(target=watch) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    opened.wait(timeout=30)
+    started = time.monotonic()
+    assert api.get(f"/api/v1/predictions/{prediction['id']}").status_code == 200
+    assert time.monotonic() - started < 5
+    api.post(f"/api/v1/predictions/{prediction['id']}/cancel")
+    for t in threads:
+        t.join(timeout=60)
+    assert finished == [True] * streams
