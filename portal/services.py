@@ -87,14 +87,16 @@ def require_role(org: Organization, user: AbstractBaseUser, minimum: str) -> Mem
     return membership
 
 
-def _lock_owners(org: Organization) -> list[Membership]:
-    return list(Membership.objects.select_for_update().filter(org=org, role=Role.OWNER))
+def _lock_org(org: Organization) -> None:
+    """Serializes membership changes of one org: two owners leaving at once cannot both
+    succeed, and locking the org row first (never member rows first) avoids deadlocks."""
+    Organization.objects.select_for_update().filter(pk=org.pk).first()
 
 
 def _ensure_owner_remains(org: Organization, losing: Membership) -> None:
-    """Locks the owners' rows so two owners leaving at once cannot both succeed."""
-    owners = _lock_owners(org)
-    if losing.role == Role.OWNER and len(owners) <= 1:
+    """Call with the org locked (`_lock_org`)."""
+    owners = Membership.objects.filter(org=org, role=Role.OWNER).count()
+    if losing.role == Role.OWNER and owners <= 1:
         raise Conflict("An organization must keep at least one owner.", code="last_owner")
 
 
@@ -105,7 +107,8 @@ def change_role(
     actor_membership = require_role(org, actor, Role.ADMIN)
     if role not in Role.values:
         raise InvalidInput("Unknown role.", param="role")
-    membership = Membership.objects.select_for_update().filter(org=org, pk=membership_id).first()
+    _lock_org(org)
+    membership = Membership.objects.filter(org=org, pk=membership_id).first()
     if membership is None:
         raise NotFound("Member not found.")
     # Only owners may create or demote owners.
@@ -122,7 +125,8 @@ def change_role(
 
 @transaction.atomic
 def remove_member(org: Organization, actor: AbstractBaseUser, membership_id: int) -> None:
-    membership = Membership.objects.select_for_update().filter(org=org, pk=membership_id).first()
+    _lock_org(org)
+    membership = Membership.objects.filter(org=org, pk=membership_id).first()
     if membership is None:
         raise NotFound("Member not found.")
     if membership.user_id != actor.pk:
