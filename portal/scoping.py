@@ -23,7 +23,11 @@ def scoped(queryset: QuerySet[M], org: Organization | None) -> QuerySet[M]:
 
 
 def get_for_org(queryset: QuerySet[M], org: Organization | None, **lookup) -> M:
-    obj = scoped(queryset, org).filter(**lookup).first()
+    # An id holding NUL cannot exist, and PostgreSQL refuses to even compare it.
+    if any(isinstance(value, str) and "\x00" in value for value in lookup.values()):
+        obj = None
+    else:
+        obj = scoped(queryset, org).filter(**lookup).first()
     if obj is None:
         raise NotFound(f"{queryset.model._meta.verbose_name.capitalize()} not found.")
     return obj

@@ -22,6 +22,7 @@ from inference import events, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import release_db_connection
 from models_hub.models import ModelListing
+from portal.api.parsers import NUL_MESSAGE, contains_nul
 from portal.auth import Principal, resolve_bearer
 from portal.errors import AuthenticationFailed, InvalidInput, PortalError
 from portal.middleware import error_body
@@ -54,6 +55,8 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         raise InvalidInput("The body is not valid JSON.", code="malformed_json") from exc
     if not isinstance(body, dict):
         raise InvalidInput("The body must be a JSON object.")
+    if contains_nul(body):
+        raise InvalidInput(NUL_MESSAGE, code="malformed_json")
     return body
 
 
