@@ -87,6 +87,15 @@ def read_after(prediction_id: str, after_seq: int, count: int = 1000) -> list[Ev
     return [_decode(entry_id, fields) for entry_id, fields in entries]
 
 
+def erase(prediction_ids: list[str]) -> None:
+    """Drops the event logs (they hold the output) of finished predictions."""
+    pipeline = sync_client().pipeline(transaction=False)
+    for prediction_id in prediction_ids:
+        # One DEL per prediction: its two keys share a hash slot, different ids may not.
+        pipeline.delete(stream_key(prediction_id), _seq_key(prediction_id))
+    pipeline.execute()
+
+
 def log_exists(prediction_id: str) -> bool:
     return bool(sync_client().exists(_seq_key(prediction_id)))
 

@@ -74,12 +74,21 @@ class Prediction(models.Model):
 
     webhook = models.URLField(max_length=1000, blank=True)
     webhook_events_filter = models.JSONField(default=list, blank=True)
+    # Set when the org's retention period erased input, output and logs (the row, its
+    # metrics and the usage ledger stay).
+    data_removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["org", "-created_at"], name="pred_org_created"),
             models.Index(fields=["status", "lease_expires_at"], name="pred_status_lease"),
+            # The retention sweep scans only rows whose data is still there.
+            models.Index(
+                fields=["completed_at"],
+                name="pred_retention_due",
+                condition=models.Q(data_removed_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

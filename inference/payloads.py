@@ -43,4 +43,6 @@ def prediction_payload(prediction: Prediction, base_url: str | None = None) -> d
         "started_at": _iso(prediction.started_at),
         "completed_at": _iso(prediction.completed_at),
         "urls": prediction_urls(prediction.id, base_url or settings.SITE_URL),
+        # As on Replicate: true once retention erased input, output and logs.
+        "data_removed": prediction.data_removed_at is not None,
     }

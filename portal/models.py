@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+DEFAULT_PREDICTION_RETENTION = timedelta(days=30)
+MIN_PREDICTION_RETENTION = timedelta(hours=1)
 
 
 def new_invitation_nonce() -> str:
@@ -34,6 +39,13 @@ class Organization(models.Model):
     is_personal = models.BooleanField(default=False)
     # Signs the customer's outgoing webhooks (API.md, "Outgoing webhooks").
     webhook_secret = models.CharField(max_length=80, default=new_webhook_secret)
+    # How long prediction inputs and outputs are kept once a prediction ends; the usage
+    # ledger is kept regardless (inference/retention.py).
+    prediction_retention = models.DurationField(
+        default=DEFAULT_PREDICTION_RETENTION,
+        validators=[MinValueValidator(MIN_PREDICTION_RETENTION)],
+        help_text="Prediction inputs and outputs are erased this long after they finish.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

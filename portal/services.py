@@ -16,6 +16,7 @@ from django.utils.text import slugify
 
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from portal.models import (
+    MIN_PREDICTION_RETENTION,
     ApiToken,
     AuditLog,
     Invitation,
@@ -98,6 +99,20 @@ def _ensure_owner_remains(org: Organization, losing: Membership) -> None:
     owners = Membership.objects.filter(org=org, role=Role.OWNER).count()
     if losing.role == Role.OWNER and owners <= 1:
         raise Conflict("An organization must keep at least one owner.", code="last_owner")
+
+
+@transaction.atomic
+def set_prediction_retention(
+    org: Organization, actor: AbstractBaseUser, retention: timedelta
+) -> None:
+    require_role(org, actor, Role.ADMIN)
+    if retention < MIN_PREDICTION_RETENTION:
+        raise InvalidInput("Keep prediction data for at least one hour.", param="retention")
+    old = org.prediction_retention
+    # A single-column UPDATE: a concurrent rename or secret rotation is not overwritten.
+    Organization.objects.filter(pk=org.pk).update(prediction_retention=retention)
+    org.prediction_retention = retention
+    audit(org, actor, "org.retention_changed", org.slug, old=str(old), new=str(retention))
 
 
 @transaction.atomic

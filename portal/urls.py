@@ -6,7 +6,7 @@ from billing import views as billing_views
 from billing.api.views import UsageView
 from inference import views as inference_views
 from inference.api import openai
-from portal import health, views
+from portal import health, monitoring, views
 from portal.api.account import AccountView
 
 api_v1 = [
@@ -23,6 +23,7 @@ urlpatterns = [
     path("orgs/switch/", views.org_switch, name="org_switch"),
     path("org/delete/", views.org_delete, name="org_delete"),
     path("org/members/", views.org_members, name="org_members"),
+    path("org/retention/", views.org_retention, name="org_retention"),
     path("org/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("org/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
     path("org/invitations/", views.invite_create, name="invite_create"),
@@ -48,4 +49,5 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
 ]

@@ -21,6 +21,7 @@ PREDICTION = {
         "stream": "https://portal.example.com/api/v1/predictions/q3l8m1v0c2x7k9d4f6h5j0a1/stream",
         "websocket": "wss://portal.example.com/ws/predictions/q3l8m1v0c2x7k9d4f6h5j0a1/",
     },
+    "data_removed": False,
 }
 
 CREATE_REQUEST = OpenApiExample(

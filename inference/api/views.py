@@ -35,6 +35,11 @@ class PredictionCreateSerializer(serializers.Serializer):
         return value
 
 
+class PredictionListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+    model = serializers.SlugField(max_length=100, required=False)
+
+
 class PredictionSerializer(serializers.Serializer):
     """Documents the prediction object; responses are built by `prediction_payload`."""
 
@@ -59,6 +64,7 @@ class PredictionSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     completed_at = serializers.DateTimeField(allow_null=True)
     urls = serializers.DictField(child=serializers.URLField())
+    data_removed = serializers.BooleanField()
 
 
 def wait_for_done(prediction_id: str, seconds: int) -> None:
@@ -87,12 +93,14 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         return [HasOrg(), needed()]
 
     def filter_org_queryset(self, queryset):
-        params = self.request.query_params
-        if self.action == "list":
-            if status_filter := params.get("status"):
-                queryset = queryset.filter(status=status_filter)
-            if model := params.get("model"):
-                queryset = queryset.filter(model__slug=model)
+        if self.action != "list":
+            return queryset
+        query = PredictionListQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        if status_filter := query.validated_data.get("status"):
+            queryset = queryset.filter(status=status_filter)
+        if model := query.validated_data.get("model"):
+            queryset = queryset.filter(model__slug=model)
         return queryset
 
     def _payload(self, prediction: Prediction) -> dict:
