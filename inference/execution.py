@@ -16,6 +16,7 @@ from inference import events, services
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.runners.base import EventType, FinishReason, Result
+from portal.logs import prediction_context
 
 logger = logging.getLogger(__name__)
 MODEL_FAILURE = "The model failed while running this input."
@@ -43,6 +44,12 @@ def lease_heartbeat(prediction_id: str) -> Iterator[None]:
 
 
 def execute(prediction_id: str, worker_host: str) -> None:
+    org_id = Prediction.objects.filter(pk=prediction_id).values_list("org_id", flat=True).first()
+    with prediction_context(prediction_id, org_id):
+        _execute(prediction_id, worker_host)
+
+
+def _execute(prediction_id: str, worker_host: str) -> None:
     prediction = services.claim(prediction_id, worker_host)
     if prediction is None:
         # Already terminal (nothing to do), or redelivered after its worker died.

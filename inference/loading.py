@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -33,10 +34,13 @@ from filelock import FileLock
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from inference.spec import ModelSpec, Source, SourceKind, parse_source
+from portal import metrics
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_MAX_BYTES = 8 * 1024**3
+MODELS_GAUGE_INTERVAL = 5
+MODELS_GAUGE_TTL = 20
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Bump when the conversion itself changes, so old folders are not reused.
 GGUF_CONVERSION_VERSION = "1"
@@ -303,7 +307,23 @@ def model_cache() -> ModelCache:
             raw = os.environ.get("MODEL_CACHE_MAX_BYTES", "")
             max_bytes = parse_bytes(raw) if raw.strip() else DEFAULT_CACHE_MAX_BYTES
             _process_cache = ModelCache(max_bytes)
+            _report_models_loaded(_process_cache)
         return _process_cache
+
+
+def _report_models_loaded(cache: ModelCache) -> None:
+    """Each process that loads models (a prefork child, a threads-pool worker) publishes
+    how many it holds; the gauge expires when the process dies."""
+    labels = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+    def report() -> None:
+        while True:
+            metrics.set_gauge(
+                "portal_worker_models_loaded", labels, len(cache.keys()), MODELS_GAUGE_TTL
+            )
+            time.sleep(MODELS_GAUGE_INTERVAL)
+
+    threading.Thread(target=report, name="models-gauge", daemon=True).start()
 
 
 def load_key(spec: ModelSpec, arch: Arch, device: torch.device | None = None) -> LoadKey:

@@ -6,6 +6,7 @@ consumes. A worker that dies simply stops renewing and drops out after the TTL.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import suppress
@@ -15,6 +16,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from portal.redis_client import sync_client
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 PRESENCE_TTL_SECONDS = 20
 
@@ -55,7 +57,12 @@ def _start_heartbeat(sender, **kwargs) -> None:
 
     def beat() -> None:
         while not _stop.is_set():
-            announce(hostname, queues)
+            try:
+                announce(hostname, queues)
+            except redis.RedisError:
+                # Redis down longer than the client's retries: keep beating, or this
+                # live worker would stay invisible to admission after Redis is back.
+                logger.warning("worker presence heartbeat failed; retrying", exc_info=True)
             _stop.wait(HEARTBEAT_SECONDS)
 
     threading.Thread(target=beat, name="presence-heartbeat", daemon=True).start()

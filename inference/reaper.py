@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from inference import services
 from inference.models import Prediction, Status
+from portal.logs import prediction_context
 
 logger = logging.getLogger(__name__)
 WORKER_LOST = "The worker running this prediction stopped unexpectedly."
@@ -21,15 +22,17 @@ def reap() -> int:
     reaped = 0
     abandoned = Prediction.objects.filter(status=Status.PROCESSING, lease_expires_at__lt=now)
     for prediction in abandoned.select_related("model")[:500]:
-        reaped += services.finish(
-            prediction, Status.FAILED, error=WORKER_LOST, from_status=Status.PROCESSING
-        )
+        with prediction_context(prediction.id, prediction.org_id):
+            reaped += services.finish(
+                prediction, Status.FAILED, error=WORKER_LOST, from_status=Status.PROCESSING
+            )
     queued_too_long = now - timedelta(seconds=settings.PREDICTION_QUEUE_TIMEOUT_SECONDS)
     stale = Prediction.objects.filter(status=Status.STARTING, created_at__lt=queued_too_long)
     for prediction in stale.select_related("model")[:500]:
-        reaped += services.finish(
-            prediction, Status.FAILED, error=NEVER_STARTED, from_status=Status.STARTING
-        )
+        with prediction_context(prediction.id, prediction.org_id):
+            reaped += services.finish(
+                prediction, Status.FAILED, error=NEVER_STARTED, from_status=Status.STARTING
+            )
     if reaped:
         logger.warning("reaper failed %d stuck predictions", reaped)
     return reaped

@@ -19,9 +19,16 @@ from inference.payloads import prediction_payload
 from inference.presence import queue_has_worker
 from models_hub.models import ModelListing
 from models_hub.validation import validate_input
-from portal import ratelimit
+from portal import metrics, ratelimit
 from portal.auth import Principal
-from portal.errors import InvalidInput, NotAllowed, NotFound, RateLimited, Unavailable
+from portal.errors import (
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    PaymentRequired,
+    RateLimited,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,14 @@ def _check_rate_limit(principal: Principal) -> None:
         )
 
 
+def _check_entitlement(principal: Principal, listing: ModelListing) -> None:
+    try:
+        quota.check_entitlement(principal.org, listing)
+    except (PaymentRequired, RateLimited) as exc:
+        metrics.inc("portal_quota_rejections_total", {"code": exc.code})
+        raise
+
+
 def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     """Turns a request into a queued prediction, or raises the error the client should see.
 
@@ -73,7 +88,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     listing = find_listing(principal, request.model)
     if not principal.allows_model(listing.slug):
         raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
-    quota.check_entitlement(principal.org, listing)
+    _check_entitlement(principal, listing)
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
@@ -96,9 +111,23 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             webhook=webhook,
             webhook_events_filter=events_filter,
         )
-        quota.reserve(prediction, listing)
+        _reserve_quota(prediction, listing)
         transaction.on_commit(lambda: _dispatch(prediction, listing))
+    logger.info(
+        "prediction admitted: %s on %s",
+        listing.slug,
+        listing.queue,
+        extra={"prediction_id": prediction.id, "org": prediction.org_id},
+    )
     return prediction
+
+
+def _reserve_quota(prediction: Prediction, listing: ModelListing) -> None:
+    try:
+        quota.reserve(prediction, listing)
+    except PaymentRequired as exc:
+        metrics.inc("portal_quota_rejections_total", {"code": exc.code})
+        raise
 
 
 def _dispatch(prediction: Prediction, listing: ModelListing) -> None:
@@ -142,6 +171,11 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     prediction.attempt += 1
     prediction.save(update_fields=["queue_time", "attempt"])
     events.append(prediction_id, "status", {"status": Status.PROCESSING})
+    metrics.observe(
+        "portal_prediction_queue_wait_seconds",
+        {"model": prediction.model.slug},
+        prediction.queue_time,
+    )
     return prediction
 
 
@@ -205,12 +239,27 @@ def finish(
             return False
         prediction.refresh_from_db()
         quota.settle(prediction)
+    _record_finish(prediction)
     final = prediction_payload(prediction)
     if error:
         events.append(prediction.id, "error", {"message": error})
     events.append(prediction.id, "done", final)
     _queue_webhook(prediction, "completed")
     return True
+
+
+def _record_finish(prediction: Prediction) -> None:
+    model = {"model": prediction.model.slug}
+    metrics.inc("portal_predictions_total", {**model, "status": prediction.status})
+    if prediction.output_tokens:
+        metrics.inc("portal_tokens_generated_total", model, prediction.output_tokens)
+    if prediction.predict_time is not None:
+        metrics.observe("portal_prediction_predict_seconds", model, prediction.predict_time)
+    logger.info(
+        "prediction %s",
+        prediction.status,
+        extra={"prediction_id": prediction.id, "org": prediction.org_id},
+    )
 
 
 # --- Cancel ------------------------------------------------------------------------

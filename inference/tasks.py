@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import requests
 from celery import shared_task
-from django.conf import settings
 
-from inference import execution, reaper, webhooks
+from inference import execution, reaper, retention, webhooks
 from inference.models import Prediction
-from inference.payloads import prediction_payload
+from portal.logs import prediction_context
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -26,21 +25,15 @@ def run_prediction(prediction_id: str) -> None:
 )
 def deliver_webhook(prediction_id: str, event: str) -> None:
     prediction = Prediction.objects.select_related("org", "model").get(pk=prediction_id)
-    body, headers = webhooks.signed_request(
-        prediction.org.webhook_secret,
-        f"{prediction.id}-{event}-{deliver_webhook.request.id}",
-        prediction_payload(prediction),
-    )
-    response = requests.post(
-        prediction.webhook,
-        data=body,
-        headers=headers,
-        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-        allow_redirects=False,
-    )
-    response.raise_for_status()
+    with prediction_context(prediction.id, prediction.org_id):
+        webhooks.deliver(prediction, event, deliver_webhook.request.id)
 
 
 @shared_task(ignore_result=True)
 def reap_stuck_predictions() -> int:
     return reaper.reap()
+
+
+@shared_task(ignore_result=True)
+def erase_expired_prediction_data() -> None:
+    retention.erase_expired_predictions()

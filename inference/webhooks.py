@@ -11,8 +11,12 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+import requests
 from django.conf import settings
 
+from inference.models import Prediction
+from inference.payloads import prediction_payload
+from portal import metrics
 from portal.errors import InvalidInput
 from portal.redis_client import sync_client
 
@@ -84,3 +88,24 @@ def should_send(prediction_id: str, event: str) -> bool:
         return True
     key = f"webhook-throttle:{prediction_id}:{event}"
     return bool(sync_client().set(key, 1, nx=True, px=THROTTLE_MILLISECONDS))
+
+
+def deliver(prediction: Prediction, event: str, attempt_id: str) -> None:
+    """One signed delivery attempt; raises on failure so that the task retries."""
+    body, headers = signed_request(
+        prediction.org.webhook_secret,
+        f"{prediction.id}-{event}-{attempt_id}",
+        prediction_payload(prediction),
+    )
+    try:
+        response = requests.post(
+            prediction.webhook,
+            data=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
+        response.raise_for_status()
+    except requests.RequestException:
+        metrics.inc("portal_webhook_failures_total", {"event": event})
+        raise

@@ -1,0 +1,117 @@
+"""`/metrics`: what the processes record in Redis, rendered for Prometheus."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from billing.demo import load_demo_plans
+from billing.models import Plan
+from inference import services
+from inference.models import Prediction, Status
+from models_hub.demo import load_demo_catalog
+from portal import metrics
+from portal.redis_client import sync_client
+
+pytestmark = pytest.mark.django_db
+TOKEN = "scrape-" + "x" * 40
+
+
+@pytest.fixture(autouse=True)
+def _clean_metrics():
+    def clear() -> None:
+        client = sync_client()
+        keys = list(client.scan_iter(match=f"{metrics.PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    clear()
+    yield
+    clear()
+
+
+def sample(text: str, series: str) -> float:
+    """The value of one exact series line, e.g. `name{a="b"}`."""
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{series} not in:\n{text}"
+    return float(match.group(1))
+
+
+def test_counter_histogram_and_gauge_render_in_the_text_format():
+    metrics.inc("portal_predictions_total", {"model": "echo", "status": "succeeded"})
+    metrics.inc("portal_predictions_total", {"model": "echo", "status": "succeeded"})
+    metrics.observe("portal_prediction_predict_seconds", {"model": 'we"ird'}, 0.3)
+    metrics.observe("portal_prediction_predict_seconds", {"model": 'we"ird'}, 700)
+    metrics.set_gauge("portal_worker_models_loaded", {"worker": "a:1"}, 2, ttl_seconds=60)
+    metrics.set_gauge("portal_worker_models_loaded", {"worker": "dead:2"}, 5, ttl_seconds=-1)
+    text = metrics.render()
+
+    assert "# TYPE portal_prediction_predict_seconds histogram" in text
+    assert sample(text, 'portal_predictions_total{model="echo",status="succeeded"}') == 2
+    hist = 'portal_prediction_predict_seconds_bucket{model="we\\"ird",le="%s"}'
+    assert sample(text, hist % "0.25") == 0
+    assert sample(text, hist % "0.5") == 1  # buckets are cumulative
+    assert sample(text, hist % "600") == 1
+    assert sample(text, hist % "+Inf") == 2
+    assert sample(text, 'portal_prediction_predict_seconds_sum{model="we\\"ird"}') == 700.3
+    assert sample(text, 'portal_worker_models_loaded{worker="a:1"}') == 2
+    assert 'worker="dead:2"' not in text  # an expired gauge (a dead process) drops out
+
+
+@override_settings(DEBUG=False, METRICS_TOKEN=TOKEN)
+def test_scraping_needs_the_token_or_staff(client, owner, client_for):
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client_for(owner).get("/metrics").status_code == 403
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    staff = get_user_model().objects.create_user("ops", "ops@example.com", "pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/metrics").status_code == 200
+
+
+@override_settings(DEBUG=False, METRICS_TOKEN="")
+def test_no_token_configured_means_no_anonymous_scrape(client):
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
+
+
+def test_http_latency_is_labelled_by_route_pattern_not_path(org, token_for, api_client):
+    api = api_client(token_for(org))
+    api.get("/api/v1/predictions/abc123")
+    api.get("/api/v1/predictions/def456")
+    text = metrics.render()
+    series = (
+        'portal_http_request_duration_seconds_count{method="GET",'
+        'route="/api/v1/predictions/(?P<pk>[a-z0-9]+)$",status="4xx"}'
+    )
+    assert sample(text, series) == 2
+    assert "abc123" not in text
+
+
+def test_finish_and_claim_record_prediction_metrics(org):
+    echo = next(listing for listing in load_demo_catalog() if listing.slug == "echo")
+    prediction = Prediction.objects.create(org=org, model=echo, input={"prompt": "a b"})
+    claimed = services.claim(prediction.id, "worker-1")
+    services.finish(
+        claimed, Status.SUCCEEDED, output="a b", output_tokens=2, from_status=Status.PROCESSING
+    )
+    text = metrics.render()
+    assert sample(text, 'portal_predictions_total{model="echo",status="succeeded"}') == 1
+    assert sample(text, 'portal_tokens_generated_total{model="echo"}') == 2
+    assert sample(text, 'portal_prediction_queue_wait_seconds_count{model="echo"}') == 1
+    assert sample(text, 'portal_prediction_predict_seconds_count{model="echo"}') == 1
+
+
+def test_quota_rejections_are_counted(org, token_for, api_client):
+    load_demo_catalog()
+    load_demo_plans()
+    Plan.objects.update(rate_limit_per_minute=1)
+    api = api_client(token_for(org))
+    body = {"model": "echo", "input": {"prompt": "x"}}
+    for _ in range(2):
+        response = api.post("/api/v1/predictions", body, content_type="application/json")
+    assert response.status_code == 429, response.content
+    assert response.json()["error"]["code"] == "plan_rate_limited"
+    assert sample(metrics.render(), 'portal_quota_rejections_total{code="plan_rate_limited"}') == 1
