@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
+from django.conf import settings
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from inference.loading import Arch, LoadedModel, get_model, get_tokenizer
@@ -58,8 +59,14 @@ def resolve_params(spec: ModelSpec, data: dict[str, Any]) -> GenerationParams:
         return spec.default_params.get(name, fallback)
 
     seed = pick("seed", None)
+    max_new_tokens = int(pick("max_new_tokens", FALLBACK_MAX_NEW_TOKENS))
+    cap = spec.max_params.get("max_new_tokens")
+    if isinstance(cap, int) and cap > 0:
+        # Validation caps what callers ask for; an omitted value falls back to a default
+        # that may be above the listing's cap, so the cap applies here too.
+        max_new_tokens = min(max_new_tokens, cap)
     return GenerationParams(
-        max_new_tokens=int(pick("max_new_tokens", FALLBACK_MAX_NEW_TOKENS)),
+        max_new_tokens=max_new_tokens,
         temperature=float(pick("temperature", 0.0)),
         top_p=float(pick("top_p", 1.0)),
         stop=tuple(pick("stop", ())),
@@ -258,7 +265,14 @@ class TextGenerationRunner:
     def backend(self, spec: ModelSpec, data: dict[str, Any]) -> GenerationBackend:
         if spec.parsed_source.is_builtin:
             return EchoBackend(spec, data)
-        return TransformersBackend(spec, get_model(spec, Arch.CAUSAL_LM))
+        loaded = get_model(spec, Arch.CAUSAL_LM)
+        if settings.GENERATION_MAX_BATCH > 1:
+            # Imported here: the batching module builds on this one.
+            from inference.runners.batching import BatchedTransformersBackend
+
+            window = settings.GENERATION_BATCH_WINDOW_MS / 1000
+            return BatchedTransformersBackend(spec, loaded, settings.GENERATION_MAX_BATCH, window)
+        return TransformersBackend(spec, loaded)
 
     def check_input(self, spec: ModelSpec, data: dict[str, Any]) -> None:
         if spec.parsed_source.is_builtin:
