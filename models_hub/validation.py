@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from jsonschema.exceptions import best_match
@@ -36,11 +37,55 @@ def validate_input(listing: ModelListing, data: Any) -> dict[str, Any]:
     """The input to store and run, or InvalidInput naming the first bad field."""
     if not isinstance(data, dict):
         raise InvalidInput("input must be a JSON object.", param="input")
+    check_text_size(listing.max_params, data)
     check_schema(listing.input_schema, data)
     TASK_RULES.get(listing.task, _no_rules)(data)
     check_caps(listing.max_params, data)
     check_with_model(listing, data)
     return copy.deepcopy(data)
+
+
+# --- Size ------------------------------------------------------------------------------
+
+# The listing cap that lowers settings.MAX_INPUT_CHARS for one model.
+INPUT_CHARS_CAP = "max_input_chars"
+
+
+def text_chars(value: Any) -> int:
+    """Characters of every string value in the input: what tokenizers would chew on
+    (keys are the schema's field names, and the body-size limit bounds any others).
+
+    Iterative, so a deeply nested input cannot exhaust the stack here."""
+    total, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return total
+
+
+def input_chars_limit(caps: dict[str, Any]) -> int:
+    limit = settings.MAX_INPUT_CHARS
+    cap = caps.get(INPUT_CHARS_CAP)
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        limit = min(limit, cap)
+    return limit
+
+
+def check_text_size(caps: dict[str, Any], data: dict[str, Any]) -> None:
+    """Refused before the schema and the tokenizer run, whose cost grows with the text."""
+    limit = input_chars_limit(caps)
+    count = text_chars(data)
+    if count > limit:
+        raise InvalidInput(
+            f"input is {count} characters of text, above this model's maximum of {limit}.",
+            code="input_too_long",
+            param="input",
+        )
 
 
 # --- JSON Schema -----------------------------------------------------------------------
@@ -145,6 +190,8 @@ TASK_RULES: dict[str, Callable[[dict[str, Any]], None]] = {
 def check_caps(caps: dict[str, Any], data: dict[str, Any]) -> None:
     """The listing's maximums (e.g. max_new_tokens), whatever its schema says."""
     for name, cap in caps.items():
+        if name == INPUT_CHARS_CAP:
+            continue  # a cap on the input as a whole, checked by check_text_size
         value = data.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > cap:
             raise InvalidInput(

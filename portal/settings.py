@@ -85,9 +85,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.monitoring.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.BodySizeLimitMiddleware",
+    "portal.abuse.ClientIpRateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -147,6 +149,10 @@ if env("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# How long Redis may be unreachable (a restart, a failover) before a command fails:
+# workers keep appending events and checking cancels across it instead of failing the
+# prediction. The readiness probe does not wait (it uses its own short timeout).
+REDIS_OUTAGE_TOLERANCE_SECONDS = env_int("REDIS_OUTAGE_TOLERANCE_SECONDS", 15)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -210,7 +216,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["portal.api.permissions.HasOrg"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.api.parsers.StorableJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.CursorlessPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "portal.api.errors.api_exception_handler",
@@ -244,6 +250,24 @@ WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", no
 WEBHOOK_TIMEOUT_SECONDS = 10
 # Requests per minute for a token without its own limit (plans may lower it).
 DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE = env_int("DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE", 600)
+# --- Abuse limits (API.md: 413 / 400 / 429 with Retry-After; WebSocket close 4429) ---
+# Requests per minute from one client IP (IPv6: per /64), whoever is calling; healthz and
+# readyz are exempt so load balancers can probe. 0 turns the limit off.
+IP_RATE_LIMIT_PER_MINUTE = env_int("IP_RATE_LIMIT_PER_MINUTE", 1200)
+IP_RATE_LIMIT_EXEMPT_PATHS = ("/healthz", "/readyz")
+# How many reverse proxies we run in front of the app. 0 (the default) trusts nothing but
+# REMOTE_ADDR: X-Forwarded-For is client-controlled unless our own proxy appended to it.
+# With N > 0, the client is the Nth address from the right of X-Forwarded-For. allauth's
+# log-in throttling reads the same count, so both limiters see the same client.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
+# Characters of text in one prediction's input (prompt, messages, texts, labels together),
+# checked before any tokenizer runs; a listing may set a lower "max_input_chars" cap.
+MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 200_000)
+# Open WebSockets per org across every web process; the next one is closed with 4429.
+# The counter's TTL is a safety net for a process that died without decrementing.
+WS_MAX_CONNECTIONS_PER_ORG = env_int("WS_MAX_CONNECTIONS_PER_ORG", 50)
+WS_CONNECTION_COUNTER_TTL_SECONDS = env_int("WS_CONNECTION_COUNTER_TTL_SECONDS", 3600)
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
@@ -268,11 +292,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.reap_stuck_predictions",
         "schedule": env_int("REAPER_INTERVAL_SECONDS", 30),
     },
+    "erase-expired-prediction-data": {
+        "task": "inference.tasks.erase_expired_prediction_data",
+        "schedule": env_int("RETENTION_INTERVAL_SECONDS", 300),
+    },
     "report-overage-to-stripe": {
         "task": "billing.tasks.report_overage",
         "schedule": env_int("METER_REPORT_INTERVAL_SECONDS", 300),
     },
 }
+# Concurrent generations of one model in one worker run as a batch when this is above 1
+# (a GPU worker on Celery's threads pool, see docker-compose.yml).
+GENERATION_MAX_BATCH = env_int("GENERATION_MAX_BATCH", 1)
+GENERATION_BATCH_WINDOW_MS = env_int("GENERATION_BATCH_WINDOW_MS", 5)
 # A prediction still queued after this long is failed by the reaper.
 PREDICTION_QUEUE_TIMEOUT_SECONDS = env_int("PREDICTION_QUEUE_TIMEOUT_SECONDS", 600)
 PREFER_WAIT_MAX_SECONDS = 60
@@ -313,13 +345,30 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# `/metrics` is open under DEBUG; otherwise to staff and to this bearer token (Prometheus).
+METRICS_TOKEN = env("METRICS_TOKEN", "")
+
+# JSON lines in production (for the log pipeline), readable text in development.
+LOG_FORMAT = env("LOG_FORMAT", "json" if PRODUCTION else "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "portal.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "portal.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
+# Workers log through the configuration above, not Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Production hardening ----------------------------------------------------------
 if PRODUCTION:
