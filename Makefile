@@ -23,6 +23,7 @@ run: install
 	$(PY) scripts/run.py
 
 test: install
+	scripts/ensure_chromium.sh
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	$(PY) -m pytest $(PYTEST_ARGS)

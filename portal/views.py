@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from billing.account import billing_summary
 from portal import services
 from portal.auth import SESSION_ORG_KEY
 from portal.errors import NotAllowed, NotFound, PortalError
@@ -66,7 +67,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @org_member_required()
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/dashboard.html", {"membership": request.membership})
+    # The plan in force: what a subscription (or its lapse) changed is visible on arrival.
+    context = {"membership": request.membership, "billing": billing_summary(request.org)}
+    return render(request, "portal/dashboard.html", context)
 
 
 # --- Organizations -------------------------------------------------------------------
@@ -117,6 +120,42 @@ def org_delete(request: HttpRequest) -> HttpResponse:
 # --- Members and invitations ---------------------------------------------------------
 
 
+class RetentionForm(forms.Form):
+    retention = forms.TypedChoiceField(
+        label="Keep prediction inputs and outputs for",
+        choices=[
+            (3600, "1 hour"),
+            (86400, "1 day"),
+            (7 * 86400, "7 days"),
+            (30 * 86400, "30 days"),
+            (90 * 86400, "90 days"),
+            (365 * 86400, "1 year"),
+        ],
+        coerce=int,
+    )
+
+
+def retention_label(retention: timedelta) -> str:
+    labels = dict(RetentionForm.base_fields["retention"].choices)
+    return labels.get(int(retention.total_seconds()), str(retention))
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def org_retention(request: HttpRequest) -> HttpResponse:
+    form = RetentionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the listed retention periods.")
+        return redirect("org_members")
+    retention = timedelta(seconds=form.cleaned_data["retention"])
+    run_service(
+        request,
+        lambda: services.set_prediction_retention(request.org, request.user, retention),
+        "Data retention updated.",
+    )
+    return redirect("org_members")
+
+
 class InviteForm(forms.Form):
     email = forms.EmailField(max_length=254)
     role = forms.ChoiceField(choices=[(Role.MEMBER, "Member"), (Role.ADMIN, "Admin")])
@@ -129,6 +168,10 @@ def org_members(request: HttpRequest) -> HttpResponse:
         "members": org.memberships.select_related("user").order_by("created_at"),
         "invitations": [i for i in org.invitations.all() if i.is_pending],
         "invite_form": InviteForm(),
+        "retention_label": retention_label(org.prediction_retention),
+        "retention_form": RetentionForm(
+            initial={"retention": int(org.prediction_retention.total_seconds())}
+        ),
         "roles": Role.choices,
         "can_manage": request.membership.has_role(Role.ADMIN),
         "is_owner": request.membership.has_role(Role.OWNER),

@@ -59,9 +59,19 @@
     return wrap;
   }
 
+  // PostgreSQL's jsonb does not keep the schema's key order (it sorts keys by length), so
+  // the form orders fields itself: the main input first, then the usual knobs, then any
+  // field of the listing's own, alphabetically.
+  const FIELD_ORDER = ["prompt", "text", "input", "labels", "max_new_tokens", "temperature",
+    "top_p", "stop", "seed"];
+  function rank(name) {
+    const index = FIELD_ORDER.indexOf(name);
+    return index === -1 ? FIELD_ORDER.length : index;
+  }
   const properties = schema.properties || {};
   Object.keys(properties)
     .filter((name) => name !== "messages" && properties[name].type !== "object")
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
     .forEach((name) => fields.append(fieldFor(name, properties[name])));
 
   function collect() {
