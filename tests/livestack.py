@@ -1,0 +1,139 @@
+"""The real stack for integration and end-to-end tests: an ASGI server and Celery worker
+processes that share the test database and a Redis database with the test process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+from django.conf import settings
+from django.db import connection
+
+from inference.presence import queue_has_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_SECONDS = 60
+# Short, so that the worker-death tests see the reaper act within seconds.
+STACK_LEASE_SECONDS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stack_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url,
+        REDIS_URL=settings.REDIS_URL,
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        SITE_URL="http://127.0.0.1",
+        PREDICTION_LEASE_SECONDS=str(STACK_LEASE_SECONDS),
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Worker:
+    queues: str
+    process: subprocess.Popen | None = None
+    name: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
+    # Extra environment on top of stack_env() (the e2e stack configures Stripe).
+    extra_env: dict[str, str] | None = None
+
+    def start(self, concurrency: int = 1) -> None:
+        command = [
+            sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", self.queues,
+            "-n", f"{self.name}@%h", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=stack_env(self.extra_env), start_new_session=True
+        )
+        wait_until(lambda: all(queue_has_worker(q) for q in self.queues.split(",")))
+
+    def kill(self) -> None:
+        """SIGKILL to the whole worker (parent and pool children), like a host dying."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Stack:
+    base_url: str
+    ws_url: str
+    worker: Worker
+    web: subprocess.Popen
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float = START_TIMEOUT_SECONDS, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (OSError, httpx.HTTPError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+@contextmanager
+def running_stack(
+    django_db_blocker,
+    *,
+    extra_env: dict[str, str] | None = None,
+    web_stdout: IO[str] | None = None,
+) -> Iterator[Stack]:
+    """uvicorn and a worker (concurrency 2) on the test database until the block ends.
+
+    `web_stdout` receives the web process's output (the console e-mail backend prints
+    there); None leaves it on the test run's own stdout.
+    """
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=stack_env(extra_env), start_new_session=True, stdout=web_stdout,
+    )  # fmt: skip
+    worker = Worker("cpu,default", extra_env=extra_env)
+    stack = Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker, web)
+    try:
+        with django_db_blocker.unblock():
+            stack.worker.start(concurrency=2)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
+        yield stack
+    finally:
+        # Tests may replace the worker (after killing one): stop whichever runs now.
+        stack.worker.stop()
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=20)
