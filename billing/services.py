@@ -404,9 +404,17 @@ def _takes_over(row: Subscription, sub_id: str, status: str) -> bool:
     return row.status in ENDED or (status in PAID_ACCESS and row.status not in PAID_ACCESS)
 
 
+def _lock_org(org: Organization) -> None:
+    """Serializes one org's webhook handlers: without it, two first events of a new
+    subscription (Stripe sends several within the same second) both find no row, both
+    insert one, and the loser answers 500 until Stripe retries it, hours later."""
+    Organization.objects.select_for_update().filter(pk=org.pk).first()
+
+
 def _apply_subscription(
     org: Organization, sub: dict[str, Any], plan: Plan, ctx: EventContext
 ) -> str:
+    _lock_org(org)
     row = Subscription.objects.select_for_update().filter(org=org).first()
     status = sub["status"]
     if row is not None:
@@ -441,6 +449,7 @@ def _on_checkout_completed(obj: dict[str, Any], ctx: EventContext) -> str:
     plan = Plan.objects.filter(slug=(obj.get("metadata") or {}).get("plan", "")).first()
     if org is None or plan is None:
         return "ignored: no matching organization or plan"
+    _lock_org(org)
     if obj.get("customer"):
         Customer.objects.update_or_create(org=org, defaults={"stripe_customer_id": obj["customer"]})
     # Provisional until the subscription's own events (ranked later) bring its real state.

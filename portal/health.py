@@ -16,8 +16,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    pool = getattr(connection, "pool", None)  # psycopg's pool (PostgreSQL, DB_POOL on)
+    if pool is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return
+    # Through the pool with the probe's own timeout: Django would wait the pool's full
+    # checkout timeout (10 s) while the database is down, and a probe must answer fast.
+    pool.open()  # a no-op once open; Django opens it lazily on the first query too
+    with pool.connection(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+        conn.execute("SELECT 1")
 
 
 def _check_redis() -> None:

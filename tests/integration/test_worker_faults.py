@@ -1,14 +1,23 @@
-"""A worker dying mid-generation: every prediction still ends terminal, counted once."""
+"""A worker dying mid-generation: every prediction still ends terminal, counted once.
+
+The guarantee: a prediction whose worker dies (SIGKILL of the whole host: no chance to
+reject or requeue) fails with a clear error once its lease lapses, whichever of the
+reaper (Celery beat) and the broker's redelivery of the task gets there first; it never
+runs twice, and the usage ledger charges it once (a request only if it succeeded).
+"""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from inference import reaper
+from billing.models import UsagePeriod, UsageRecord
+from inference import events, reaper
 from inference.models import Prediction, Status
+from inference.tasks import run_prediction
 from models_hub.demo import load_demo_catalog
 from tests.integration.conftest import STACK_LEASE_SECONDS, Worker, wait_until
 
@@ -55,3 +64,106 @@ def test_sigkill_of_the_worker_mid_generation_never_leaves_a_prediction_processi
         ) as response:
             text = "".join(response.iter_text())
         assert "event: done" in text and "event: error" in text
+
+
+# --- kill -9 during 20 concurrent generations: terminal, and charged exactly once -------
+
+CONCURRENT = 20
+# 30 tokens at 20/s: 1.5 s each, 15 s of work on two worker processes.
+BURST_BODY = {"model": "echo", "input": {"prompt": " ".join(["t"] * 30), "tokens_per_second": 20}}
+
+
+def _admit_concurrently(base_url: str, token: str) -> list[str]:
+    def post(_: int) -> str:
+        response = httpx.post(
+            f"{base_url}/api/v1/predictions",
+            json=BURST_BODY,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        return list(pool.map(post, range(CONCURRENT)))
+
+
+def _redeliver(ids: list[str]) -> None:
+    """What the broker does with a dead worker's unacknowledged message (after the
+    visibility timeout): deliver the same task again, here at once."""
+    for prediction in Prediction.objects.filter(pk__in=ids):
+        run_prediction.apply_async(args=[prediction.pk], queue=prediction.queue)
+
+
+def _all_terminal(ids: list[str]) -> bool:
+    reaper.reap()  # as Celery beat does every REAPER_INTERVAL_SECONDS
+    pending = Prediction.objects.filter(pk__in=ids, status__in=[Status.STARTING, Status.PROCESSING])
+    return not pending.exists()
+
+
+def _assert_charged_once(org, predictions: list[Prediction]) -> None:
+    """One settled ledger row per prediction; a request is charged only for a success;
+    the period's counters are exactly the sums of the rows, with nothing left reserved."""
+    records = {r.prediction_id: r for r in UsageRecord.objects.filter(org=org)}
+    assert set(records) == {p.pk for p in predictions}
+    for prediction in predictions:
+        record = records[prediction.pk]
+        assert record.settled_at is not None
+        assert record.requests == (1 if prediction.status == Status.SUCCEEDED else 0)
+        assert (record.input_tokens, record.output_tokens) == (
+            prediction.input_tokens,
+            prediction.output_tokens,
+        )
+    period = UsagePeriod.objects.get(org=org)
+    assert period.requests_used == sum(p.status == Status.SUCCEEDED for p in predictions)
+    assert (period.requests_reserved, period.tokens_reserved) == (0, 0)
+    assert period.input_tokens == sum(r.input_tokens for r in records.values())
+    assert period.output_tokens == sum(r.output_tokens for r in records.values())
+
+
+def _assert_one_done_event(prediction_id: str) -> None:
+    log = events.read_after(prediction_id, 0)
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert [e.type for e in log].count("done") == 1
+    assert log[-1].type == "done"
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_twenty_generations_ends_all_terminal_and_charges_once(
+    stack, org, token_for
+):
+    load_demo_catalog()
+    ids = _admit_concurrently(stack.base_url, token_for(org))
+    in_flight = Prediction.objects.filter(pk__in=ids)
+    # Kill once some have finished and others are mid-generation.
+    wait_until(
+        lambda: (
+            in_flight.filter(status=Status.SUCCEEDED).count() >= 2
+            and in_flight.filter(status=Status.PROCESSING).exists()
+        ),
+        timeout=90,
+    )
+    stack.worker.kill()
+    killed = list(in_flight.filter(status=Status.PROCESSING).values_list("pk", flat=True))
+    assert killed, "no generation was in flight at the kill"
+    replacement = Worker(queues="cpu,default")
+    replacement.start(concurrency=2)
+    stack.worker = replacement
+    # Redelivered while the dead worker's lease still runs: the task must leave it alone.
+    _redeliver(killed)
+    time.sleep(STACK_LEASE_SECONDS + 1)
+    # Redelivered after the lease lapsed, racing the reaper: one of them fails it, once.
+    _redeliver(killed)
+    wait_until(lambda: _all_terminal(ids), timeout=120, interval=0.5)
+
+    predictions = list(Prediction.objects.filter(pk__in=ids))
+    for prediction in predictions:
+        assert prediction.attempt == 1, "a prediction ran twice"
+        if prediction.pk in killed:
+            assert prediction.status == Status.FAILED
+            assert "stopped unexpectedly" in prediction.error
+        else:
+            assert prediction.status == Status.SUCCEEDED, prediction.error
+            assert prediction.output == BURST_BODY["input"]["prompt"]
+        _assert_one_done_event(prediction.pk)
+    _assert_charged_once(org, predictions)
