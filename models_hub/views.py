@@ -72,7 +72,8 @@ def schema_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
                 "limits": ", ".join(f"{key}: {value}" for key, value in limits.items()),
             }
         )
-    return rows
+    # jsonb does not keep the schema's key order: required fields first, then by name.
+    return sorted(rows, key=lambda row: (not row["required"], row["name"]))
 
 
 def can_manage(request: HttpRequest, listing: ModelListing) -> bool:

@@ -93,13 +93,15 @@
     statusEl.className = "status status-" + text.split(" ")[0];
   }
 
-  function finish(prediction) {
+  // tokensPerSecond: measured from the first streamed token, so a cold model load (which
+  // the prediction's predict_time includes) does not drag the figure down.
+  function finish(prediction, tokensPerSecond) {
     progress.hidden = true;
     runButton.disabled = false;
     cancelButton.disabled = true;
     setStatus(prediction.status);
     const m = prediction.metrics || {};
-    const rate = m.predict_time && m.output_tokens ? (m.output_tokens / m.predict_time).toFixed(1) + " tok/s · " : "";
+    const rate = tokensPerSecond ? tokensPerSecond.toFixed(1) + " tok/s · " : "";
     metricsEl.textContent = rate + (m.input_tokens || 0) + " in / " + (m.output_tokens || 0) + " out tokens";
     if (prediction.error) showError(prediction.error);
     renderFinal(prediction.output);
@@ -179,7 +181,8 @@
       } else if (event.type === "error") {
         showError(event.data.message);
       } else if (event.type === "done") {
-        finish(event.data);
+        const seconds = firstAt ? (performance.now() - firstAt) / 1000 : 0;
+        finish(event.data, tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : null);
       }
     };
     socket.onerror = () => showError("Lost the connection to the stream.");
