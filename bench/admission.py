@@ -7,7 +7,9 @@ and Redis, with billing in three modes:
             conditional-UPDATE reservation on the org's period row, ledger row
 
 Reported: admissions per second (median of rounds, min-max), and enforced / off.
-The task send goes to the Redis broker as usual; no worker consumes it.
+The task send goes to the Redis broker as usual; no worker consumes it. Runs in a fresh
+PostgreSQL database (see bench/stack.py), dropped afterwards; Redis is REDIS_URL
+(default db 10).
 
     .venv/bin/python bench/admission.py [--clients 50] [--seconds 5] [--rounds 3]
 """
@@ -20,56 +22,59 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_admission")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/10")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-os.environ.setdefault("DB_POOL_MAX_SIZE", "60")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# The benchmark measures admission, not the per-user abuse limit.
-os.environ["DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE"] = "100000000"  # noqa: S105
-
-from bench.stack import _create_database  # noqa: E402
-
-_create_database(os.environ["DATABASE_URL"])
-
-import django  # noqa: E402
-
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-from django.db import connections  # noqa: E402
-
-from billing import quota  # noqa: E402
-from billing.models import Plan, UsagePeriod, UsageRecord  # noqa: E402
-from inference import presence  # noqa: E402
-from inference.models import Prediction  # noqa: E402
-from inference.services import PredictionRequest, admit  # noqa: E402
-from models_hub.demo import load_demo_catalog  # noqa: E402
-from portal.auth import ALL_SCOPES, Principal  # noqa: E402
-from portal.models import Organization  # noqa: E402
-from portal.redis_client import sync_client  # noqa: E402
+from bench.stack import fresh_database  # noqa: E402
 
 WORKER = "bench-admission@host"
-REQUEST = PredictionRequest("echo", {"prompt": "the quick brown fox", "max_new_tokens": 16})
+MODES = ("off", "ledger", "enforced")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
+ADMISSION_DATABASE_SUFFIX = "_admission"
 
 
-def setup() -> Principal:
+def configure(database_url: str) -> None:
+    """Django for this process, on the bench's own database and Redis; once per process."""
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    # The tasks it sends must land in the bench's Redis, not some real worker's queue.
+    os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ.setdefault("DB_POOL_MAX_SIZE", "60")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # The benchmark measures admission, not the per-user abuse limit.
+    os.environ["DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE"] = "100000000"  # noqa: S105
+    import django
+
+    django.setup()
+
+
+def setup() -> Any:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from models_hub.demo import load_demo_catalog
+    from portal.auth import ALL_SCOPES, Principal
+    from portal.models import Organization
+
     call_command("migrate", verbosity=0)
     load_demo_catalog()
-    from django.contrib.auth import get_user_model
-
     user, _ = get_user_model().objects.get_or_create(username="bench-admission@example.com")
     org, _ = Organization.objects.get_or_create(slug="bench-admission", defaults={"name": "B"})
     return Principal(org=org, user=user, token=None, scopes=ALL_SCOPES)
 
 
-def reset(org: Organization) -> None:
+def reset(org: Any) -> None:
+    from billing.models import UsagePeriod, UsageRecord
+    from inference import presence
+    from inference.models import Prediction
+    from portal.redis_client import sync_client
+
     UsageRecord.objects.filter(org=org).delete()
     UsagePeriod.objects.filter(org=org).delete()
     Prediction.objects.filter(org=org).delete()
@@ -79,7 +84,10 @@ def reset(org: Organization) -> None:
 
 
 @contextmanager
-def mode(name: str):
+def mode(name: str) -> Iterator[None]:
+    from billing import quota
+    from billing.models import Plan
+
     Plan.objects.all().delete()
     saved = (quota.check_entitlement, quota.reserve, quota.settle)
     if name == "off":
@@ -96,17 +104,22 @@ def mode(name: str):
         quota.check_entitlement, quota.reserve, quota.settle = saved
 
 
-def one_round(principal: Principal, clients: int, seconds: float) -> float:
+def one_round(principal: Any, clients: int, seconds: float) -> float:
+    from django.db import connections
+
+    from inference.services import PredictionRequest, admit
+
+    request = PredictionRequest("echo", {"prompt": "the quick brown fox", "max_new_tokens": 16})
     counts = [0] * clients
     start = threading.Barrier(clients + 1, timeout=60)
     deadline: list[float] = []
 
     def loop(i: int) -> None:
         try:
-            admit(principal, REQUEST)  # warm the thread's connection
+            admit(principal, request)  # warm the thread's connection
             start.wait()
             while time.perf_counter() < deadline[0]:
-                admit(principal, REQUEST)
+                admit(principal, request)
                 counts[i] += 1
         finally:
             connections.close_all()
@@ -122,25 +135,25 @@ def one_round(principal: Principal, clients: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - began)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def measure(clients: int, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Admissions/s of every round, per mode."""
+    from inference import presence
+
     principal = setup()
-    results: dict[str, list[float]] = {}
+    results: dict[str, list[float]] = {name: [] for name in MODES}
     # Interleaved rounds, so drift (autovacuum, cache warmth) affects every mode alike.
-    for _ in range(args.rounds):
-        for name in ("off", "ledger", "enforced"):
+    for _ in range(rounds):
+        for name in MODES:
             with mode(name):
                 reset(principal.org)
-                results.setdefault(name, []).append(
-                    one_round(principal, args.clients, args.seconds)
-                )
+                results[name].append(one_round(principal, clients, seconds))
     reset(principal.org)
     presence.withdraw(WORKER, ["cpu", "default"])
-    print(f"admission, {args.clients} concurrent clients, {args.rounds} x {args.seconds}s")
+    return results
+
+
+def report(results: dict[str, list[float]], clients: int, seconds: float, rounds: int) -> None:
+    print(f"admission, {clients} concurrent clients, {rounds} x {seconds}s")
     medians = {}
     for name, values in results.items():
         medians[name] = statistics.median(values)
@@ -149,7 +162,43 @@ def main() -> None:
             f"(min {min(values):.1f}, max {max(values):.1f})"
         )
     print(f"  enforced / off = {medians['enforced'] / medians['off']:.2f}")
-    print(f"  ledger / off   = {medians['ledger'] / medians['off']:.2f}")
+    print(f"  ledger / off   = {medians['ledger'] / medians['off']:.2f}", flush=True)
+
+
+def close_connections() -> None:
+    """Close the pool's connections before the database is dropped under them."""
+    from django.db import connections
+
+    for connection in connections.all():
+        connection.close()
+        if hasattr(connection, "close_pool"):
+            connection.close_pool()
+
+
+def run(
+    clients: int = 50, seconds: float = 5, rounds: int = 3, database_url: str | None = None
+) -> dict[str, list[float]]:
+    """Once per process (Django is configured here). Without `database_url`, in a fresh
+    database made and dropped here; with one, the caller owns (and drops) it."""
+    if database_url is None:
+        with fresh_database(ADMISSION_DATABASE_SUFFIX) as url:
+            return run(clients, seconds, rounds, url)
+    configure(database_url)
+    try:
+        results = measure(clients, seconds, rounds)
+    finally:
+        close_connections()
+    report(results, clients, seconds, rounds)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    run(args.clients, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import Stack, running_stack
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
+CLIENTS = (1, 10, 50)
 
 
 async def one_prediction(client: httpx.AsyncClient) -> float:
@@ -71,23 +72,28 @@ def summarize(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def run(seconds: float = 10, rounds: int = 3) -> dict:
+def measure(stack: Stack, seconds: float = 10, rounds: int = 3) -> dict[int, dict]:
+    """Per client count, each figure's value in every round (one value per round)."""
     results = {}
-    with running_stack() as stack:
-        for clients in (1, 10, 50):
-            throughput, p50, p99 = [], [], []
-            for _ in range(rounds):
-                rate, latencies = asyncio.run(round_at(stack, clients, seconds))
-                throughput.append(rate)
-                p50.append(percentile(latencies, 0.5) * 1000)
-                p99.append(percentile(latencies, 0.99) * 1000)
-            results[clients] = {"throughput": throughput, "p50_ms": p50, "p99_ms": p99}
-            print(
-                f"{clients:>3} clients: {summarize(throughput)} predictions/s, "
-                f"first output p50 {summarize(p50)} ms, p99 {summarize(p99)} ms",
-                flush=True,
-            )
+    for clients in CLIENTS:
+        throughput, p50, p99 = [], [], []
+        for _ in range(rounds):
+            rate, latencies = asyncio.run(round_at(stack, clients, seconds))
+            throughput.append(rate)
+            p50.append(percentile(latencies, 0.5) * 1000)
+            p99.append(percentile(latencies, 0.99) * 1000)
+        results[clients] = {"throughput": throughput, "p50_ms": p50, "p99_ms": p99}
+        print(
+            f"{clients:>3} clients: {summarize(throughput)} predictions/s, "
+            f"first output p50 {summarize(p50)} ms, p99 {summarize(p99)} ms",
+            flush=True,
+        )
     return results
+
+
+def run(seconds: float = 10, rounds: int = 3) -> dict[int, dict]:
+    with running_stack() as stack:
+        return measure(stack, seconds, rounds)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Every figure is the median of repeated runs, with the min-max spread. Runs of th
 generation paths are interleaved so that a busy machine slows both alike.
 
     .venv/bin/python bench/runtime.py [--repeats 5] [--max-new-tokens 64] [--skip-conversion]
+        [--conversion-repeats 1]
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def setup_django() -> None:
     import django
 
     django.setup()
+
+
+def with_django(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`function` after setup_django(): for benchmarks whose run() expects it done."""
+    setup_django()
+    return function(*args, **kwargs)
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
@@ -139,6 +146,10 @@ def bench_generation(spec: Any, repeats: int, max_new_tokens: int) -> dict[str, 
         "runner_tokens_per_s": runner_stats,
         "bare_generate_tokens_per_s": bare_stats,
         "runner_vs_bare": runner_stats["median"] / bare_stats["median"],
+        # Per interleaved pair: both paths ran back to back under the same machine load.
+        "runner_vs_bare_pairs": spread(
+            runner / bare for runner, bare in zip(rates["runner"], rates["bare"], strict=True)
+        ),
         "runner_outside_forward_s_per_token": spread(overheads["runner"]),
         "bare_outside_forward_s_per_token": spread(overheads["bare"]),
     }
@@ -170,23 +181,25 @@ def bench_loading(specs: dict[str, Any], repeats: int) -> dict[str, Any]:
     return figures
 
 
-def bench_gguf_conversion(spec: Any) -> dict[str, Any]:
-    """One conversion into a scratch cache folder (the real one is left as it is)."""
+def bench_gguf_conversion(spec: Any, repeats: int = 1) -> dict[str, Any]:
+    """Conversions into scratch cache folders (the real one is left as it is)."""
     from inference import loading
     from inference.spec import parse_source
 
     gguf = loading.local_path(parse_source(spec.source))
     previous = os.environ.get("MODEL_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="bench-gguf-") as scratch:
-        os.environ["MODEL_CACHE_DIR"] = scratch
-        try:
-            elapsed, _ = timed(lambda: loading.converted_gguf_dir(gguf))
-        finally:
-            if previous is None:
-                os.environ.pop("MODEL_CACHE_DIR", None)
-            else:
-                os.environ["MODEL_CACHE_DIR"] = previous
-    return {"model": spec.source, "seconds": elapsed, "n": 1}
+    seconds = []
+    try:
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="bench-gguf-") as scratch:
+                os.environ["MODEL_CACHE_DIR"] = scratch
+                seconds.append(timed(lambda: loading.converted_gguf_dir(gguf))[0])
+    finally:
+        if previous is None:
+            os.environ.pop("MODEL_CACHE_DIR", None)
+        else:
+            os.environ["MODEL_CACHE_DIR"] = previous
+    return {"model": spec.source, "seconds": spread(seconds)}
 
 
 # --- Embeddings -------------------------------------------------------------------------------
@@ -212,7 +225,10 @@ def bench_embeddings(spec: Any, repeats: int) -> dict[str, Any]:
 
 
 def run(
-    repeats: int = 5, max_new_tokens: int = 64, include_conversion: bool = True
+    repeats: int = 5,
+    max_new_tokens: int = 64,
+    include_conversion: bool = True,
+    conversion_repeats: int = 1,
 ) -> dict[str, Any]:
     setup_django()
     import torch
@@ -225,7 +241,9 @@ def run(
         "embeddings": bench_embeddings(specs["all-minilm-l6-v2"], repeats),
     }
     if include_conversion:
-        results["gguf_conversion"] = bench_gguf_conversion(specs["smollm2-135m-instruct"])
+        results["gguf_conversion"] = bench_gguf_conversion(
+            specs["smollm2-135m-instruct"], conversion_repeats
+        )
     return results
 
 
@@ -264,9 +282,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  {'':30} warm {fmt(figures['warm_s'], 'ms', 1000, 4)}")
     if "gguf_conversion" in results:
         conversion = results["gguf_conversion"]
-        lines.append(
-            f"  GGUF -> safetensors, once per machine: {conversion['seconds']:.1f} s (n=1)"
-        )
+        lines.append(f"  GGUF -> safetensors, once per machine: {fmt(conversion['seconds'], 's')}")
     lines += ["", "Embeddings (all-MiniLM-L6-v2, runner path)"]
     for name, stats in results["embeddings"].items():
         lines.append(f"  {name:30} {fmt(stats, 'texts/s')}")
@@ -278,8 +294,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--skip-conversion", action="store_true")
+    parser.add_argument("--conversion-repeats", type=int, default=1)
     args = parser.parse_args()
-    results = run(args.repeats, args.max_new_tokens, not args.skip_conversion)
+    results = run(
+        args.repeats, args.max_new_tokens, not args.skip_conversion, args.conversion_repeats
+    )
     print(report(results))
 
 

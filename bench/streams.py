@@ -2,17 +2,21 @@
 emits nothing for a while. Reported: the web process's memory per open stream, and the
 delivery lag of one event appended to the log to every open stream (p50, p99, max).
 
-    .venv/bin/python bench/streams.py [--streams 1000]
+Each round uses a fresh web process (a second one beside the stack's own).
+
+    .venv/bin/python bench/streams.py [--streams 1000] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -20,7 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Stack, running_stack
+from bench.stack import Stack, running_stack, web_server
 
 CONNECT_CONCURRENCY = 200
 
@@ -32,13 +36,32 @@ def _slow_prediction(stack: Stack) -> str:
     return response.raise_for_status().json()["id"]
 
 
-async def _watch(client: httpx.AsyncClient, url: str, arrivals: list, opened: list) -> None:
-    async with client.stream("GET", url) as stream:
-        opened.append(1)
-        async for line in stream.aiter_lines():
-            if line == "event: log":
-                arrivals.append(time.perf_counter())
+@dataclass
+class Tally:
+    arrivals: list[float] = field(default_factory=list)
+    settled: int = 0  # streams that opened or were refused: the opener waits for these
+    refused: list[str] = field(default_factory=list)  # error status or exception name
+
+
+async def _watch(client: httpx.AsyncClient, url: str, tally: Tally) -> None:
+    # A refused or broken stream is counted, not raised: how many the server holds is
+    # itself a figure, and one failure must not hide the others' numbers.
+    settled = False
+    try:
+        async with client.stream("GET", url) as stream:
+            tally.settled += 1
+            settled = True
+            if stream.status_code != 200:
+                tally.refused.append(str(stream.status_code))
                 return
+            async for line in stream.aiter_lines():
+                if line == "event: log":
+                    tally.arrivals.append(time.perf_counter())
+                    return
+            tally.refused.append("closed early")
+    except httpx.HTTPError as error:
+        tally.settled += 0 if settled else 1
+        tally.refused.append(type(error).__name__)
 
 
 def _append_marker(stack: Stack, prediction_id: str) -> float:
@@ -54,13 +77,26 @@ def _append_marker(stack: Stack, prediction_id: str) -> float:
     return sent
 
 
+def _cancel(stack: Stack, prediction_id: str) -> None:
+    """The slow prediction would hold a worker slot for minutes after the round."""
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    url = f"{stack.base_url}/api/v1/predictions/{prediction_id}/cancel"
+    httpx.post(url, headers=headers).raise_for_status()
+
+
 async def measure(stack: Stack, streams: int) -> dict:
     prediction_id = _slow_prediction(stack)
+    try:
+        return await _hold_streams(stack, prediction_id, streams)
+    finally:
+        await asyncio.to_thread(_cancel, stack, prediction_id)
+
+
+async def _hold_streams(stack: Stack, prediction_id: str, streams: int) -> dict:
     url = f"/api/v1/predictions/{prediction_id}/stream"
     web = psutil.Process(stack.web_pid)
     before = web.memory_info().rss
-    arrivals: list[float] = []
-    opened: list[int] = []
+    tally = Tally()
     limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
     headers = {"Authorization": f"Bearer {stack.token}"}
     async with httpx.AsyncClient(
@@ -69,40 +105,56 @@ async def measure(stack: Stack, streams: int) -> dict:
         tasks = []
         for start in range(0, streams, CONNECT_CONCURRENCY):
             batch = min(CONNECT_CONCURRENCY, streams - start)
-            tasks += [
-                asyncio.create_task(_watch(client, url, arrivals, opened)) for _ in range(batch)
-            ]
-            while len(opened) < start + batch:
+            tasks += [asyncio.create_task(_watch(client, url, tally)) for _ in range(batch)]
+            while tally.settled < start + batch:
                 await asyncio.sleep(0.05)
         await asyncio.sleep(2)
         held = web.memory_info().rss
         sent = await asyncio.to_thread(_append_marker, stack, prediction_id)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-    lags = sorted((arrival - sent) * 1000 for arrival in arrivals)
+    lags = sorted((arrival - sent) * 1000 for arrival in tally.arrivals) or [math.nan]
     result = {
         "streams": streams,
-        "kib_per_stream": (held - before) / streams / 1024,
+        "delivered": len(tally.arrivals),
+        "refused": len(tally.refused),
+        "kib_per_stream": (held - before) / max(1, streams - len(tally.refused)) / 1024,
         "lag_p50_ms": statistics.median(lags),
         "lag_p99_ms": lags[int(0.99 * (len(lags) - 1))],
         "lag_max_ms": lags[-1],
     }
+    refusals = f" ({len(tally.refused)} refused or broken: {sorted(set(tally.refused))})"
     print(
-        f"{streams} idle SSE streams: {result['kib_per_stream']:.1f} KiB per stream; "
+        f"{streams} idle SSE streams{refusals if tally.refused else ''}: "
+        f"{result['kib_per_stream']:.1f} KiB per stream; "
         f"delivery lag p50 {result['lag_p50_ms']:.1f} ms, p99 {result['lag_p99_ms']:.1f} ms, "
-        f"max {result['lag_max_ms']:.1f} ms"
+        f"max {result['lag_max_ms']:.1f} ms",
+        flush=True,
     )
     return result
 
 
-def run(streams: int = 1000) -> dict:
+def measure_round(stack: Stack, streams: int) -> dict:
+    """One round; `stack` should be a fresh web process (see `web_server`)."""
+    return asyncio.run(measure(stack, streams))
+
+
+def run(streams: int = 1000, rounds: int = 1) -> list[dict]:
     with running_stack() as stack:
-        return asyncio.run(measure(stack, streams))
+        results = []
+        for _ in range(rounds):
+            # A fresh web process per round: one that already held streams keeps its
+            # freed memory, and the next round's growth would read as almost nothing.
+            with web_server(stack) as fresh:
+                results.append(measure_round(fresh, streams))
+        return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000)
-    run(parser.parse_args().streams)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    run(args.streams, args.rounds)
 
 
 if __name__ == "__main__":
