@@ -19,4 +19,8 @@ RUN key="$(python -c 'import secrets; print(secrets.token_urlsafe(64))')" \
     && PORTAL_ENV=production ALLOWED_HOSTS=build SECRET_KEY="$key" TOKEN_HMAC_KEY="$key" \
        python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "portal.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# Django runs sync views on one thread per process, so the web tier scales by processes
+# (uvicorn reads WEB_CONCURRENCY). On SIGTERM, open SSE/WebSocket streams get 10 s to end;
+# clients resume with Last-Event-ID / ?from= on another process.
+ENV WEB_CONCURRENCY=4
+CMD ["python", "-m", "uvicorn", "portal.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--timeout-graceful-shutdown", "10"]
