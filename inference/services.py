@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from billing import quota
@@ -163,13 +164,14 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
         started_at=now,
         lease_expires_at=now + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS),
         worker_host=worker_host[:200],
+        # In the same statement: a worker killed right after claiming still counts.
+        attempt=F("attempt") + 1,
     )
     if not claimed:
         return None
     prediction = Prediction.objects.select_related("model", "org").get(pk=prediction_id)
     prediction.queue_time = (now - prediction.created_at).total_seconds()
-    prediction.attempt += 1
-    prediction.save(update_fields=["queue_time", "attempt"])
+    prediction.save(update_fields=["queue_time"])
     events.append(prediction_id, "status", {"status": Status.PROCESSING})
     metrics.observe(
         "portal_prediction_queue_wait_seconds",
