@@ -81,7 +81,8 @@ def _cancel(stack: Stack, prediction_id: str) -> None:
     """The slow prediction would hold a worker slot for minutes after the round."""
     headers = {"Authorization": f"Bearer {stack.token}"}
     url = f"{stack.base_url}/api/v1/predictions/{prediction_id}/cancel"
-    httpx.post(url, headers=headers).raise_for_status()
+    # Generous: the web process may still be closing thousands of streams.
+    httpx.post(url, headers=headers, timeout=120).raise_for_status()
 
 
 async def measure(stack: Stack, streams: int) -> dict:

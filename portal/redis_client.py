@@ -32,7 +32,17 @@ def _retry() -> Retry:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30, retry=_retry())
+    # Blocking: every open stream runs its sync steps (middleware, lookups) in a thread of
+    # its own, so thousands of streams opening at once would exceed any fixed pool; they
+    # wait for a connection instead of failing with "Too many connections".
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
+        timeout=settings.REDIS_POOL_WAIT_SECONDS,
+        health_check_interval=30,
+        retry=_retry(),
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def sync_client() -> redis.Redis:

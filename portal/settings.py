@@ -153,6 +153,9 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # workers keep appending events and checking cancels across it instead of failing the
 # prediction. The readiness probe does not wait (it uses its own short timeout).
 REDIS_OUTAGE_TOLERANCE_SECONDS = env_int("REDIS_OUTAGE_TOLERANCE_SECONDS", 15)
+# Connections each process keeps to Redis; past that, a command waits for a free one.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
+REDIS_POOL_WAIT_SECONDS = env_int("REDIS_POOL_WAIT_SECONDS", 20)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
