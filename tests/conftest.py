@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,14 @@ def clear_counters() -> None:
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
+
+
+def fresh_window(window_seconds: int = 60, margin: float = 5.0) -> None:
+    """Waits out the end of a fixed rate-limit window, so a burst counted by a test never
+    straddles two windows (which would reset the count half-way)."""
+    left = window_seconds - time.time() % window_seconds
+    if left < margin:
+        time.sleep(left + 0.05)
 
 
 @pytest.fixture(autouse=True)

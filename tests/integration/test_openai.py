@@ -8,6 +8,7 @@ import pytest
 from inference.models import Prediction, Source, Status
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ListingStatus, ModelListing, Visibility
+from tests.conftest import fresh_window
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -118,6 +119,7 @@ def test_error_classes(stack, client, org, token_for):
         api_key=token_for(org, rate_limit_per_minute=1),
         max_retries=0,
     )
+    fresh_window()  # both calls in one fixed window
     limited.completions.create(model="echo", prompt="first")
     with pytest.raises(openai.RateLimitError):
         limited.completions.create(model="echo", prompt="second")

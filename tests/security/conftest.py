@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from models_hub.models import ListingStatus, ModelListing, Task, Visibility
@@ -32,11 +30,3 @@ def echo_listing(db) -> ModelListing:
     listing.full_clean()
     listing.save()
     return listing
-
-
-def fresh_window(window_seconds: int = 60, margin: float = 5.0) -> None:
-    """Waits out the end of a fixed rate-limit window, so a burst counted by a test never
-    straddles two windows (which would reset the count half-way)."""
-    left = window_seconds - time.time() % window_seconds
-    if left < margin:
-        time.sleep(left + 0.05)

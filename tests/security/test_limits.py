@@ -11,8 +11,8 @@ from inference.runners.text_generation import resolve_params
 from models_hub.validation import validate_input
 from portal.errors import InvalidInput
 from portal.ratelimit import ip_bucket
-from tests.conftest import PASSWORD
-from tests.security.conftest import ECHO_CAP, fresh_window
+from tests.conftest import PASSWORD, fresh_window
+from tests.security.conftest import ECHO_CAP
 
 pytestmark = pytest.mark.django_db
 
