@@ -7,11 +7,15 @@ that connects late or reconnects gets every event after its last seq exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
+import redis.asyncio as aioredis
+from django.conf import settings
 from redis.commands.core import Script
 
 from portal.redis_client import sync_client
@@ -20,6 +24,7 @@ STREAM_MAX_EVENTS = 50_000
 # After the terminal event the log stays for late joiners, then the database answers.
 RETENTION_SECONDS = 24 * 3600
 TERMINAL_EVENT = "done"
+REDIS_RETRY_SECONDS = 0.5
 
 # Seq and append in one atomic step, so several writers (worker, canceler, reaper) never
 # reuse a seq and readers always see seqs in increasing order.
@@ -69,7 +74,7 @@ def append(prediction_id: str, type_: str, data: object) -> int:
     return int(script(keys=keys, args=args))
 
 
-def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     return Event(
         seq=int(entry_id.split(b"-")[0]),
         type=fields[b"t"].decode(),
@@ -79,7 +84,7 @@ def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 
 def read_after(prediction_id: str, after_seq: int, count: int = 1000) -> list[Event]:
     entries = sync_client().xrange(stream_key(prediction_id), min=f"({after_seq}-0", count=count)
-    return [decode(entry_id, fields) for entry_id, fields in entries]
+    return [_decode(entry_id, fields) for entry_id, fields in entries]
 
 
 def erase(prediction_ids: list[str]) -> None:
@@ -93,3 +98,36 @@ def erase(prediction_ids: list[str]) -> None:
 
 def log_exists(prediction_id: str) -> bool:
     return bool(sync_client().exists(_seq_key(prediction_id)))
+
+
+async def tail(
+    prediction_id: str, after_seq: int, *, idle_seconds: float
+) -> AsyncIterator[Event | None]:
+    """Yields events after `after_seq` as they come, None after each idle period, and ends
+    after the terminal event. The caller decides what an idle period means (keep-alive)."""
+    # No socket timeout: XREAD blocks on purpose; the block time bounds each wait.
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None)
+    key = stream_key(prediction_id)
+    last = f"{after_seq}-0"
+    try:
+        while True:
+            try:
+                response = await client.xread(
+                    {key: last}, count=500, block=int(idle_seconds * 1000)
+                )
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                # Redis restarting: wait, then continue from the last delivered seq.
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+                yield None
+                continue
+            if not response:
+                yield None
+                continue
+            for entry_id, fields in response[0][1]:
+                event = _decode(entry_id, fields)
+                last = entry_id
+                yield event
+                if event.type == TERMINAL_EVENT:
+                    return
+    finally:
+        await client.aclose()

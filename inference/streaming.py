@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from inference import events, fanout
+from inference import events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
 from portal.auth import Principal
@@ -61,5 +61,5 @@ async def events_after(prediction_id: str, after: int) -> AsyncIterator[events.E
     if final is not None:
         yield final
         return
-    async for event in fanout.watch(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS):
+    async for event in events.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS):
         yield event

@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference import events, fanout, services
+from inference import events, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import release_db_connection
 from models_hub.models import ModelListing
@@ -194,7 +194,7 @@ def _check_succeeded(prediction: Prediction) -> None:
 async def _wait_until_done(prediction: Prediction) -> Prediction:
     await release_db_connection()
     deadline = time.monotonic() + COMPLETION_WAIT_SECONDS
-    async for event in fanout.watch(prediction.id, 0, idle_seconds=15):
+    async for event in events.tail(prediction.id, 0, idle_seconds=15):
         if event is not None and event.type == events.TERMINAL_EVENT:
             break
         if time.monotonic() > deadline:
@@ -230,7 +230,7 @@ async def _stream_chunks(
     try:
         if first_delta is not None:
             yield _sse(chunk(first_delta, None))
-        async for event in fanout.watch(prediction.id, 0, idle_seconds=15):
+        async for event in events.tail(prediction.id, 0, idle_seconds=15):
             if event is None:
                 yield ": keep-alive\n\n"
             elif event.type == "output" and isinstance(event.data, str):
