@@ -13,6 +13,7 @@ import websockets.sync.client as ws_client
 
 from inference.models import Prediction
 from models_hub.demo import load_demo_catalog
+from tests.integration.faults import parse_sse
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ECHO_PROMPT = "one two three four five six seven eight"
@@ -45,19 +46,10 @@ def read_sse(api, url: str, headers: dict | None = None, stop_after: int | None 
     with api.stream("GET", url, headers=headers or {}) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        event = {}
-        for line in response.iter_lines():
-            if line.startswith("id: "):
-                event["seq"] = int(line[4:])
-            elif line.startswith("event: "):
-                event["type"] = line[7:]
-            elif line.startswith("data: "):
-                event["data"] = json.loads(line[6:])
-            elif line == "" and event:
-                received.append((event["seq"], event["type"], event["data"]))
-                if event["type"] == "done" or (stop_after and len(received) >= stop_after):
-                    return received
-                event = {}
+        for event in parse_sse(response.iter_lines()):
+            received.append((event.seq, event.type, event.data))
+            if event.type == "done" or (stop_after and len(received) >= stop_after):
+                return received
     return received
 
 
