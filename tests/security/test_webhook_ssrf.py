@@ -9,6 +9,7 @@ a delivery to the listener still works.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -54,10 +55,9 @@ def listener() -> Iterator[Listener]:
     v4 = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hits))
     port = v4.server_address[1]
     servers = [v4]
-    try:
+    # If the port is taken on ::1, the v4 listener still catches what matters most.
+    with contextlib.suppress(OSError):
         servers.append(_V6Server(("::1", port), _handler(hits)))
-    except OSError:
-        pass  # the port is taken on ::1: the v4 listener still catches what matters most
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield Listener(port, hits)
