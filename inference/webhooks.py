@@ -28,6 +28,7 @@ from inference.models import Prediction
 from inference.payloads import prediction_payload
 from portal import metrics
 from portal.errors import InvalidInput
+from portal.models import WEBHOOK_SECRET_PREFIX
 from portal.redis_client import sync_client
 
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
@@ -196,12 +197,18 @@ def validate_events_filter(events: object) -> list[str]:
     return sorted(set(events), key=WEBHOOK_EVENTS.index)
 
 
-# --- Signing --------------------------------------------------------------------------
+# --- Signing (Standard Webhooks) ------------------------------------------------------
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key is the base64-decoded part after `whsec_`, as the standardwebhooks
+    libraries read it; our customers verify with those, unmodified."""
+    return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
