@@ -19,7 +19,6 @@ import socket
 import time
 from dataclasses import dataclass
 
-import certifi
 import urllib3
 from django.conf import settings
 from urllib3.exceptions import ConnectTimeoutError, HTTPError
@@ -261,7 +260,7 @@ def _pool(target: WebhookTarget, address: IPAddress) -> urllib3.HTTPConnectionPo
         timeout=timeout,
         maxsize=1,
         cert_reqs="CERT_REQUIRED",
-        ca_certs=certifi.where(),
+        ca_certs=settings.WEBHOOK_CA_BUNDLE,
         server_hostname=target.host,
         assert_hostname=target.host,
     )

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import certifi
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from inference import presence, webhooks
 from inference.models import Prediction, Status
@@ -239,3 +246,86 @@ def test_with_private_addresses_allowed_a_loopback_listener_still_gets_the_deliv
     # The setting relaxes where a webhook may go, never what a URL may look like.
     with pytest.raises(webhooks.InvalidInput):
         webhooks.validate_webhook_url(f"http://127.0.0.1:{listener.port}\\@1.1.1.1/x")
+
+
+# --- TLS to a pinned address -----------------------------------------------------------
+
+
+def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer=None, *, ca: bool = False):
+    """A certificate for `subject` (a DNS name), self-signed unless `issuer` (cert, key)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_cert, issuer_key = issuer or (None, key)
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(*objects) -> bytes:
+    out = b""
+    for obj in objects:
+        if isinstance(obj, x509.Certificate):
+            out += obj.public_bytes(serialization.Encoding.PEM)
+        else:
+            out += obj.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+    return out
+
+
+@pytest.fixture
+def tls_listener(tmp_path) -> Iterator[tuple[Listener, str, list[str]]]:
+    """An HTTPS listener on 127.0.0.1 whose certificate names `localhost`, issued by a test
+    CA; yields it, the CA bundle's path and the SNI names clients sent."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _issue("Webhook test CA", ca_key, ca=True)
+    (tmp_path / "ca.pem").write_bytes(_pem(ca))
+    (tmp_path / "server.pem").write_bytes(_pem(_issue("localhost", key, (ca, ca_key)), key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem")
+    sni: list[str] = []
+    context.sni_callback = lambda sock, name, ctx: sni.append(name)
+    hits: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hits))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Listener(server.server_address[1], hits), str(tmp_path / "ca.pem"), sni
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_delivery_verifies_the_certificate_against_the_host_name(
+    settings, tls_listener, echo_listing, org, owner
+):
+    """Connected to the checked address (127.0.0.1), but TLS speaks to and verifies the
+    URL's host name; a certificate that does not name the host, or that no trusted CA
+    issued, gets nothing sent."""
+    listener, ca_bundle, sni = tls_listener
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True
+    settings.WEBHOOK_CA_BUNDLE = ca_bundle
+    url = f"https://localhost:{listener.port}/hook"
+    webhooks.deliver(_stored(org, owner, echo_listing, url), "completed", "attempt-1")
+    assert listener.hits == ["/hook"] and sni == ["localhost"]
+    # The same server by address: its certificate does not name 127.0.0.1.
+    by_address = _stored(org, owner, echo_listing, f"https://127.0.0.1:{listener.port}/ip")
+    with pytest.raises(webhooks.DeliveryFailed):
+        webhooks.deliver(by_address, "completed", "attempt-1")
+    # Without the test CA among the trusted ones, the certificate is refused.
+    settings.WEBHOOK_CA_BUNDLE = certifi.where()
+    with pytest.raises(webhooks.DeliveryFailed):
+        webhooks.deliver(_stored(org, owner, echo_listing, url), "completed", "attempt-1")
+    assert listener.hits == ["/hook"]
