@@ -137,10 +137,14 @@ def parse_webhook_url(url: str) -> WebhookTarget:
 # IPv6 forms that carry an IPv4 address a host may end up talking to: judged by that
 # IPv4 address (a DNS64 resolver answers 64:ff9b::/96 for public IPv4-only hosts).
 _EMBEDDING_IPV4 = tuple(map(ipaddress.IPv6Network, ("::ffff:0:0/96", "64:ff9b::/96")))
-# Transition forms refused whole: IPv4-compatible (::a.b.c.d, deprecated; also holds ::
-# and ::1), local-use NAT64, 6to4 and Teredo, whose relays may reach private IPv4 space.
+# Refused whole: transition forms (IPv4-compatible ::a.b.c.d, deprecated, also holding ::
+# and ::1; local-use NAT64; 6to4; Teredo), whose relays may reach private IPv4 space, and
+# the deprecated site-local range, which Python 3.11 still calls global.
 _REFUSED_IPV6 = tuple(
-    map(ipaddress.IPv6Network, ("::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32"))
+    map(
+        ipaddress.IPv6Network,
+        ("::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "fec0::/10"),
+    )
 )
 
 

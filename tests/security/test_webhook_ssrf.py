@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from inference import presence, webhooks
 from inference.models import Prediction, Status
+from inference.tasks import deliver_webhook
 from tests.security.test_limits import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +106,7 @@ BYPASS_FORMS = [
     "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/",
     "http://[fe80::1%25lo]:{port}/",
     "http://[fd00::1]:{port}/",
+    "http://[fec0::1]:{port}/",
     # Private, link-local (cloud metadata) and shared ranges.
     "http://10.0.0.1:{port}/",
     "http://169.254.169.254:{port}/latest/meta-data/",
@@ -178,6 +180,15 @@ def test_delivery_refuses_every_bypass_form_stored_before_any_check(
         prediction = _stored(org, owner, echo_listing, url)
         with pytest.raises(webhooks.WebhookRefused):
             webhooks.deliver(prediction, "completed", "attempt-1")
+    assert listener.hits == []
+
+
+def test_the_task_gives_up_on_a_refused_url_without_retrying(
+    private_refused, listener, echo_listing, org, owner
+):
+    prediction = _stored(org, owner, echo_listing, f"http://localhost:{listener.port}/hook")
+    result = deliver_webhook.apply(args=(prediction.id, "completed"))
+    assert result.successful()  # a WebhookRefused left to Celery would fail the task
     assert listener.hits == []
 
 
