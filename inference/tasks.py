@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import requests
+import logging
+
 from celery import shared_task
 
 from inference import execution, reaper, retention, webhooks
 from inference.models import Prediction
 from portal.logs import prediction_context
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -16,7 +19,7 @@ def run_prediction(prediction_id: str) -> None:
 
 
 @shared_task(
-    autoretry_for=(requests.RequestException,),
+    autoretry_for=(webhooks.DeliveryFailed,),
     retry_backoff=2,
     retry_backoff_max=600,
     retry_jitter=True,
@@ -26,7 +29,11 @@ def run_prediction(prediction_id: str) -> None:
 def deliver_webhook(prediction_id: str, event: str) -> None:
     prediction = Prediction.objects.select_related("org", "model").get(pk=prediction_id)
     with prediction_context(prediction.id, prediction.org_id):
-        webhooks.deliver(prediction, event, deliver_webhook.request.id)
+        try:
+            webhooks.deliver(prediction, event, deliver_webhook.request.id)
+        except webhooks.WebhookRefused as exc:
+            # Where the URL points now is not allowed; a retry would ask the same question.
+            logger.warning("webhook not sent: %s", exc.message)
 
 
 @shared_task(ignore_result=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import timedelta
 
@@ -19,8 +20,14 @@ def new_invitation_nonce() -> str:
     return secrets.token_hex(16)
 
 
+# Standard Webhooks' form: the prefix, then standard base64 of the HMAC key's bytes.
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+WEBHOOK_SECRET_BYTES = 32
+
+
 def new_webhook_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    key = secrets.token_bytes(WEBHOOK_SECRET_BYTES)
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(key).decode()
 
 
 class Role(models.TextChoices):

@@ -24,6 +24,7 @@ from portal.models import (
     Organization,
     Role,
     TokenScope,
+    new_webhook_secret,
 )
 from portal.tokens import generate_token
 
@@ -113,6 +114,19 @@ def set_prediction_retention(
     Organization.objects.filter(pk=org.pk).update(prediction_retention=retention)
     org.prediction_retention = retention
     audit(org, actor, "org.retention_changed", org.slug, old=str(old), new=str(retention))
+
+
+@transaction.atomic
+def rotate_webhook_secret(org: Organization, actor: AbstractBaseUser) -> str:
+    """A new signing secret for the org's webhooks, in force for the next delivery; the old
+    one stops verifying at once (receivers update their copy from the settings page)."""
+    require_role(org, actor, Role.ADMIN)
+    secret = new_webhook_secret()
+    # A single-column UPDATE: a concurrent rename or retention change is not overwritten.
+    Organization.objects.filter(pk=org.pk).update(webhook_secret=secret)
+    org.webhook_secret = secret
+    audit(org, actor, "org.webhook_secret_rotated", org.slug)  # never the secret itself
+    return secret
 
 
 @transaction.atomic

@@ -8,6 +8,7 @@ turns DEBUG off and refuses to start without a strong `SECRET_KEY` (see `_requir
 import os
 from pathlib import Path
 
+import certifi
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -251,6 +252,9 @@ TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
 # Customers' webhooks may target private addresses only outside production (SSRF).
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", not PRODUCTION)
 WEBHOOK_TIMEOUT_SECONDS = 10
+# The CAs that webhook receivers' certificates must chain to (default: certifi's, as
+# requests uses); operators behind a TLS-inspecting proxy point it at their own bundle.
+WEBHOOK_CA_BUNDLE = env("WEBHOOK_CA_BUNDLE", "") or certifi.where()
 # Requests per minute for a token without its own limit (plans may lower it).
 DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE = env_int("DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE", 600)
 # --- Abuse limits (API.md: 413 / 400 / 429 with Retry-After; WebSocket close 4429) ---

@@ -8,10 +8,12 @@ from inference import views as inference_views
 from inference.api import openai
 from portal import health, monitoring, views
 from portal.api.account import AccountView
+from portal.api.webhooks import WebhookSecretView
 
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("usage", UsageView.as_view(), name="api_usage"),
+    path("webhooks/default/secret", WebhookSecretView.as_view(), name="api_webhook_secret"),
     path("", include("models_hub.api.urls")),
     path("", include("inference.api.urls")),
 ]
@@ -24,6 +26,12 @@ urlpatterns = [
     path("org/delete/", views.org_delete, name="org_delete"),
     path("org/members/", views.org_members, name="org_members"),
     path("org/retention/", views.org_retention, name="org_retention"),
+    path("org/settings/", views.org_settings, name="org_settings"),
+    path(
+        "org/settings/webhook-secret/rotate/",
+        views.webhook_secret_rotate,
+        name="webhook_secret_rotate",
+    ),
     path("org/members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("org/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
     path("org/invitations/", views.invite_create, name="invite_create"),

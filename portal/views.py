@@ -117,6 +117,28 @@ def org_delete(request: HttpRequest) -> HttpResponse:
     return redirect("org_members")
 
 
+# --- Settings: the webhook signing secret ---------------------------------------------
+
+
+@org_member_required(Role.ADMIN)
+def org_settings(request: HttpRequest) -> HttpResponse:
+    response = render(request, "portal/settings.html", {"org": request.org})
+    # The page shows a secret: neither the browser nor a proxy may keep it.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def webhook_secret_rotate(request: HttpRequest) -> HttpResponse:
+    run_service(
+        request,
+        lambda: services.rotate_webhook_secret(request.org, request.user),
+        "Webhook secret rotated: update your receivers with the new one.",
+    )
+    return redirect("org_settings")
+
+
 # --- Members and invitations ---------------------------------------------------------
 
 

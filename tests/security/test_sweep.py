@@ -58,7 +58,8 @@ class Access(StrEnum):
 class Endpoint:
     access: Access
     methods: tuple[str, ...] = ("GET",)
-    # The least org role a PAGE needs (None: any signed-in user).
+    # The least org role a PAGE (or the API with the session) needs (None: any signed-in
+    # user).
     role: str | None = Role.MEMBER
     # Path parameter -> the kind of object that fills it (see `objects`).
     params: Mapping[str, str] = field(default_factory=dict)
@@ -87,6 +88,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "org/delete/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
     "org/members/": MEMBER_PAGE,
     "org/retention/": ADMIN_POST,
+    "org/settings/": ADMIN_PAGE,
+    "org/settings/webhook-secret/rotate/": ADMIN_POST,
     # Members may reach these (to leave, say); the service checks the finer rules.
     "org/members/<int:membership_id>/role/": Endpoint(
         Access.PAGE, ("POST",), params={"membership_id": "membership"}
@@ -136,6 +139,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "api/v1/account": API_GET,
     "api/v1/usage": API_GET,
+    # Tokens with `read`; with the session, owners and admins only (it is a secret).
+    "api/v1/webhooks/default/secret": Endpoint(Access.API, role=Role.ADMIN),
     "api/v1/models": PUBLIC,
     "api/v1/models/<slug:slug>": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
     "api/v1/predictions/<str:prediction_id>/stream": Endpoint(
@@ -523,7 +528,8 @@ def test_members_read_but_get_403_on_admin_pages_and_the_owner_reaches_all(
     failures = []
     for route, endpoint in classified():
         url = build_url(route, objects.values(endpoint))
-        if endpoint.access is Access.PAGE and endpoint.role in (Role.ADMIN, Role.OWNER):
+        elevated = endpoint.role in (Role.ADMIN, Role.OWNER)
+        if endpoint.access in (Access.PAGE, Access.API) and elevated:
             for method in endpoint.methods:
                 status = request(member, method, url).status_code
                 if status != 403:
