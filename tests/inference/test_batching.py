@@ -4,14 +4,21 @@ row while the others finish."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from dataclasses import replace
 
 import pytest
+import torch
 from django.test import override_settings
 
-from inference.loading import Arch, get_model
-from inference.runners.batching import BatchedTransformersBackend, GenerationBatcher
+from inference.loading import Arch, LoadedModel, LoadKey, ModelCache, get_model, load_key
+from inference.runners.batching import (
+    BatchedTransformersBackend,
+    GenerationBatcher,
+    batcher_for,
+)
 from inference.runners.text_generation import (
     TextGenerationRunner,
     TransformersBackend,
@@ -122,3 +129,41 @@ def test_the_runner_uses_the_batcher_when_configured(spec):
         assert isinstance(runner.backend(spec, PROMPTS[0]), BatchedTransformersBackend)
     assert isinstance(runner.backend(spec, PROMPTS[0]), TransformersBackend)
     assert not isinstance(runner.backend(spec, PROMPTS[0]), BatchedTransformersBackend)
+
+
+def _generate_batched_then_evict(spec) -> list[weakref.ref]:
+    """Loads a private copy of the model through the real loader, streams two requests
+    through its shared batcher, then has the cache evict it; returns weak references to
+    what was loaded. A function of its own, so that none of its locals outlive it."""
+    cache = ModelCache(max_bytes=None)
+    key = load_key(spec, Arch.CAUSAL_LM)
+    loaded = cache.get(key)
+    backend = BatchedTransformersBackend(spec, loaded, max_batch=4, window=0.5)
+    jobs = [(backend.encode(data), greedy(spec, data, max_new_tokens=3)) for data in PROMPTS[:2]]
+    assert all(run_concurrently(backend.batcher, jobs))
+    assert max(backend.batcher.batch_sizes) == 2
+    cache.max_bytes = 1  # the next load evicts everything else
+    cache.get(load_key(demo_spec("all-minilm-l6-v2"), Arch.ENCODER))
+    assert key not in cache
+    return [weakref.ref(loaded), weakref.ref(loaded.model)]
+
+
+def test_an_evicted_model_is_freed_once_its_batched_generations_end(spec):
+    released = _generate_batched_then_evict(spec)
+    gc.collect()
+    # Checked while the batcher's thread still idles (IDLE_SECONDS): it must not pin it.
+    assert [ref() for ref in released] == [None, None]
+
+
+def test_a_model_at_a_freed_models_address_gets_a_batcher_of_its_own():
+    key = LoadKey("path:/models/fake", "", "cpu", "float32", Arch.CAUSAL_LM)
+    batchers = []
+    for _ in range(3):
+        model = LoadedModel(key, torch.nn.Identity(), None, 0)
+        batcher = batcher_for(model, frozenset({0}), max_batch=2, window=0)
+        assert batcher.loaded is model and batcher not in batchers
+        batchers.append(batcher)
+        freed = weakref.ref(model)
+        del model
+        gc.collect()
+        assert freed() is None
