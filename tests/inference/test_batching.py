@@ -99,10 +99,14 @@ def test_rows_end_at_their_own_length(spec, single, batcher):
         (single.encode(data), greedy(spec, data, max_new_tokens=n))
         for data, n in zip(PROMPTS, lengths, strict=True)
     ]
+    alone = [list(single.deltas(prompt, job_params)) for prompt, job_params in jobs]
+
     together = run_concurrently(batcher, jobs)
-    # One delta per generated token (EOS ends a row early, never late).
-    assert [len(deltas) <= n for deltas, n in zip(together, lengths, strict=True)] == [True] * 3
-    assert len(together[1]) > len(together[2])
+
+    # Each row stops where it would alone, the others going on past it in the same batch.
+    assert together == alone
+    assert max(batcher.batch_sizes) > 1
+    assert len(together[1]) > len(together[0]) > len(together[2]) == 1
 
 
 def test_a_consumer_that_leaves_frees_its_row_and_the_others_finish(spec, single, batcher):
@@ -117,10 +121,16 @@ def test_a_consumer_that_leaves_frees_its_row_and_the_others_finish(spec, single
 
 def test_sampling_rows_keep_their_own_seed(spec, single, batcher):
     data = PROMPTS[0]
-    sampled = replace(resolve_params(spec, {**data, "temperature": 0.9, "seed": 7}))
+    sampled = resolve_params(spec, {**data, "temperature": 0.9, "max_new_tokens": 10})
     prompt = single.encode(data)
-    first, second = run_concurrently(batcher, [(prompt, replace(sampled, max_new_tokens=10))] * 2)
-    assert first == second  # same seed, same row state: same tokens, batched or not
+    jobs = [(prompt, replace(sampled, seed=seed)) for seed in (7, 7, 8)]
+    alone = [list(single.deltas(prompt, job_params)) for _, job_params in jobs]
+
+    together = run_concurrently(batcher, jobs)
+
+    # Each row draws from its own generator, seeded as it would be alone.
+    assert together == alone
+    assert alone[0] != alone[2]  # the seed matters, so the comparison above can fail
 
 
 def test_the_runner_uses_the_batcher_when_configured(spec):
