@@ -12,6 +12,10 @@ client is told at once, while the others go on.
 Each row keeps its own sampling parameters, seeded generator and incremental decoder, so
 a request streams exactly the deltas it would unbatched (token for token with greedy
 decoding, up to floating-point differences of the batched matmuls).
+
+A batcher lives exactly as long as its model: the registry is keyed weakly on the loaded
+model, and the batcher and its thread hold the model only weakly between batches, so a
+model the cache evicts is freed (and its GPU memory given back) once its last stream ends.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import logging
 import queue
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +44,8 @@ from inference.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-# A batcher with nothing to do for this long stops its thread and lets go of the model,
-# so a model the cache evicts is really freed.
+# A batcher with nothing to do for this long stops its thread (it holds the model only
+# weakly meanwhile, so this bounds idle threads, not memory).
 IDLE_SECONDS = 30.0
 END = object()
 
@@ -72,15 +78,26 @@ class _Row:
 
 class GenerationBatcher:
     def __init__(self, loaded: LoadedModel, eos_ids: frozenset[int], max_batch: int, window: float):
-        self.loaded = loaded
+        # Weak: the registry maps the model to this batcher, and its thread outlives the
+        # last batch by IDLE_SECONDS; a strong reference would keep an evicted model alive.
+        self._loaded = weakref.ref(loaded)
         self.eos_ids = eos_ids
         self.max_batch = max_batch
         self.window = window
         self.pad_id = _pad_id(loaded, eos_ids)
         self.incoming: queue.Queue[BatchRequest] = queue.Queue()
-        self.batch_sizes: list[int] = []  # what ran, for tests and benchmarks
+        # How many batches ran at each size, for tests and benchmarks: bounded by max_batch.
+        self.batch_sizes: Counter[int] = Counter()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel:
+        loaded = self._loaded()
+        if loaded is None:
+            # Only reachable by a caller that streams without holding the model.
+            raise RuntimeError("This batcher's model has been unloaded.")
+        return loaded
 
     # --- Consumer side -----------------------------------------------------------------
 
@@ -89,6 +106,8 @@ class GenerationBatcher:
         if params.max_new_tokens < 1:
             return
         request = BatchRequest(list(prompt), params)
+        # Each stream holds the model until it ends, so no batch outlives its model.
+        model = self.loaded
         self._submit(request)
         try:
             while (item := request.deltas.get()) is not END:
@@ -97,6 +116,7 @@ class GenerationBatcher:
                 yield item
         finally:
             request.abandoned.set()
+            del model
 
     def _submit(self, request: BatchRequest) -> None:
         with self._lock:
@@ -111,13 +131,15 @@ class GenerationBatcher:
 
     def _serve(self) -> None:
         while batch := self._next_batch():
-            self.batch_sizes.append(len(batch))
+            self.batch_sizes[len(batch)] += 1
             try:
-                self._run(batch)
+                self._run(batch, self.loaded)
             except Exception as exc:  # every waiting client must hear about it
                 logger.exception("batched generation failed")
                 for request in batch:
                     request.deltas.put(exc)
+            # Not kept while idle: an abandoned request's error holds the model's frames.
+            del batch
 
     def _next_batch(self) -> list[BatchRequest]:
         try:
@@ -139,11 +161,11 @@ class GenerationBatcher:
         return [request for request in batch if not request.abandoned.is_set()]
 
     @torch.inference_mode()
-    def _run(self, batch: list[BatchRequest]) -> None:
-        rows = [self._row(request) for request in batch]
-        input_ids, mask = self._left_padded([request.prompt for request in batch])
+    def _run(self, batch: list[BatchRequest], loaded: LoadedModel) -> None:
+        rows = [self._row(request, loaded) for request in batch]
+        input_ids, mask = self._left_padded([request.prompt for request in batch], loaded.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        outputs = self._forward(input_ids, mask, positions, cache=None)
+        outputs = self._forward(loaded, input_ids, mask, positions, cache=None)
         while True:
             next_ids = self._step(rows, outputs.logits[:, -1, :])
             if all(row.done for row in rows):
@@ -151,7 +173,7 @@ class GenerationBatcher:
             alive = torch.tensor([[not row.done] for row in rows], device=mask.device)
             mask = torch.cat([mask, alive.to(mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
-            outputs = self._forward(next_ids, mask, positions, cache=outputs.cache)
+            outputs = self._forward(loaded, next_ids, mask, positions, cache=outputs.cache)
 
     def _step(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
         """Picks each live row's next token and streams it; returns the next input ids."""
@@ -176,27 +198,34 @@ class GenerationBatcher:
                 next_ids[index, 0] = token
         return next_ids
 
-    def _row(self, request: BatchRequest) -> _Row:
-        device = self.loaded.device
+    @staticmethod
+    def _row(request: BatchRequest, loaded: LoadedModel) -> _Row:
+        device = loaded.device
         return _Row(
             request=request,
             generator=torch.Generator(device=device).manual_seed(request.params.seed),
             processors=sampling_processors(request.params),
-            decoder=IncrementalDecoder(self.loaded.tokenizer),
+            decoder=IncrementalDecoder(loaded.tokenizer),
             prompt_ids=torch.tensor([request.prompt], device=device),
         )
 
-    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_padded(
+        self, prompts: list[list[int]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(prompt) for prompt in prompts)
         ids = [[self.pad_id] * (width - len(p)) + p for p in prompts]
         mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
-        device = self.loaded.device
         return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
+    @staticmethod
     def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+        loaded: LoadedModel,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
     ) -> Any:
-        return self.loaded.model(
+        return loaded.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
@@ -211,7 +240,9 @@ def _pad_id(loaded: LoadedModel, eos_ids: frozenset[int]) -> int:
     return pad if pad is not None else min(eos_ids, default=0)
 
 
-_batchers: dict[int, GenerationBatcher] = {}
+# Keyed on the model object itself, weakly: an entry goes when its model is freed, and a
+# new model can never be handed the batcher of an old one that had the same id().
+_batchers: weakref.WeakKeyDictionary[LoadedModel, GenerationBatcher] = weakref.WeakKeyDictionary()
 _batchers_lock = threading.Lock()
 
 
@@ -220,17 +251,11 @@ def batcher_for(
 ) -> GenerationBatcher:
     """One batcher per loaded model in this process."""
     with _batchers_lock:
-        batcher = _batchers.get(id(loaded))
+        batcher = _batchers.get(loaded)
         if batcher is None:
             batcher = GenerationBatcher(loaded, eos_ids, max_batch, window)
-            _batchers[id(loaded)] = batcher
+            _batchers[loaded] = batcher
         return batcher
-
-
-def _forget(batcher: GenerationBatcher) -> None:
-    with _batchers_lock:
-        if _batchers.get(id(batcher.loaded)) is batcher:
-            del _batchers[id(batcher.loaded)]
 
 
 class BatchedTransformersBackend(TransformersBackend):
@@ -238,6 +263,8 @@ class BatchedTransformersBackend(TransformersBackend):
 
     def __init__(self, spec: ModelSpec, loaded: LoadedModel, max_batch: int, window: float):
         super().__init__(spec, loaded)
+        # The batcher holds its model weakly; this backend's streams keep it alive.
+        self.loaded = loaded
         self.batcher = batcher_for(loaded, self.eos_ids, max_batch, window)
 
     def deltas(self, prompt: Sequence[int], params: GenerationParams) -> Iterator[str]:

@@ -12,13 +12,15 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from billing import estimate
 from billing.models import Subscription, UsagePeriod, UsageRecord
 from inference import reaper
 from inference.models import Prediction, Status
+from inference.runners import get_runner
 from inference.services import PredictionRequest, admit, finish
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired, RateLimited
+from tests.conftest import fresh_window
+from tests.inference.helpers import collect
 
 pytestmark = pytest.mark.usefixtures("worker_present")
 
@@ -36,6 +38,14 @@ def period(org) -> UsagePeriod:
     return UsagePeriod.objects.get(org=org)
 
 
+def run_for_real(prediction: Prediction) -> tuple[int, int]:
+    """Runs the prediction's model on its input in process, as a worker would; returns the
+    (input, output) tokens it really used."""
+    spec = prediction.model.runtime_spec
+    _, result = collect(get_runner(prediction.model.task).run(spec, prediction.input))
+    return result.metrics.input_tokens, result.metrics.output_tokens
+
+
 @pytest.mark.django_db
 def test_model_outside_the_plan_is_402_naming_the_plans_that_include_it(
     owner, org, free_plan, pro_plan, team_plan
@@ -50,19 +60,26 @@ def test_model_outside_the_plan_is_402_naming_the_plans_that_include_it(
 
 
 @pytest.mark.django_db
-def test_reservation_is_the_estimate_and_settles_to_actual_usage(owner, org, free_plan):
-    prediction = run(org, owner, prompt="x" * 30, max_new_tokens=100)
-    expected = 30 // 3 + 1 + 100
+def test_reservation_covers_actual_usage_and_settles_to_it(owner, org, free_plan):
+    # More words than max_new_tokens: the call generates all the tokens it may.
+    words = "the quick brown fox jumps over the lazy dog " * 20
+    prediction = run(org, owner, prompt=words, max_new_tokens=100, tokens_per_second=0)
     record = UsageRecord.objects.get(prediction=prediction)
-    assert record.reserved_tokens == expected
-    assert (period(org).requests_reserved, period(org).tokens_reserved) == (1, expected)
+    assert (period(org).requests_reserved, period(org).tokens_reserved) == (
+        1,
+        record.reserved_tokens,
+    )
+    input_tokens, output_tokens = run_for_real(prediction)
+    assert output_tokens == 100
+    assert record.reserved_tokens >= input_tokens + output_tokens
 
-    assert finish(prediction, Status.SUCCEEDED, input_tokens=9, output_tokens=40)
+    assert finish(prediction, Status.SUCCEEDED, input_tokens=input_tokens, output_tokens=100)
     p = period(org)
     assert (p.requests_reserved, p.tokens_reserved) == (0, 0)
-    assert (p.requests_used, p.tokens_used, p.input_tokens, p.output_tokens) == (1, 49, 9, 40)
+    used = (1, input_tokens + 100, input_tokens, 100)
+    assert (p.requests_used, p.tokens_used, p.input_tokens, p.output_tokens) == used
     record.refresh_from_db()
-    assert (record.requests, record.input_tokens, record.output_tokens) == (1, 9, 40)
+    assert (record.requests, record.input_tokens, record.output_tokens) == (1, input_tokens, 100)
     assert record.settled_at is not None
 
 
@@ -88,13 +105,17 @@ def test_settle_happens_once_even_if_finish_is_repeated(owner, org, free_plan):
 
 
 @pytest.mark.django_db
-def test_text_generation_without_max_new_tokens_reserves_the_listing_default(
+def test_text_generation_without_max_new_tokens_reserves_what_the_default_can_use(
     owner, org, free_plan, echo
 ):
-    prediction = admit(principal(org, owner), PredictionRequest("echo", {"prompt": "abc"}))
+    # Longer than the listing's default max_new_tokens allows to echo (up to the context).
+    words = " ".join(["w"] * (echo.default_params["max_new_tokens"] // 2))
+    data = {"prompt": words, "tokens_per_second": 0}
+    prediction = admit(principal(org, owner), PredictionRequest("echo", data))
     reserved = UsageRecord.objects.get(prediction=prediction).reserved_tokens
-    assert reserved == 2 + echo.default_params["max_new_tokens"]
-    assert estimate.max_new_tokens(echo, {}) == echo.default_params["max_new_tokens"]
+    input_tokens, output_tokens = run_for_real(prediction)
+    assert output_tokens > input_tokens // 2  # the default let it generate at length
+    assert reserved >= input_tokens + output_tokens
 
 
 @pytest.mark.django_db
@@ -140,6 +161,7 @@ def test_overage_plan_admits_beyond_the_quota_and_meters_the_excess(owner, org, 
 def test_plan_rate_limit_is_429(owner, org, free_plan):
     free_plan.rate_limit_per_minute = 2
     free_plan.save()
+    fresh_window()  # all three in one fixed window
     run(org, owner)
     run(org, owner)
     with pytest.raises(RateLimited) as caught:
