@@ -1,13 +1,19 @@
-"""Who may watch a prediction, and the events they get from a given offset."""
+"""Who may watch a prediction, and the events they get from a given offset.
+
+Every open stream (SSE, `/v1`, WebSocket) holds a `StreamGuard`: one of its org's stream
+slots, renewed while open.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from inference import events
+from inference import concurrency, events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
 from portal.auth import Principal
@@ -54,12 +60,65 @@ def _final_event_if_expired(prediction_id: str) -> events.Event | None:
     return events.Event(seq=0, type=events.TERMINAL_EVENT, data=prediction_payload(prediction))
 
 
-async def events_after(prediction_id: str, after: int) -> AsyncIterator[events.Event | None]:
+def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
+    try:
+        return concurrency.acquire(principal.org, concurrency.Kind.STREAM)
+    finally:
+        _close_db_connection()  # the plan lookup's; the stream may last for minutes
+
+
+@dataclass
+class StreamGuard:
+    """An open stream's slot and caller; `check()` renews the slot once per `interval`."""
+
+    principal: Principal
+    slot: concurrency.Slot
+    interval: float = field(default_factory=concurrency.renew_every)
+    next_check: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.next_check = time.monotonic() + self.interval
+
+    @classmethod
+    async def open(cls, principal: Principal) -> StreamGuard:
+        """RateLimited (429) when the org already holds all its stream slots."""
+        # Not thread-sensitive: it must not queue behind the request's own thread.
+        slot = await sync_to_async(_acquire_stream_slot, thread_sensitive=False)(principal)
+        return cls(principal, slot)
+
+    async def check(self) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.interval
+        await sync_to_async(self.slot.renew, thread_sensitive=False)()
+
+    async def release(self) -> None:
+        await sync_to_async(self.slot.release, thread_sensitive=False)()
+
+
+async def guarded_tail(
+    prediction_id: str, after: int, guard: StreamGuard
+) -> AsyncIterator[events.Event | None]:
+    """`events.tail`, woken every guard interval to check the guard; None means "say
+    keep-alive" (at most KEEPALIVE_SECONDS apart)."""
+    last_sent = time.monotonic()
+    async for event in events.tail(prediction_id, after, idle_seconds=guard.interval):
+        await guard.check()
+        now = time.monotonic()
+        if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
+            continue
+        last_sent = now
+        yield event
+
+
+async def events_after(
+    prediction_id: str, after: int, guard: StreamGuard
+) -> AsyncIterator[events.Event | None]:
     """Every event after `after`, live, ending with `done`; None means "say keep-alive"."""
     final = await sync_to_async(_final_event_if_expired)(prediction_id)
     await release_db_connection()
     if final is not None:
         yield final
         return
-    async for event in events.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS):
+    async for event in guarded_tail(prediction_id, after, guard):
         yield event
