@@ -2,7 +2,8 @@
 
 Close codes: 1000 after `done`; before the handshake completes 4401 (not authenticated),
 4404 (no such prediction for this org), 4400 (bad `?from=`); after it, 4429 when the org
-already holds all the open streams its plan allows (retry once one closes).
+already holds all the open streams its plan allows (retry once one closes), and 4401 once
+the token is revoked or expired or the membership is gone.
 
 Clients have nothing to send: a frame that is not JSON gets an `error` message, any other
 is ignored, and the socket stays open either way.
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from inference.streaming import (
+    CredentialsRevoked,
     StreamGuard,
     events_after,
     parse_offset,
@@ -73,6 +75,8 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
                 if event is not None:
                     await self.send_json(event.as_message())
             await self.close(code=1000)
+        except CredentialsRevoked:
+            await self.close(code=CLOSE_UNAUTHORIZED)
         except OSError:
             # The client went away mid-send (ASGI servers raise an OSError subclass);
             # it reconnects with ?from= if it wants the rest.

@@ -1,7 +1,8 @@
 """Who may watch a prediction, and the events they get from a given offset.
 
 Every open stream (SSE, `/v1`, WebSocket) holds a `StreamGuard`: one of its org's stream
-slots, renewed while open.
+slots, renewed while open, and its caller, re-checked every few seconds so that a revoked
+token or a removed member stops receiving (API.md: WebSocket close 4401).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 
 from inference import concurrency, events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
-from portal.auth import Principal
-from portal.errors import InvalidInput, NotAllowed
+from portal.auth import Principal, still_valid
+from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed
 from portal.scoping import get_for_org
 
 KEEPALIVE_SECONDS = 15
@@ -60,6 +62,10 @@ def _final_event_if_expired(prediction_id: str) -> events.Event | None:
     return events.Event(seq=0, type=events.TERMINAL_EVENT, data=prediction_payload(prediction))
 
 
+class CredentialsRevoked(AuthenticationFailed):
+    code = "credentials_revoked"
+
+
 def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
     try:
         return concurrency.acquire(principal.org, concurrency.Kind.STREAM)
@@ -67,13 +73,26 @@ def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
         _close_db_connection()  # the plan lookup's; the stream may last for minutes
 
 
+def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
+    try:
+        slot.renew()
+        return still_valid(principal)
+    finally:
+        _close_db_connection()
+
+
 @dataclass
 class StreamGuard:
-    """An open stream's slot and caller; `check()` renews the slot once per `interval`."""
+    """An open stream's slot and caller; `check()` renews the one and re-checks the other
+    once per `interval`, and raises CredentialsRevoked once the caller is no longer valid."""
 
     principal: Principal
     slot: concurrency.Slot
-    interval: float = field(default_factory=concurrency.renew_every)
+    interval: float = field(
+        default_factory=lambda: min(
+            settings.STREAM_PRINCIPAL_RECHECK_SECONDS, concurrency.renew_every()
+        )
+    )
     next_check: float = 0.0
 
     def __post_init__(self) -> None:
@@ -90,7 +109,11 @@ class StreamGuard:
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + self.interval
-        await sync_to_async(self.slot.renew, thread_sensitive=False)()
+        renew = sync_to_async(_renew_and_recheck, thread_sensitive=False)
+        if not await renew(self.slot, self.principal):
+            raise CredentialsRevoked(
+                "The credentials this stream was opened with were revoked or have expired."
+            )
 
     async def release(self) -> None:
         await sync_to_async(self.slot.release, thread_sensitive=False)()

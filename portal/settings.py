@@ -275,6 +275,9 @@ MAX_CONCURRENT_STREAMS_PER_ORG = env_int("MAX_CONCURRENT_STREAMS_PER_ORG", 200)
 # Each held slot is a lease its holder renews while open: the slots of a process that died
 # are free again this many seconds later.
 CONCURRENCY_SLOT_LEASE_SECONDS = env_int("CONCURRENCY_SLOT_LEASE_SECONDS", 15)
+# Open streams re-resolve their caller this often and end once the token is revoked or
+# expired or the membership is gone (SSE `error` event, WebSocket close 4401).
+STREAM_PRINCIPAL_RECHECK_SECONDS = env_int("STREAM_PRINCIPAL_RECHECK_SECONDS", 5)
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from inference import events, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import (
+    CredentialsRevoked,
     StreamGuard,
     guarded_tail,
     release_db_connection,
@@ -263,6 +264,9 @@ async def _stream_chunks(
                     yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
                 yield _sse("[DONE]")
                 return
+    except CredentialsRevoked as exc:
+        # The generation is canceled below: nobody may receive (or be billed for) the rest.
+        yield _sse(error_body(exc.type, exc.code, exc.message, exc.param))
     finally:
         try:
             await guard.close()

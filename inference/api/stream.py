@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from inference.streaming import (
+    CredentialsRevoked,
     StreamGuard,
     events_after,
     parse_offset,
@@ -32,10 +35,18 @@ def _error(exc: PortalError) -> JsonResponse:
     return response
 
 
+def _error_event(exc: PortalError) -> str:
+    # No `id:` line: the client's Last-Event-ID stays the last event of the log.
+    body = json.dumps(error_body(exc.type, exc.code, exc.message, exc.param))
+    return f"event: error\ndata: {body}\n\n"
+
+
 async def _sse(prediction_id: str, after: int, guard: StreamGuard):
     try:
         async for event in events_after(prediction_id, after, guard):
             yield ": keep-alive\n\n" if event is None else event.as_sse()
+    except CredentialsRevoked as exc:
+        yield _error_event(exc)
     finally:
         await guard.release()
 

@@ -42,13 +42,14 @@ def echo_listing(db) -> ModelListing:
 # --- A live stack for the attacker's-view tests of waits, streams and sockets -------------
 
 # Small pools, so that anything holding a pooled Redis or database connection while it
-# waits exhausts them within a few requests; a short slot lease, so that leaks show within
-# seconds.
+# waits exhausts them within a few requests; a short slot lease and principal re-check,
+# so that leaks and revocations show within seconds.
 LIVE_ENV = {
     "REDIS_MAX_CONNECTIONS": "4",
     "REDIS_POOL_WAIT_SECONDS": "3",
     "DB_POOL_MAX_SIZE": "4",
     "CONCURRENCY_SLOT_LEASE_SECONDS": "3",
+    "STREAM_PRINCIPAL_RECHECK_SECONDS": "1",
 }
 
 
