@@ -6,17 +6,21 @@ within CONCURRENCY_SLOT_LEASE_SECONDS if its process dies.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
+import redis
 from django.conf import settings
 
 from billing.plans import plan_state
 from portal import ratelimit
 from portal.errors import RateLimited
 from portal.models import Organization
+
+logger = logging.getLogger(__name__)
 
 # A slot frees when some wait or stream of the org ends, which nobody can predict; a few
 # seconds lets a client retry soon without spinning.
@@ -54,10 +58,19 @@ class Slot:
     id: str
 
     def renew(self) -> None:
-        ratelimit.renew_slot(self.key, self.id, lease_seconds())
+        try:
+            ratelimit.renew_slot(self.key, self.id, lease_seconds())
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Redis is down (the pool's retries gave up): the stream or wait is stalled
+            # on it too, and the next renewal re-adds the lease once it is back.
+            logger.warning("Could not renew concurrency slot %s", self.key)
 
     def release(self) -> None:
-        ratelimit.release_slot(self.key, self.id)
+        try:
+            ratelimit.release_slot(self.key, self.id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Called on the way out, often in a `finally`: the lease runs out on its own.
+            logger.warning("Could not release concurrency slot %s", self.key)
 
 
 def acquire(org: Organization, kind: Kind) -> Slot:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from inference import concurrency, events
 from inference.models import Prediction
@@ -74,9 +74,13 @@ def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
 
 
 def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
+    slot.renew()
     try:
-        slot.renew()
         return still_valid(principal)
+    except DatabaseError:
+        # Unverifiable now; and while the database is down no revocation can be written
+        # either, so the stream goes on and the next check decides.
+        return True
     finally:
         _close_db_connection()
 

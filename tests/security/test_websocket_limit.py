@@ -17,6 +17,7 @@ from portal import services
 from portal.channels_auth import PrincipalMiddlewareStack
 from portal.errors import RateLimited
 from portal.routing import websocket_urlpatterns
+from tests.livestack import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 application = PrincipalMiddlewareStack(URLRouter(websocket_urlpatterns))
@@ -105,3 +106,13 @@ def test_a_leaked_slot_expires_with_its_lease(settings, org):
     assert concurrency.held_count(org.pk, concurrency.Kind.STREAM) == 1
     fresh.release()
     assert concurrency.held_count(org.pk, concurrency.Kind.STREAM) == 0
+
+
+def test_renewing_or_releasing_a_slot_outlasts_a_redis_outage(settings, org):
+    """Streams and waits renew and release in `finally` paths: an outage must not raise
+    there (it would end a stream that Redis is about to serve again)."""
+    slot = concurrency.acquire(org, concurrency.Kind.STREAM)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings.REDIS_OUTAGE_TOLERANCE_SECONDS = 0
+    slot.renew()
+    slot.release()
