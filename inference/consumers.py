@@ -12,6 +12,7 @@ is ignored, and the socket stays open either way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -32,6 +33,9 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
 # HTTP's 429 in the application range (4000-4999) of WebSocket close codes.
 CLOSE_TOO_MANY_CONNECTIONS = 4429
+CLOSE_INTERNAL_ERROR = 1011
+
+logger = logging.getLogger(__name__)
 
 
 class PredictionConsumer(AsyncJsonWebsocketConsumer):
@@ -81,6 +85,11 @@ class PredictionConsumer(AsyncJsonWebsocketConsumer):
             # The client went away mid-send (ASGI servers raise an OSError subclass);
             # it reconnects with ?from= if it wants the rest.
             return
+        except Exception:
+            # A task's exception is otherwise never seen, and the socket would stay open
+            # with nothing to send; 1011 tells the client to reconnect with ?from=.
+            logger.exception("WebSocket stream of %s failed", prediction_id)
+            await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         try:

@@ -10,12 +10,13 @@ from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing.websocket import WebsocketCommunicator
 
-from inference import concurrency
+from inference import concurrency, events
 from inference.consumers import CLOSE_TOO_MANY_CONNECTIONS
 from inference.models import Prediction, Status
 from portal import services
 from portal.channels_auth import PrincipalMiddlewareStack
 from portal.errors import RateLimited
+from portal.redis_client import sync_client
 from portal.routing import websocket_urlpatterns
 from tests.livestack import free_port
 
@@ -116,3 +117,15 @@ def test_renewing_or_releasing_a_slot_outlasts_a_redis_outage(settings, org):
     settings.REDIS_OUTAGE_TOLERANCE_SECONDS = 0
     slot.renew()
     slot.release()
+
+
+async def test_a_failing_stream_closes_its_socket_1011_and_frees_the_slot(org, owner, echo_listing):
+    """A stream that fails server-side must not leave a silent socket holding a slot."""
+    prediction = await running_prediction(org, echo_listing)
+    corrupt = database_sync_to_async(lambda key: sync_client().set(key, "not a stream"))
+    await corrupt(events.stream_key(prediction.id))  # XREAD on it fails (WRONGTYPE)
+    communicator = await open_socket(prediction, await bearer(org, owner))
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 1011}
+    await communicator.disconnect()
+    assert await open_connections(org.pk) == 0
