@@ -34,7 +34,8 @@ STOP_GRACE_SECONDS = 20
 
 
 # Benchmarks measure the pipeline with quota enforcement on, but must not hit the demo
-# plans' caps: the bench org gets a hidden plan with the demo models and huge limits.
+# plans' caps: the bench org gets a hidden plan with the demo models and huge limits (the
+# stream benchmark holds a thousand streams of one org).
 BENCH_PLAN = """
 from billing.models import Plan
 from billing.services import grant_plan
@@ -42,7 +43,8 @@ from portal.models import Organization
 team = Plan.objects.get(slug="team")
 plan, _ = Plan.objects.update_or_create(slug="bench", defaults=dict(
     name="Bench", is_public=False, included_requests=10**9, included_tokens=10**12,
-    rate_limit_per_minute=10**7, tasks=team.tasks))
+    rate_limit_per_minute=10**7, max_concurrent_waits=10**6, max_concurrent_streams=10**6,
+    tasks=team.tasks))
 plan.included_models.set(team.included_models.all())
 grant_plan(Organization.objects.get(slug="{slug}"), plan, None)
 """

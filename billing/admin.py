@@ -32,7 +32,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class PlanAdmin(admin.ModelAdmin):
     list_display = [
         "name", "slug", "price_cents", "interval", "included_requests", "included_tokens",
-        "rate_limit_per_minute", "overage_per_1k_tokens", "is_public", "is_default",
+        "rate_limit_per_minute", "max_concurrent_waits", "max_concurrent_streams",
+        "overage_per_1k_tokens", "is_public", "is_default",
     ]  # fmt: skip
     list_filter = ["is_public", "interval"]
     filter_horizontal = ["included_models"]

@@ -39,6 +39,14 @@ class Plan(models.Model):
         null=True, blank=True, help_text="Input + output tokens per period; empty is unlimited."
     )
     rate_limit_per_minute = models.PositiveIntegerField(default=60)
+    # Each open wait or stream holds a task and a Redis reader in a web process: one org
+    # must not take them all (API.md: 429 with Retry-After, WebSocket close 4429).
+    max_concurrent_waits = models.PositiveIntegerField(
+        default=50, help_text="Requests waiting at once with `Prefer: wait`, per org."
+    )
+    max_concurrent_streams = models.PositiveIntegerField(
+        default=200, help_text="Open SSE, /v1 and WebSocket streams at once, per org."
+    )
     included_models = models.ManyToManyField(
         ModelListing, blank=True, related_name="plans", verbose_name="models"
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -131,3 +132,34 @@ async def tail(
                     return
     finally:
         await client.aclose()
+
+
+def wait_for_terminal(
+    prediction_id: str, seconds: float, *, tick: float, on_tick: Callable[[], None]
+) -> None:
+    """Blocks until the prediction's terminal event or the deadline, calling `on_tick` at
+    least every `tick` seconds (to renew the waiter's slot).
+
+    The blocking reads use a connection of their own, closed on return: one from the
+    process's pool would be held for the whole wait, and a few dozen waits would take
+    the pool every other request needs."""
+    deadline = time.monotonic() + seconds
+    key = stream_key(prediction_id)
+    last = "0-0"
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=None)
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            block_ms = int(min(remaining, tick) * 1000) + 1
+            try:
+                response = client.xread({key: last}, count=500, block=block_ms)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Redis restarting: wait, then read on from the last seen entry.
+                time.sleep(REDIS_RETRY_SECONDS)
+                response = None
+            on_tick()
+            for entry_id, fields in response[0][1] if response else []:
+                last = entry_id
+                if fields[b"t"] == TERMINAL_EVENT.encode():
+                    return
+    finally:
+        client.close()

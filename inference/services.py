@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing import quota
-from inference import events, webhooks
+from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
 from inference.presence import queue_has_worker
@@ -325,3 +325,24 @@ def validate_wait(prefer_header: str | None) -> int | None:
             )
         return int(value)
     return None
+
+
+def admit_and_wait(principal: Principal, request: PredictionRequest, seconds: int) -> Prediction:
+    """`Prefer: wait`: admits, then waits up to `seconds` for a terminal state, holding one
+    of the org's wait slots (taken first: an org at its cap is refused before anything is
+    created) and neither a pooled database nor a pooled Redis connection while it waits."""
+    with concurrency.held(principal.org, concurrency.Kind.WAIT) as slot:
+        prediction = admit(principal, request)
+        _give_back_db_connection()
+        events.wait_for_terminal(
+            prediction.id, seconds, tick=concurrency.renew_every(), on_tick=slot.renew
+        )
+    prediction.refresh_from_db()
+    return prediction
+
+
+def _give_back_db_connection() -> None:
+    # Inside a transaction the connection cannot be given back; a request has none open
+    # here (admission has committed), only a test that wraps everything in one does.
+    if not connection.in_atomic_block:
+        connection.close()

@@ -1,17 +1,25 @@
-"""Who may watch a prediction, and the events they get from a given offset."""
+"""Who may watch a prediction, and the events they get from a given offset.
+
+Every open stream (SSE, `/v1`, WebSocket) holds a `StreamGuard`: one of its org's stream
+slots, renewed while open, and its caller, re-checked every few seconds so that a revoked
+token or a removed member stops receiving (API.md: WebSocket close 4401).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.conf import settings
+from django.db import DatabaseError, connection
 
-from inference import events
+from inference import concurrency, events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
-from portal.auth import Principal
-from portal.errors import InvalidInput, NotAllowed
+from portal.auth import Principal, still_valid
+from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed
 from portal.scoping import get_for_org
 
 KEEPALIVE_SECONDS = 15
@@ -54,12 +62,90 @@ def _final_event_if_expired(prediction_id: str) -> events.Event | None:
     return events.Event(seq=0, type=events.TERMINAL_EVENT, data=prediction_payload(prediction))
 
 
-async def events_after(prediction_id: str, after: int) -> AsyncIterator[events.Event | None]:
+class CredentialsRevoked(AuthenticationFailed):
+    code = "credentials_revoked"
+
+
+def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
+    try:
+        return concurrency.acquire(principal.org, concurrency.Kind.STREAM)
+    finally:
+        _close_db_connection()  # the plan lookup's; the stream may last for minutes
+
+
+def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
+    slot.renew()
+    try:
+        return still_valid(principal)
+    except DatabaseError:
+        # Unverifiable now; and while the database is down no revocation can be written
+        # either, so the stream goes on and the next check decides.
+        return True
+    finally:
+        _close_db_connection()
+
+
+@dataclass
+class StreamGuard:
+    """An open stream's slot and caller; `check()` renews the one and re-checks the other
+    once per `interval`, and raises CredentialsRevoked once the caller is no longer valid."""
+
+    principal: Principal
+    slot: concurrency.Slot
+    interval: float = field(
+        default_factory=lambda: min(
+            settings.STREAM_PRINCIPAL_RECHECK_SECONDS, concurrency.renew_every()
+        )
+    )
+    next_check: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.next_check = time.monotonic() + self.interval
+
+    @classmethod
+    async def open(cls, principal: Principal) -> StreamGuard:
+        """RateLimited (429) when the org already holds all its stream slots."""
+        # Not thread-sensitive: it must not queue behind the request's own thread.
+        slot = await sync_to_async(_acquire_stream_slot, thread_sensitive=False)(principal)
+        return cls(principal, slot)
+
+    async def check(self) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.interval
+        renew = sync_to_async(_renew_and_recheck, thread_sensitive=False)
+        if not await renew(self.slot, self.principal):
+            raise CredentialsRevoked(
+                "The credentials this stream was opened with were revoked or have expired."
+            )
+
+    async def release(self) -> None:
+        await sync_to_async(self.slot.release, thread_sensitive=False)()
+
+
+async def guarded_tail(
+    prediction_id: str, after: int, guard: StreamGuard
+) -> AsyncIterator[events.Event | None]:
+    """`events.tail`, woken every guard interval to check the guard; None means "say
+    keep-alive" (at most KEEPALIVE_SECONDS apart)."""
+    last_sent = time.monotonic()
+    async for event in events.tail(prediction_id, after, idle_seconds=guard.interval):
+        await guard.check()
+        now = time.monotonic()
+        if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
+            continue
+        last_sent = now
+        yield event
+
+
+async def events_after(
+    prediction_id: str, after: int, guard: StreamGuard
+) -> AsyncIterator[events.Event | None]:
     """Every event after `after`, live, ending with `done`; None means "say keep-alive"."""
     final = await sync_to_async(_final_event_if_expired)(prediction_id)
     await release_db_connection()
     if final is not None:
         yield final
         return
-    async for event in events.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS):
+    async for event in guarded_tail(prediction_id, after, guard):
         yield event

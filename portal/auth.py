@@ -70,3 +70,15 @@ def resolve_session(user: AbstractBaseUser, session_org_id: int | None) -> Princ
     if membership is None:
         return None
     return Principal(org=membership.org, user=user, token=None, scopes=ALL_SCOPES)
+
+
+def still_valid(principal: Principal) -> bool:
+    """Whether a principal resolved earlier would still be resolved now, for callers that
+    outlive their request (open streams): the same rules as `resolve_bearer` (the token is
+    active) and `resolve_session` (the user is a member of the org)."""
+    if principal.token is not None:
+        return ApiToken.objects.active().filter(pk=principal.token.pk).exists()
+    user = principal.user
+    if user is None or not user.is_authenticated:
+        return False
+    return Membership.objects.filter(user=user, user__is_active=True, org=principal.org).exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import uuid
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -20,24 +21,26 @@ if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 
-# Takes a slot if fewer than ARGV[1] are held; refreshes the TTL either way, so a key
-# that is in use never expires while one that leaked (a process killed mid-connection)
-# is forgotten once nobody has connected for a while.
-_ACQUIRE_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if count > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return 0
-end
+# Concurrency slots: a sorted set of slot ids scored by lease expiry (Redis server time, in
+# ms, so web processes with skewed clocks agree). Acquiring prunes expired leases first, so
+# the slots of a process that died free themselves once their leases run out.
+_ACQUIRE_SLOT_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# Gives a slot back; never leaves the counter below zero (the TTL may have reset it).
-_RELEASE_SCRIPT = """
-local count = redis.call('DECR', KEYS[1])
-if count <= 0 then redis.call('DEL', KEYS[1]) end
-return count
+# Extends a held lease (and the set's TTL, which always covers its longest lease).
+_RENEW_SLOT_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 
 # One IPv6 host usually holds a whole /64: counting single addresses would let it rotate.
@@ -100,25 +103,28 @@ def hit_ip(request: HttpRequest) -> int | None:
     return hit(f"ip:{ip_bucket(client_ip(request))}", limit)
 
 
-# --- Concurrent connections --------------------------------------------------------------
+# --- Concurrency slots -------------------------------------------------------------------
 
 
-def ws_org_key(org_id: int) -> str:
-    return f"rl:ws:org:{org_id}"
+def acquire_slot(key: str, limit: int, lease_seconds: float) -> str | None:
+    """Takes one of `limit` slots under `key` for `lease_seconds`; its id, or None if all
+    are held. The holder renews it while in use and releases it when done."""
+    slot_id = uuid.uuid4().hex
+    lease_ms = int(lease_seconds * 1000)
+    taken = sync_client().eval(_ACQUIRE_SLOT_SCRIPT, 1, key, limit, lease_ms, slot_id)
+    return slot_id if taken else None
 
 
-def acquire_connection(org_id: int) -> bool:
-    """Takes one of the org's WebSocket slots; False when all are taken."""
-    limit = settings.WS_MAX_CONNECTIONS_PER_ORG
-    if limit <= 0:
-        return True
-    ttl = settings.WS_CONNECTION_COUNTER_TTL_SECONDS
-    return bool(sync_client().eval(_ACQUIRE_SCRIPT, 1, ws_org_key(org_id), limit, ttl))
+def renew_slot(key: str, slot_id: str, lease_seconds: float) -> None:
+    # Re-adds a lease that lapsed (the holder stalled past it): it is still open.
+    sync_client().eval(_RENEW_SLOT_SCRIPT, 1, key, int(lease_seconds * 1000), slot_id)
 
 
-def release_connection(org_id: int) -> None:
-    sync_client().eval(_RELEASE_SCRIPT, 1, ws_org_key(org_id))
+def release_slot(key: str, slot_id: str) -> None:
+    sync_client().zrem(key, slot_id)
 
 
-def open_connections(org_id: int) -> int:
-    return int(sync_client().get(ws_org_key(org_id)) or 0)
+def held_slots(key: str) -> int:
+    """Slots whose lease has not run out."""
+    now_ms = int(time.time() * 1000)
+    return int(sync_client().zcount(key, f"({now_ms}", "+inf"))

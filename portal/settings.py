@@ -271,10 +271,17 @@ ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 # Characters of text in one prediction's input (prompt, messages, texts, labels together),
 # checked before any tokenizer runs; a listing may set a lower "max_input_chars" cap.
 MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 200_000)
-# Open WebSockets per org across every web process; the next one is closed with 4429.
-# The counter's TTL is a safety net for a process that died without decrementing.
-WS_MAX_CONNECTIONS_PER_ORG = env_int("WS_MAX_CONNECTIONS_PER_ORG", 50)
-WS_CONNECTION_COUNTER_TTL_SECONDS = env_int("WS_CONNECTION_COUNTER_TTL_SECONDS", 3600)
+# Concurrent `Prefer: wait` requests and open streams (SSE, /v1, WebSocket) per org across
+# every web process: the org's plan sets them (Plan.max_concurrent_*); these apply when
+# billing is off (no plan). Over a cap: 429 with Retry-After, or WebSocket close 4429.
+MAX_CONCURRENT_WAITS_PER_ORG = env_int("MAX_CONCURRENT_WAITS_PER_ORG", 50)
+MAX_CONCURRENT_STREAMS_PER_ORG = env_int("MAX_CONCURRENT_STREAMS_PER_ORG", 200)
+# Each held slot is a lease its holder renews while open: the slots of a process that died
+# are free again this many seconds later.
+CONCURRENCY_SLOT_LEASE_SECONDS = env_int("CONCURRENCY_SLOT_LEASE_SECONDS", 15)
+# Open streams re-resolve their caller this often and end once the token is revoked or
+# expired or the membership is gone (SSE `error` event, WebSocket close 4401).
+STREAM_PRINCIPAL_RECHECK_SECONDS = env_int("STREAM_PRINCIPAL_RECHECK_SECONDS", 5)
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

@@ -20,7 +20,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from inference import events, services
 from inference.models import Prediction, Source, Status
-from inference.streaming import release_db_connection
+from inference.streaming import (
+    CredentialsRevoked,
+    StreamGuard,
+    guarded_tail,
+    release_db_connection,
+)
 from models_hub.models import ModelListing
 from portal.api.parsers import NUL_MESSAGE, contains_nul
 from portal.auth import Principal, resolve_bearer
@@ -161,6 +166,19 @@ def _admit(principal: Principal, model: str, model_input: dict) -> Prediction:
 admit = sync_to_async(_admit)
 
 
+async def _admit_holding(
+    stream_guard: StreamGuard | None, principal: Principal, model: str, model_input: dict
+) -> Prediction:
+    """Admits with the stream's slot already held (taken first, so that an org at its cap
+    is refused before anything is created), giving the slot back if admission fails."""
+    try:
+        return await admit(principal, model, model_input)
+    except BaseException:
+        if stream_guard is not None:
+            await stream_guard.release()
+        raise
+
+
 # --- Response shapes ----------------------------------------------------------------------
 
 
@@ -221,6 +239,7 @@ def _sse(payload: dict | str) -> str:
 
 async def _stream_chunks(
     prediction: Prediction,
+    stream_guard: StreamGuard,
     chunk: Callable[[dict | None, str | None], dict],
     include_usage: bool,
     first_delta: dict | None,
@@ -230,7 +249,7 @@ async def _stream_chunks(
     try:
         if first_delta is not None:
             yield _sse(chunk(first_delta, None))
-        async for event in events.tail(prediction.id, 0, idle_seconds=15):
+        async for event in guarded_tail(prediction.id, 0, stream_guard):
             if event is None:
                 yield ": keep-alive\n\n"
             elif event.type == "output" and isinstance(event.data, str):
@@ -245,8 +264,14 @@ async def _stream_chunks(
                     yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
                 yield _sse("[DONE]")
                 return
+    except CredentialsRevoked as exc:
+        # The generation is canceled below: nobody may receive (or be billed for) the rest.
+        yield _sse(error_body(exc.type, exc.code, exc.message, exc.param))
     finally:
-        await guard.close()
+        try:
+            await guard.close()
+        finally:
+            await stream_guard.release()
 
 
 def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
@@ -283,7 +308,10 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     messages = _require(body, "messages", list)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    prediction = await admit(principal, model, {"messages": messages, **_generation_params(body)})
+    stream_guard = await StreamGuard.open(principal) if stream else None
+    prediction = await _admit_holding(
+        stream_guard, principal, model, {"messages": messages, **_generation_params(body)}
+    )
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
     if stream:
@@ -301,7 +329,8 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
             }
 
         first = {"role": "assistant", "content": ""}
-        return _streaming_response(_stream_chunks(prediction, chunk, include_usage, first))
+        chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, first)
+        return _streaming_response(chunks)
     final = await _wait_until_done(prediction)
     _check_succeeded(final)
     return JsonResponse(
@@ -329,7 +358,10 @@ async def completions(principal: Principal, body: dict) -> HttpResponse:
     prompt = _require(body, "prompt", str)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    prediction = await admit(principal, model, {"prompt": prompt, **_generation_params(body)})
+    stream_guard = await StreamGuard.open(principal) if stream else None
+    prediction = await _admit_holding(
+        stream_guard, principal, model, {"prompt": prompt, **_generation_params(body)}
+    )
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 
@@ -348,7 +380,8 @@ async def completions(principal: Principal, body: dict) -> HttpResponse:
                 "choices": choices,
             }
 
-        return _streaming_response(_stream_chunks(prediction, chunk, include_usage, None))
+        chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, None)
+        return _streaming_response(chunks)
     final = await _wait_until_done(prediction)
     _check_succeeded(final)
     return JsonResponse(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from inference.streaming import events_after, parse_offset, watchable
+from inference.streaming import (
+    CredentialsRevoked,
+    StreamGuard,
+    events_after,
+    parse_offset,
+    watchable,
+)
 from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
-from portal.errors import AuthenticationFailed, PortalError
+from portal.errors import AuthenticationFailed, PortalError, RateLimited
 from portal.middleware import error_body
 
 
@@ -19,12 +27,28 @@ def _principal(request: HttpRequest) -> Principal | None:
 
 
 def _error(exc: PortalError) -> JsonResponse:
-    return JsonResponse(error_body(exc.type, exc.code, exc.message, exc.param), status=exc.status)
+    response = JsonResponse(
+        error_body(exc.type, exc.code, exc.message, exc.param), status=exc.status
+    )
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
-async def _sse(prediction_id: str, after: int):
-    async for event in events_after(prediction_id, after):
-        yield ": keep-alive\n\n" if event is None else event.as_sse()
+def _error_event(exc: PortalError) -> str:
+    # No `id:` line: the client's Last-Event-ID stays the last event of the log.
+    body = json.dumps(error_body(exc.type, exc.code, exc.message, exc.param))
+    return f"event: error\ndata: {body}\n\n"
+
+
+async def _sse(prediction_id: str, after: int, guard: StreamGuard):
+    try:
+        async for event in events_after(prediction_id, after, guard):
+            yield ": keep-alive\n\n" if event is None else event.as_sse()
+    except CredentialsRevoked as exc:
+        yield _error_event(exc)
+    finally:
+        await guard.release()
 
 
 async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpResponse:
@@ -39,9 +63,11 @@ async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpRes
             raise AuthenticationFailed("Authentication credentials were not provided.")
         prediction = await watchable(principal, prediction_id)
         after = parse_offset(request.headers.get("Last-Event-ID") or request.GET.get("from"))
+        guard = await StreamGuard.open(principal)
     except PortalError as exc:
         return _error(exc)
-    response = StreamingHttpResponse(_sse(prediction.id, after), content_type="text/event-stream")
+    stream = _sse(prediction.id, after, guard)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not hold events back
     return response

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from inference import events, services
+from inference import services
 from inference.api import examples
 from inference.models import Prediction, Source, Status
 from inference.payloads import prediction_payload
@@ -67,22 +65,6 @@ class PredictionSerializer(serializers.Serializer):
     data_removed = serializers.BooleanField()
 
 
-def wait_for_done(prediction_id: str, seconds: int) -> None:
-    """Blocks until the prediction's `done` event or the deadline (`Prefer: wait`)."""
-    deadline = time.monotonic() + seconds
-    after = 0
-    client = events.sync_client()
-    key = events.stream_key(prediction_id)
-    while (remaining := deadline - time.monotonic()) > 0:
-        response = client.xread({key: f"{after}-0"}, count=500, block=int(remaining * 1000) + 1)
-        if not response:
-            return
-        for entry_id, fields in response[0][1]:
-            after = int(entry_id.split(b"-")[0])
-            if fields[b"t"] == events.TERMINAL_EVENT.encode():
-                return
-
-
 class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
     org_queryset = Prediction.objects.select_related("model")
     serializer_class = PredictionSerializer
@@ -136,19 +118,17 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         body = PredictionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        prediction = services.admit(
-            request.auth,
-            services.PredictionRequest(
-                model=data["model"],
-                input=data["input"],
-                webhook=data.get("webhook", ""),
-                webhook_events_filter=data.get("webhook_events_filter"),
-                source=Source.API if request.auth.token else Source.PLAYGROUND,
-            ),
+        admission = services.PredictionRequest(
+            model=data["model"],
+            input=data["input"],
+            webhook=data.get("webhook", ""),
+            webhook_events_filter=data.get("webhook_events_filter"),
+            source=Source.API if request.auth.token else Source.PLAYGROUND,
         )
         if wait_seconds:
-            wait_for_done(prediction.id, wait_seconds)
-            prediction.refresh_from_db()
+            prediction = services.admit_and_wait(request.auth, admission, wait_seconds)
+        else:
+            prediction = services.admit(request.auth, admission)
         return Response(self._payload(prediction), status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -5,7 +5,8 @@ from django.db import connection
 from django.utils import timezone
 
 from portal import services
-from portal.models import ApiToken
+from portal.auth import resolve_bearer, resolve_session, still_valid
+from portal.models import ApiToken, Membership
 from portal.tokens import TOKEN_PATTERN, find_active_token
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +121,28 @@ def test_bad_token_requests_are_rejected_and_create_nothing(org, owner, kwargs, 
         services.issue_token(org, owner, name, **kwargs)
     assert excinfo.value.param == param
     assert not ApiToken.objects.exists()
+
+
+def test_a_resolved_principal_stays_valid_only_while_its_token_is_active(org, owner):
+    """Open streams re-check their caller with `still_valid`: revoked or expired is gone."""
+    issued = services.issue_token(org, owner, "stream")
+    principal = resolve_bearer(f"Bearer {issued.plaintext}")
+    assert still_valid(principal)
+    ApiToken.objects.filter(pk=issued.token.pk).update(expires_at=timezone.now())
+    assert not still_valid(principal)
+    ApiToken.objects.filter(pk=issued.token.pk).update(expires_at=None)
+    services.revoke_token(org, owner, issued.token.pk)
+    assert not still_valid(principal)
+
+
+def test_a_session_principal_stays_valid_only_while_a_member(org, teammate):
+    principal = resolve_session(teammate, org.pk)
+    assert principal.org == org and still_valid(principal)
+    Membership.objects.filter(user=teammate, org=org).delete()
+    assert not still_valid(principal)
+
+
+def test_a_deactivated_users_session_principal_is_no_longer_valid(org, teammate):
+    principal = resolve_session(teammate, org.pk)
+    type(teammate).objects.filter(pk=teammate.pk).update(is_active=False)
+    assert not still_valid(principal)
