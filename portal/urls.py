@@ -12,6 +12,7 @@ from inference import views as inference_views
 from inference.api import openai
 from portal import health, monitoring, views
 from portal.api.account import AccountView
+from portal.csp import REDOC_OVERRIDES, with_policy_overrides
 
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
@@ -49,7 +50,7 @@ urlpatterns = [
     path("v1/embeddings", openai.embeddings, name="openai_embeddings"),
     path("docs/quickstart/", inference_views.quickstart, name="quickstart"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    # Templates without inline script or style: the Content-Security-Policy forbids them.
+    # Templates without inline script (or style, but ReDoc's own): the CSP forbids them.
     path(
         "api/docs/",
         SpectacularSwaggerSplitView.as_view(
@@ -59,7 +60,9 @@ urlpatterns = [
     ),
     path(
         "api/redoc/",
-        SpectacularRedocView.as_view(url_name="api_schema", template_name="api_docs/redoc.html"),
+        with_policy_overrides(REDOC_OVERRIDES)(
+            SpectacularRedocView.as_view(url_name="api_schema", template_name="api_docs/redoc.html")
+        ),
         name="api_redoc",
     ),
     path("healthz", health.healthz, name="healthz"),
