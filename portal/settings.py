@@ -88,6 +88,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.monitoring.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.BodySizeLimitMiddleware",
     "portal.abuse.ClientIpRateLimitMiddleware",
@@ -264,10 +265,11 @@ IP_RATE_LIMIT_PER_MINUTE = env_int("IP_RATE_LIMIT_PER_MINUTE", 1200)
 IP_RATE_LIMIT_EXEMPT_PATHS = ("/healthz", "/readyz")
 # How many reverse proxies we run in front of the app. 0 (the default) trusts nothing but
 # REMOTE_ADDR: X-Forwarded-For is client-controlled unless our own proxy appended to it.
-# With N > 0, the client is the Nth address from the right of X-Forwarded-For. allauth's
-# log-in throttling reads the same count, so both limiters see the same client.
+# With N > 0, the client is the Nth address from the right of X-Forwarded-For, and the
+# proxy's X-Forwarded-Proto says whether the browser used https (SECURE_PROXY_SSL_HEADER).
+# allauth's log-in throttling asks portal.ratelimit.client_ip (portal.adapters), so both
+# limiters see the same client.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
-ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 # Characters of text in one prediction's input (prompt, messages, texts, labels together),
 # checked before any tokenizer runs; a listing may set a lower "max_input_chars" cap.
 MAX_INPUT_CHARS = env_int("MAX_INPUT_CHARS", 200_000)
@@ -388,7 +390,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if PRODUCTION:
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Only a proxy of ours may say the browser spoke https; without one the header is the
+    # client's own claim (README: deploying behind a proxy).
+    if TRUSTED_PROXY_COUNT > 0:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

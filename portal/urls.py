@@ -1,6 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from billing import views as billing_views
 from billing.api.views import UsageView
@@ -9,6 +13,7 @@ from inference.api import openai
 from portal import health, monitoring, views
 from portal.api.account import AccountView
 from portal.api.webhooks import WebhookSecretView
+from portal.csp import REDOC_OVERRIDES, with_policy_overrides
 
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
@@ -53,8 +58,21 @@ urlpatterns = [
     path("v1/embeddings", openai.embeddings, name="openai_embeddings"),
     path("docs/quickstart/", inference_views.quickstart, name="quickstart"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_redoc"),
+    # Templates without inline script (or style, but ReDoc's own): the CSP forbids them.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api_schema", template_name="api_docs/swagger_ui.html"
+        ),
+        name="api_docs",
+    ),
+    path(
+        "api/redoc/",
+        with_policy_overrides(REDOC_OVERRIDES)(
+            SpectacularRedocView.as_view(url_name="api_schema", template_name="api_docs/redoc.html")
+        ),
+        name="api_redoc",
+    ),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", monitoring.metrics_view, name="metrics"),

@@ -29,7 +29,7 @@ from inference.streaming import (
 from models_hub.models import ModelListing
 from portal.api.parsers import NUL_MESSAGE, contains_nul
 from portal.auth import Principal, resolve_bearer
-from portal.errors import AuthenticationFailed, InvalidInput, PortalError
+from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed, PortalError
 from portal.middleware import error_body
 
 # Non-streamed calls wait this long for the prediction (a long generation on CPU).
@@ -286,6 +286,8 @@ def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 
 @openai_view("GET")
 async def list_models(principal: Principal) -> JsonResponse:
+    if not principal.has_scope("read"):
+        raise NotAllowed("This token lacks the 'read' scope.", code="missing_scope")
     listings = await sync_to_async(list)(
         ModelListing.objects.callable_by(principal.org).select_related("org").order_by("slug")
     )

@@ -95,10 +95,8 @@ def test_sign_up_then_stream_and_cancel_in_the_playground(page, live, mail_log, 
 
     # Second run: canceled while tokens are still streaming.
     run_playground(page, "Count from 1 to 500, separated by commas.", GENERATION_CAP)
-    page.wait_for_function(
-        "document.getElementById('playground-output').textContent.length > 0",
-        timeout=RUN_TIMEOUT_MS,
-    )
+    # An expect, not wait_for_function: that evals its text in the page, which the CSP refuses.
+    expect(page.locator("#playground-output")).not_to_be_empty(timeout=RUN_TIMEOUT_MS)
     page.click("#playground-cancel")
     expect(page.locator("#playground-status")).to_have_class(
         "status status-canceled", timeout=60_000

@@ -57,3 +57,29 @@ def test_production_refuses_a_weak_secret_key(tmp_path):
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def production_setting(tmp_path, name: str, **overrides: str) -> str:
+    """repr() of one setting as production loads it, in a fresh interpreter."""
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        f"print(repr(settings.{name}))"
+    )
+    env = production_env(tmp_path) | {"DJANGO_SETTINGS_MODULE": "portal.settings", **overrides}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_without_a_trusted_proxy_x_forwarded_proto_is_not_believed(tmp_path):
+    # Anyone can send X-Forwarded-Proto: https; only our own proxy's word may make a
+    # request "secure" (secure cookies, the https redirect, the WebSocket Origin check).
+    value = production_setting(tmp_path, "SECURE_PROXY_SSL_HEADER", TRUSTED_PROXY_COUNT="0")
+    assert value == "None"
+
+
+def test_behind_a_trusted_proxy_its_forwarded_proto_is_believed(tmp_path):
+    value = production_setting(tmp_path, "SECURE_PROXY_SSL_HEADER", TRUSTED_PROXY_COUNT="1")
+    assert value == "('HTTP_X_FORWARDED_PROTO', 'https')"

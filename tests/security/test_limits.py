@@ -241,3 +241,62 @@ def test_a_burst_of_failed_log_ins_from_one_address_is_throttled(owner, teammate
     elsewhere = Client(REMOTE_ADDR="198.51.100.13")
     response = elsewhere.post("/accounts/login/", {"login": owner.email, "password": PASSWORD})
     assert response.status_code == 302
+
+
+def fail_log_ins(client: Client, emails: list[str], forwarded: list[str]) -> None:
+    for email, hop in zip(emails, forwarded, strict=True):
+        response = client.post(
+            "/accounts/login/",
+            {"login": email, "password": "wrong"},
+            headers={"X-Forwarded-For": hop},
+        )
+        assert "Too many failed login attempts" not in response.content.decode()
+
+
+def test_a_client_rotating_forwarded_for_is_still_throttled_without_trusted_proxies(
+    owner, teammate, outsider, settings
+):
+    settings.TRUSTED_PROXY_COUNT = 0
+    client = Client(REMOTE_ADDR="198.51.100.14")
+    victims = [teammate.email, outsider.email, "nobody@example.com"] * 2
+    fail_log_ins(client, victims[:5], [f"10.9.0.{n}" for n in range(5)])
+    response = client.post(
+        "/accounts/login/",
+        {"login": owner.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": "10.9.0.99"},
+    )
+    assert "Too many failed login attempts" in response.content.decode()
+
+
+def test_behind_a_trusted_proxy_log_ins_are_throttled_per_forwarded_client(
+    owner, teammate, outsider, settings
+):
+    # One setting says a proxy is there, for the IP limit and the log-in throttle alike.
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = Client(REMOTE_ADDR="10.0.0.1")
+    victims = [teammate.email, outsider.email, "nobody@example.com"] * 2
+    # The attacker rotates what it prepends; our proxy's hop is the address that counts.
+    fail_log_ins(proxy, victims[:5], [f"1.1.1.{n}, 203.0.113.20" for n in range(5)])
+    attacker = proxy.post(
+        "/accounts/login/",
+        {"login": owner.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": "9.9.9.9, 203.0.113.20"},
+    )
+    assert "Too many failed login attempts" in attacker.content.decode()
+    # Everyone else behind the same proxy still logs in.
+    other = Client(REMOTE_ADDR="10.0.0.1").post(
+        "/accounts/login/",
+        {"login": owner.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": "203.0.113.21"},
+    )
+    assert other.status_code == 302
+
+
+def test_a_forwarded_for_shorter_than_the_proxy_chain_is_no_server_error(owner, settings):
+    settings.TRUSTED_PROXY_COUNT = 2
+    response = Client(REMOTE_ADDR="10.0.0.1").post(
+        "/accounts/login/",
+        {"login": owner.email, "password": "wrong"},
+        headers={"X-Forwarded-For": "203.0.113.22"},
+    )
+    assert response.status_code == 200
