@@ -218,7 +218,7 @@ REST_FRAMEWORK = {
         "portal.api.authentication.OrgSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["portal.api.permissions.HasOrg"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["portal.api.renderers.SafeJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["portal.api.parsers.StorableJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.CursorlessPagination",
     "PAGE_SIZE": 20,
