@@ -9,10 +9,13 @@ body that passes every check ends at the 503 `no_worker` answer before anything 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from django.db import DataError, transaction
 from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.settings import api_settings
 
 from inference.models import Prediction, Source
@@ -255,6 +258,60 @@ def test_a_proper_surrogate_pair_is_accepted(caller):
     assert post(caller, "/api/v1/predictions", raw).status_code == 503
     raw = '{"model": "echo", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
     assert post(caller, "/v1/chat/completions", raw).status_code == 503
+
+
+# Any JSON-ish value, with what json.dumps can write but JSON should not carry: NaN,
+# +-Infinity, unpaired surrogates (escaped), NUL, huge integers.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(exclude_categories=()), max_size=20)
+    # Drawn rarely by the strategies above: a branch of their own.
+    | st.sampled_from([math.nan, math.inf, -math.inf, "\ud800", "a\udc00", "\x00", 10**400]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(st.characters(exclude_categories=()), max_size=8), children,
+                      max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+FIELDS = [(path, field) for path, (_, fields) in ENDPOINTS.items() for field in fields]
+
+
+def unstorable(value) -> bool:
+    """Whether `value` holds what no JSON entry point may accept (the property's oracle)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(unstorable(key) or unstorable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(unstorable(item) for item in value)
+    return False
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(target=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_generated_values_in_any_field_never_cause_a_5xx(caller, target, value):
+    """Property: whatever value lands in whatever field, the answer is a 4xx, or the 503
+    that a valid body gets here (no worker); a value JSON may not carry is always a 400;
+    and nothing is stored."""
+    path, field = target
+    raw = body_with(ENDPOINTS[path][0], field, json.dumps(value))
+    response = post(caller, path, raw)
+    if unstorable(value):
+        assert response.status_code == 400, (field, response.content[:300])
+    else:
+        assert response.status_code < 500 or response.json()["error"]["code"] == "no_worker", (
+            field,
+            response.content[:300],
+        )
+    assert not Prediction.objects.exists()
 
 
 # --- One stored row never breaks a list --------------------------------------------------
