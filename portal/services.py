@@ -221,13 +221,9 @@ def invite_member(
     )
     audit(org, actor, "invitation.created", email, role=role)
     issued = IssuedInvitation(invitation, sign_invitation(invitation))
-    link = urljoin(base_url or settings.SITE_URL, invitation_path(issued.signed_key))
-    send_invitation_email(invitation, link)
+    path = reverse("invitation_accept", args=[issued.signed_key])
+    send_invitation_email(invitation, urljoin(base_url or settings.SITE_URL, path))
     return issued
-
-
-def invitation_path(signed_key: str) -> str:
-    return reverse("invitation_accept", args=[signed_key])
 
 
 def find_invitation(signed_key: str) -> Invitation:
@@ -269,7 +265,7 @@ def send_invitation_email(invitation: Invitation, link: str) -> None:
             recipient_list=[invitation.email],
         )
     except (BadHeaderError, OSError) as exc:  # smtplib's errors are OSErrors
-        logger.exception("Invitation e-mail to %s not sent", invitation.email, exc_info=exc)
+        logger.exception("Invitation e-mail for org %s not sent", invitation.org.slug, exc_info=exc)
         raise Unavailable(
             "The invitation e-mail could not be sent; no invitation was created.",
             code="email_failed",
