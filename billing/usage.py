@@ -23,6 +23,8 @@ from portal.models import Organization
 
 GROUPS = ("model", "day", "token")
 MAX_RANGE = timedelta(days=400)
+# Usage exists only since the portal does; years beyond these are typing mistakes or probes.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 SUMS = ("requests", "input_tokens", "output_tokens", "cost")
 
 
@@ -40,14 +42,24 @@ def _parse_moment(raw: str, param: str, *, end: bool) -> datetime:
         moment = None if day else parse_datetime(raw.replace("Z", "+00:00"))
     except ValueError:
         day = moment = None
-    if day is not None:
-        moment = datetime.combine(day, time.min, tzinfo=UTC)
-        return moment + timedelta(days=1) if end else moment
-    if moment is None:
+    if day is None and moment is None:
         raise InvalidInput(
             f"{param} must be a date (YYYY-MM-DD) or an ISO 8601 date-time.", param=param
         )
+    _check_year(day or moment, param)
+    if day is not None:
+        moment = datetime.combine(day, time.min, tzinfo=UTC)
+        return moment + timedelta(days=1) if end else moment
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)
+
+
+def _check_year(value: date, param: str) -> None:
+    """Keeps the arithmetic on the range (the day after an end date, time-zone shifts, the
+    chart's days) clear of the calendar's ends, where Python's dates overflow."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise InvalidInput(
+            f"{param} must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31.", param=param
+        )
 
 
 def parse_range(org: Organization, params: dict[str, Any]) -> UsageRange:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from jsonschema.exceptions import best_match
 
 from inference.runners import get_runner
 from models_hub.models import ModelListing, Task
+from portal import strict_json
 from portal.errors import InvalidInput, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -37,12 +39,47 @@ def validate_input(listing: ModelListing, data: Any) -> dict[str, Any]:
     """The input to store and run, or InvalidInput naming the first bad field."""
     if not isinstance(data, dict):
         raise InvalidInput("input must be a JSON object.", param="input")
+    check_storable(data)
     check_text_size(listing.max_params, data)
     check_schema(listing.input_schema, data)
     TASK_RULES.get(listing.task, _no_rules)(data)
     check_caps(listing.max_params, data)
     check_with_model(listing, data)
     return copy.deepcopy(data)
+
+
+# --- Values JSON cannot carry ------------------------------------------------------------
+
+
+def check_storable(data: dict[str, Any]) -> None:
+    """What the JSON parsers refuse, checked again for every caller (a WebSocket frame,
+    Python code): the database cannot store NUL or NaN, text with unpaired surrogates breaks
+    every later read of the row, and the schema's range checks let NaN through (every
+    comparison with it is false). First, and iterative, so nothing after it sees a deep input.
+    """
+    pending: list[tuple[str, Any, int]] = [("input", data, 1)]
+    while pending:
+        param, value, depth = pending.pop()
+        if depth > strict_json.MAX_DEPTH:
+            message = f"{param} is nested more than {strict_json.MAX_DEPTH} levels deep."
+            raise InvalidInput(message, param=param)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{param} must be a finite number.", param=param)
+        if isinstance(value, str):
+            _check_text(value, param)
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                _check_text(key, param)  # before the key is part of a name in a message
+                pending.append((f"{param}.{key}", child, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((f"{param}[{i}]", child, depth + 1) for i, child in enumerate(value))
+
+
+def _check_text(text: str, param: str) -> None:
+    try:
+        strict_json.check_storable(text)
+    except strict_json.UnsafeJSON as exc:
+        raise InvalidInput(f"{param}: {exc}", param=param, code="malformed_json") from exc
 
 
 # --- Size ------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from portal.body_limit import BodyLimitMiddleware  # noqa: E402
 from portal.channels_auth import BrowserOriginValidator, PrincipalMiddlewareStack  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Outside Django: its handler reads the whole body before any middleware runs.
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": BrowserOriginValidator(
             PrincipalMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -3,7 +3,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import SimpleLazyObject
 
@@ -32,24 +31,6 @@ def error_body(type_: str, code: str, message: str, param: str | None = None) ->
 def generic_error_response(status: int) -> JsonResponse:
     type_, code, message = GENERIC_ERRORS[status]
     return JsonResponse(error_body(type_, code, message), status=status)
-
-
-class BodySizeLimitMiddleware:
-    """Answers 413 from the declared length, before anything buffers or parses the body."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > settings.MAX_REQUEST_BODY_BYTES:
-            if is_api_path(request.path):
-                return generic_error_response(413)
-            return HttpResponse("Request body too large.", status=413, content_type="text/plain")
-        return self.get_response(request)
 
 
 class CurrentOrgMiddleware:

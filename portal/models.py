@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from portal.validators import validate_single_line
+
 DEFAULT_PREDICTION_RETENTION = timedelta(days=30)
 MIN_PREDICTION_RETENTION = timedelta(hours=1)
 
@@ -42,7 +44,7 @@ ROLE_RANK = {Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
-    name = models.CharField(max_length=120)
+    name = models.CharField(max_length=120, validators=[validate_single_line])
     is_personal = models.BooleanField(default=False)
     # Signs the customer's outgoing webhooks (API.md, "Outgoing webhooks").
     webhook_secret = models.CharField(max_length=80, default=new_webhook_secret)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
-from django.core.mail import send_mail
+from django.core.exceptions import ValidationError
+from django.core.mail import BadHeaderError, send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
 from portal.models import (
     MIN_PREDICTION_RETENTION,
     ApiToken,
@@ -27,8 +31,10 @@ from portal.models import (
     new_webhook_secret,
 )
 from portal.tokens import generate_token
+from portal.validators import validate_single_line
 
 User = get_user_model()
+logger = logging.getLogger(__name__)
 INVITATION_SALT = "portal.invitation"
 MAX_TOKEN_NAME = 100
 
@@ -58,6 +64,12 @@ def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) ->
         raise InvalidInput("An organization needs a name.", param="name")
     if len(name) > 120:
         raise InvalidInput("Organization names are at most 120 characters.", param="name")
+    try:
+        validate_single_line(name)
+    except ValidationError as exc:
+        raise InvalidInput(
+            "Organization names are a single line, without control characters.", param="name"
+        ) from exc
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -198,8 +210,17 @@ def sign_invitation(invitation: Invitation) -> str:
 
 @transaction.atomic
 def invite_member(
-    org: Organization, actor: AbstractBaseUser, email: str, role: str = Role.MEMBER
+    org: Organization,
+    actor: AbstractBaseUser,
+    email: str,
+    role: str = Role.MEMBER,
+    *,
+    base_url: str | None = None,
 ) -> IssuedInvitation:
+    """Creates the invitation and e-mails its link (`base_url`: the site's, by default).
+
+    The e-mail is sent inside the transaction: if it cannot be sent, no invitation exists
+    (an invitation nobody received could only be found by guessing)."""
     require_role(org, actor, Role.ADMIN)
     email = User.objects.normalize_email(email.strip()).lower()
     if not email or "@" not in email or len(email) > 254:
@@ -213,7 +234,10 @@ def invite_member(
         org=org, email=email, role=role, invited_by=actor, expires_at=expires
     )
     audit(org, actor, "invitation.created", email, role=role)
-    return IssuedInvitation(invitation, sign_invitation(invitation))
+    issued = IssuedInvitation(invitation, sign_invitation(invitation))
+    path = reverse("invitation_accept", args=[issued.signed_key])
+    send_invitation_email(invitation, urljoin(base_url or settings.SITE_URL, path))
+    return issued
 
 
 def find_invitation(signed_key: str) -> Invitation:
@@ -241,17 +265,25 @@ def find_invitation(signed_key: str) -> Invitation:
 
 
 def send_invitation_email(invitation: Invitation, link: str) -> None:
+    """Raises Unavailable (the caller's transaction then rolls back) if it cannot be sent."""
     inviter = invitation.invited_by.email if invitation.invited_by else "An administrator"
-    send_mail(
-        subject=f"You are invited to {invitation.org.name} on Model Portal",
-        message=(
-            f"{inviter} invited you to join {invitation.org.name} as {invitation.role}.\n\n"
-            f"Accept the invitation: {link}\n\n"
-            f"The link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
-        ),
-        from_email=None,
-        recipient_list=[invitation.email],
-    )
+    try:
+        send_mail(
+            subject=f"You are invited to {invitation.org.name} on Model Portal",
+            message=(
+                f"{inviter} invited you to join {invitation.org.name} as {invitation.role}.\n\n"
+                f"Accept the invitation: {link}\n\n"
+                f"The link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
+            ),
+            from_email=None,
+            recipient_list=[invitation.email],
+        )
+    except (BadHeaderError, OSError) as exc:  # smtplib's errors are OSErrors
+        logger.exception("Invitation e-mail for org %s not sent", invitation.org.slug, exc_info=exc)
+        raise Unavailable(
+            "The invitation e-mail could not be sent; no invitation was created.",
+            code="email_failed",
+        ) from exc
 
 
 @transaction.atomic

@@ -16,7 +16,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -26,6 +25,7 @@ from portal.auth import SESSION_ORG_KEY
 from portal.errors import NotAllowed, NotFound, PortalError
 from portal.models import AuditLog, Membership, Role, TokenScope
 from portal.scoping import scoped
+from portal.validators import validate_single_line
 
 View = Callable[..., HttpResponse]
 
@@ -76,7 +76,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 class OrgForm(forms.Form):
-    name = forms.CharField(max_length=120, label="Organization name")
+    name = forms.CharField(
+        max_length=120, label="Organization name", validators=[validate_single_line]
+    )
 
 
 @login_required
@@ -208,18 +210,13 @@ def invite_create(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Enter a valid e-mail address and role.")
         return redirect("org_members")
-    issued: list[services.IssuedInvitation] = []
-
-    def invite() -> None:
-        issued.append(
-            services.invite_member(
-                request.org, request.user, form.cleaned_data["email"], form.cleaned_data["role"]
-            )
-        )
-
-    if run_service(request, invite, f"Invitation sent to {form.cleaned_data['email']}."):
-        link = request.build_absolute_uri(reverse("invitation_accept", args=[issued[0].signed_key]))
-        services.send_invitation_email(issued[0].invitation, link)
+    email, role = form.cleaned_data["email"], form.cleaned_data["role"]
+    base_url = request.build_absolute_uri("/")
+    run_service(
+        request,
+        lambda: services.invite_member(request.org, request.user, email, role, base_url=base_url),
+        f"Invitation sent to {email}.",
+    )
     return redirect("org_members")
 
 

@@ -120,11 +120,7 @@ def running_stack(
     there); None leaves it on the test run's own stdout.
     """
     port = free_port()
-    web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=stack_env(extra_env), start_new_session=True, stdout=web_stdout,
-    )  # fmt: skip
+    web = start_web(port, extra_env, web_stdout)
     worker = Worker("cpu,default", extra_env=extra_env)
     stack = Stack(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", worker, web)
     try:
@@ -135,5 +131,32 @@ def running_stack(
     finally:
         # Tests may replace the worker (after killing one): stop whichever runs now.
         stack.worker.stop()
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=20)
+        stop_web(web)
+
+
+def start_web(
+    port: int, extra_env: dict[str, str] | None = None, web_stdout: IO[str] | None = None
+) -> subprocess.Popen:
+    """uvicorn serving portal.asgi in one process (its pid is the server's)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=stack_env(extra_env), start_new_session=True, stdout=web_stdout,
+    )  # fmt: skip
+
+
+def stop_web(web: subprocess.Popen) -> None:
+    os.killpg(web.pid, signal.SIGTERM)
+    web.wait(timeout=20)
+
+
+@contextmanager
+def running_web(extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Only the ASGI server (no worker), for tests of the HTTP layer: (base URL, process)."""
+    port = free_port()
+    web = start_web(port, extra_env)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
+        yield f"http://127.0.0.1:{port}", web
+    finally:
+        stop_web(web)

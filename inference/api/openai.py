@@ -27,7 +27,7 @@ from inference.streaming import (
     release_db_connection,
 )
 from models_hub.models import ModelListing
-from portal.api.parsers import NUL_MESSAGE, contains_nul
+from portal import strict_json
 from portal.auth import Principal, resolve_bearer
 from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed, PortalError
 from portal.middleware import error_body
@@ -55,13 +55,11 @@ def _principal(request: HttpRequest) -> Principal:
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("The body is not valid JSON.", code="malformed_json") from exc
+        body = strict_json.loads(request.body or b"null")
+    except strict_json.UnsafeJSON as exc:
+        raise InvalidInput(str(exc), code="malformed_json") from exc
     if not isinstance(body, dict):
         raise InvalidInput("The body must be a JSON object.")
-    if contains_nul(body):
-        raise InvalidInput(NUL_MESSAGE, code="malformed_json")
     return body
 
 
@@ -107,8 +105,9 @@ def _require(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:
 
 
 def _reject_unsupported(body: dict) -> None:
-    n = body.get("n", 1)
-    if n != 1:
+    n = body.get("n")
+    if n is not None and (type(n) is not int or n != 1):
+        # `type(n) is int`: `true == 1` and `1.0 == 1` in Python, neither is n=1 in JSON.
         raise InvalidInput("Only n=1 is supported.", param="n", code="unsupported_parameter")
     for name in UNSUPPORTED:
         if body.get(name):

@@ -211,6 +211,30 @@ def test_usage_api_bad_input_is_400(query, org, token_for, api_client):
     assert error["type"] == "invalid_request_error" and error["param"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "end=9999-12-31", "start=9999-12-30&end=9999-12-31", "start=0001-01-01",
+        "start=0001-01-01T00:00:00%2B14:00&end=0001-01-02", "end=9999-12-31T23:59:59-12:00",
+        "start=9999-12-31T23:59:59.999999&end=9999-12-31", "start=2026-01-01T25:00:00",
+    ],
+)  # fmt: skip
+def test_usage_dates_at_the_ends_of_the_calendar_are_400(query, org, token_for, api_client):
+    """Dates whose arithmetic (the day after an end date, a time zone) overflowed: a 500."""
+    response = api_client(token_for(org)).get(f"/api/v1/usage?{query}")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] in ("start", "end")
+
+
+def test_usage_pages_refuse_calendar_ends_without_a_500(org, owner, client_for):
+    client = client_for(owner, org)
+    page = client.get("/billing/usage/?start=9999-12-30&end=9999-12-31")
+    assert page.status_code == 200  # the default range, with the error shown
+    assert "must be between 1970-01-01 and 9998-12-31" in page.content.decode()
+    assert client.get("/billing/usage.csv?start=9999-12-30&end=9999-12-31").status_code == 400
+
+
 def test_usage_api_needs_credentials_and_read_scope(api_client, org, token_for):
     assert api_client().get("/api/v1/usage").status_code == 401
     assert api_client("mp_bad_token").get("/api/v1/usage").status_code == 401

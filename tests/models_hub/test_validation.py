@@ -79,6 +79,35 @@ def test_text_generation_violations(echo, data, param, words):
     assert words in error.message
 
 
+def deep(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("data", "param", "words"),
+    [
+        ({"prompt": "hi", "temperature": float("nan")}, "input.temperature", "finite"),
+        ({"prompt": "hi", "top_p": float("inf")}, "input.top_p", "finite"),
+        ({"prompt": "hi", "seed": float("-inf")}, "input.seed", "finite"),
+        ({"prompt": "a\ud800b"}, "input.prompt", "surrogate"),
+        ({"messages": [{"role": "user", "content": "\udc00"}]}, "input.messages[0].content",
+         "surrogate"),
+        ({"prompt": "a\x00b"}, "input.prompt", "NUL"),
+        ({"prompt": "hi", "\ud800": 1}, "input", "surrogate"),
+        ({"prompt": "hi", "stop": deep(100_000)}, "input.stop", "nested"),
+    ],
+)  # fmt: skip
+def test_values_json_cannot_carry_are_refused(echo, data, param, words):
+    """What a caller other than the JSON parsers (a WebSocket frame, Python code) could hand
+    in: the schema's range checks pass NaN (every comparison with it is false)."""
+    error = rejected(echo, data)
+    assert error.param.startswith(param)
+    assert words in error.message
+
+
 def test_input_must_be_an_object(echo):
     for data in (["prompt"], "prompt", None, 3):
         assert rejected(echo, data).param == "input"

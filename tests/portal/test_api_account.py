@@ -63,17 +63,3 @@ def test_malformed_json_is_400_json(org, token_for, api_client):
 def test_unknown_api_path_is_404_json(api_client):
     assert_error(api_client().get("/api/v1/nothing-here"), 404, "not_found_error")
     assert_error(api_client().get("/v1/nothing-here"), 404, "not_found_error")
-
-
-def test_oversized_body_is_413_json_before_auth(org, token_for, api_client):
-    response = api_client(token_for(org)).post(
-        "/api/v1/account", data="x" * (1024 * 1024 + 1), content_type="application/json"
-    )
-    assert_error(response, 413, "invalid_request_error")
-
-
-def test_oversized_page_form_is_413(client):
-    response = client.post(
-        "/accounts/login/", data="x" * (1024 * 1024 + 1), content_type="text/plain"
-    )
-    assert response.status_code == 413

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from portal import services
-from portal.errors import Conflict
+from portal.errors import Conflict, InvalidInput
 from portal.models import AuditLog, Invitation, Membership, Organization, Role
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +37,49 @@ def test_create_org_with_bad_name_creates_nothing(owner, client_for, name):
     response = client_for(owner).post("/orgs/", {"name": name})
     assert response.status_code == 200
     assert Organization.objects.count() == before
+
+
+# Names go into e-mail headers (invitation subjects) and page titles: one line of text.
+MULTI_LINE_NAMES = [
+    "Acme\r\nBcc: victim@example.com",
+    "Acme\nAI",
+    "Acme\rAI",
+    "Acme\tAI",
+    "Acme\x1b[31mAI",
+    "Acme\x85AI",
+    "Acme\u2028AI",
+    "Acme\u2029AI",
+]
+
+
+@pytest.mark.parametrize("name", MULTI_LINE_NAMES)
+def test_org_names_with_control_characters_are_refused(owner, client_for, name):
+    before = Organization.objects.count()
+    response = client_for(owner).post("/orgs/", {"name": name})
+    assert response.status_code == 200
+    assert "control characters" in response.content.decode()
+    assert Organization.objects.count() == before
+    with pytest.raises(InvalidInput) as caught:
+        services.create_org(name, owner)
+    assert caught.value.param == "name"
+    assert Organization.objects.count() == before
+
+
+def test_admin_refuses_to_rename_an_org_to_several_lines(admin_client, org):
+    response = admin_client.post(
+        f"/admin/portal/organization/{org.pk}/change/",
+        {
+            "slug": org.slug,
+            "name": "Acme\r\nBcc: victim@example.com",
+            "prediction_retention": "30 00:00:00",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "control characters" in response.content.decode()
+    org.refresh_from_db()
+    assert org.name == "Acme AI"
 
 
 def test_switch_to_an_org_you_are_not_in_is_404(outsider, org, client_for):
@@ -237,6 +280,19 @@ def test_members_cannot_invite(teammate, org, client_for):
 def test_bad_invitations_create_nothing(owner, org, client_for, data):
     client_for(owner, org).post("/org/invitations/", data)
     assert not Invitation.objects.exists()
+
+
+def test_an_invitation_whose_email_fails_leaves_no_invitation(owner, org, client_for):
+    """A name stored before names were checked breaks the e-mail's subject header: the
+    invitation must not exist without its e-mail (and the page must not be a 500)."""
+    Organization.objects.filter(pk=org.pk).update(name="Acme\r\nBcc: victim@example.com")
+    response = client_for(owner, org).post(
+        "/org/invitations/", {"email": "friend@example.com", "role": "member"}
+    )
+    assert response.status_code == 302
+    assert not Invitation.objects.exists()
+    assert not AuditLog.objects.filter(org=org, action="invitation.created").exists()
+    assert mail.outbox == []
 
 
 def test_outsider_cannot_revoke_another_orgs_invitation(

@@ -49,32 +49,6 @@ def chat(client: Client, model: str = "sec-echo", **body):
     )
 
 
-# --- Body size (413) ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["/api/v1/predictions", "/v1/chat/completions"])
-def test_oversized_api_body_is_413_before_auth(settings, path):
-    settings.MAX_REQUEST_BODY_BYTES = 2048
-    response = Client().post(path, data="x" * 2049, content_type="application/json")
-    assert_error(response, 413, "invalid_request_error", "body_too_large")
-
-
-def test_body_at_the_limit_reaches_authentication(settings):
-    settings.MAX_REQUEST_BODY_BYTES = 2048
-    response = Client().post(
-        "/api/v1/predictions", data="x" * 2048, content_type="application/json"
-    )
-    assert_error(response, 401, "authentication_error")
-
-
-def test_oversized_form_post_is_413(settings):
-    settings.MAX_REQUEST_BODY_BYTES = 2048
-    response = Client().post(
-        "/accounts/login/", data="x" * 4096, content_type="application/x-www-form-urlencoded"
-    )
-    assert response.status_code == 413
-
-
 # --- Input text size (400) --------------------------------------------------------------
 
 
