@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0002_retention'),
+        ('portal', '0003_webhook_secret_standard'),
     ]
 
     operations = [
