@@ -165,9 +165,17 @@ def _overage(period: UsagePeriod, plan: Plan | None, tokens: int) -> int:
     return after - before
 
 
+def _counts_as_request(prediction: Prediction) -> bool:
+    """A call is a request once it delivered something: a stream canceled or failed after
+    its first token was used by the client as much as a finished one (README, "Usage")."""
+    delivered = prediction.output_tokens > 0 or prediction.output not in (None, "", [], {})
+    return prediction.status == Status.SUCCEEDED or delivered
+
+
 def settle_usage(prediction: Prediction) -> Settlement | None:
     """Turns the reservation into actual usage, once: tokens actually processed are
-    charged whatever the outcome; only a succeeded prediction counts as a request."""
+    charged whatever the outcome; a call counts as a request if it succeeded or produced
+    output, so a failed or canceled call with no output counts none."""
     now = timezone.now()
     # Claim the record: a second settle (a retried finish) finds it settled and stops.
     claimed = UsageRecord.objects.filter(prediction=prediction, settled_at__isnull=True).update(
@@ -177,7 +185,7 @@ def settle_usage(prediction: Prediction) -> Settlement | None:
         return None
     record = UsageRecord.objects.get(prediction=prediction)
     result = Settlement(
-        requests=1 if prediction.status == Status.SUCCEEDED else 0,
+        requests=1 if _counts_as_request(prediction) else 0,
         input_tokens=prediction.input_tokens,
         output_tokens=prediction.output_tokens,
         overage_tokens=0,

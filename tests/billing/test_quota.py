@@ -67,15 +67,35 @@ def test_reservation_is_the_estimate_and_settles_to_actual_usage(owner, org, fre
 
 
 @pytest.mark.django_db
-def test_failure_and_cancel_release_what_was_not_used(owner, org, free_plan):
+def test_failure_and_cancel_without_output_count_no_request(owner, org, free_plan):
     failed = run(org, owner)
     canceled = run(org, owner)
-    finish(failed, Status.FAILED, error="boom", input_tokens=4, output_tokens=0)
-    finish(canceled, Status.CANCELED, input_tokens=4, output_tokens=2)
+    finish(failed, Status.FAILED, error="boom")
+    # Canceled after the prompt was read, before the first token.
+    finish(canceled, Status.CANCELED, input_tokens=4, output_tokens=0)
     p = period(org)
     assert (p.requests_reserved, p.tokens_reserved) == (0, 0)
-    # Tokens the model processed count; neither counts as a (successful) request.
-    assert (p.requests_used, p.tokens_used) == (0, 10)
+    assert (p.requests_used, p.tokens_used) == (0, 4)
+    assert UsageRecord.objects.get(prediction=failed).requests == 0
+
+
+@pytest.mark.django_db
+def test_cancel_after_output_counts_one_request_and_the_delivered_tokens(owner, org, free_plan):
+    """A stream cut off after 9 of 10 tokens was a request: the client got its output."""
+    canceled = run(org, owner)
+    finish(canceled, Status.CANCELED, output="a b c", input_tokens=4, output_tokens=9)
+    record = UsageRecord.objects.get(prediction=canceled)
+    assert (record.requests, record.input_tokens, record.output_tokens) == (1, 4, 9)
+    p = period(org)
+    assert (p.requests_used, p.tokens_used, p.requests_reserved) == (1, 13, 0)
+
+
+@pytest.mark.django_db
+def test_failure_after_output_counts_one_request(owner, org, free_plan):
+    failed = run(org, owner)
+    finish(failed, Status.FAILED, error="boom", output="partial", input_tokens=4, output_tokens=3)
+    assert UsageRecord.objects.get(prediction=failed).requests == 1
+    assert period(org).requests_used == 1
 
 
 @pytest.mark.django_db

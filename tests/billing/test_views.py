@@ -97,6 +97,12 @@ def test_pricing_is_public_and_lists_the_plans(client, free_plan, pro_plan):
     assert b"Subscribe" not in response.content  # nobody to subscribe for
 
 
+def test_pricing_says_what_failed_and_canceled_calls_cost(client, free_plan):
+    page = client.get("/pricing/").content.decode()
+    assert "A failed or canceled call that produced no output counts no request" in page
+    assert "one that produced output counts as one request plus the tokens" in page
+
+
 def test_pricing_offers_checkout_to_owners_only(owner, teammate, org, pro_plan, client_for):
     assert b"Subscribe to Pro" in client_for(owner, org).get("/pricing/").content
     assert b"Subscribe to Pro" not in client_for(teammate, org).get("/pricing/").content
