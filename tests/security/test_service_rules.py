@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from models_hub import services as hub
+from models_hub.models import ListingStatus, ModelListing
 from portal import services
+from portal.errors import Conflict
 from portal.models import ApiToken, AuditLog, Role
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +84,103 @@ def test_removal_revokes_only_tokens_of_that_org(org, owner, admin_mate, api_cli
     elsewhere = services.issue_token(personal, admin_mate, "personal").plaintext
     services.remove_member(org, owner, _mid(org, admin_mate))
     assert _status(api_client, elsewhere) == 200
+
+
+# --- 7. Staff publish exactly the revision they reviewed ------------------------------
+
+LISTING = {
+    "name": "Acme Chat",
+    "summary": "Our chat model",
+    "description": "Trained on *everything*.",
+    "task": "text-generation",
+    "source": "hf:acme/chat-7b@v1",
+    "visibility": "public",
+}
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_superuser(
+        username="staff@example.com", email="staff@example.com", password="x-very-long-pass-1"
+    )
+
+
+@pytest.fixture
+def submitted(org, owner) -> ModelListing:
+    hub.create_listing(org, owner, "acme-chat", LISTING, [])
+    return hub.submit_for_review(org, owner, "acme-chat")
+
+
+def _staff_client(staff) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def _approve_as_reviewed(client: Client, listing: ModelListing):
+    """What a reviewer does in admin: reads the change page, then approves what it showed."""
+    change = reverse("admin:models_hub_modellisting_change", args=[listing.pk])
+    page = client.get(change).content.decode()
+    revision = re.search(r'name="revision" value="(\d+)"', page)[1]
+    return client.post(_approve_url(listing), {"revision": revision})
+
+
+def _approve_url(listing: ModelListing) -> str:
+    return reverse("admin:models_hub_modellisting_approve", args=[listing.pk])
+
+
+def _publish_action(client: Client, listing: ModelListing):
+    return client.post(
+        reverse("admin:models_hub_modellisting_changelist"),
+        {"action": "publish", "_selected_action": [listing.pk]},
+        follow=True,
+    )
+
+
+def test_content_swapped_after_approval_is_not_published(org, owner, staff, submitted):
+    client = _staff_client(staff)
+    assert _approve_as_reviewed(client, submitted).status_code == 302
+    # The publisher swaps the weights behind the reviewer's back.
+    hub.withdraw_submission(org, owner, "acme-chat")
+    hub.update_listing(org, owner, "acme-chat", {**LISTING, "source": "hf:evil/chat@v1"}, [])
+    hub.submit_for_review(org, owner, "acme-chat")
+
+    response = _publish_action(client, submitted)
+    assert "changed since it was approved" in response.content.decode()
+    submitted.refresh_from_db()
+    assert submitted.status == ListingStatus.PENDING_REVIEW
+    assert submitted.published_at is None
+    with pytest.raises(Conflict) as caught:
+        hub.publish_listings(ModelListing.objects.filter(pk=submitted.pk), staff)
+    assert caught.value.code == "review_outdated"
+
+
+def test_approval_of_a_page_that_went_stale_is_refused(org, owner, staff, submitted):
+    """The reviewer read revision N; the publisher resubmitted before the click."""
+    client = _staff_client(staff)
+    seen = submitted.content_revision
+    hub.withdraw_submission(org, owner, "acme-chat")
+    hub.update_listing(org, owner, "acme-chat", {**LISTING, "source": "hf:evil/chat@v1"}, [])
+    hub.submit_for_review(org, owner, "acme-chat")
+    response = client.post(_approve_url(submitted), {"revision": seen}, follow=True)
+    assert "changed since you opened it" in response.content.decode()
+    submitted.refresh_from_db()
+    assert submitted.approved_revision is None
+
+
+def test_unapproved_submission_is_not_published(staff, submitted):
+    response = _publish_action(_staff_client(staff), submitted)
+    assert "was never approved" in response.content.decode()
+    submitted.refresh_from_db()
+    assert submitted.status == ListingStatus.PENDING_REVIEW
+
+
+def test_the_reviewed_revision_is_published(org, staff, submitted):
+    client = _staff_client(staff)
+    assert _approve_as_reviewed(client, submitted).status_code == 302
+    _publish_action(client, submitted)
+    submitted.refresh_from_db()
+    assert submitted.status == ListingStatus.PUBLISHED
+    assert submitted.source == LISTING["source"]
+    approved = AuditLog.objects.get(org=org, action="model.approved")
+    assert approved.data["revision"] == submitted.content_revision
