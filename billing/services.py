@@ -55,6 +55,13 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
     plan = state.plan
     if plan is None:
         return state
+    if state.subscription_required:
+        raise PaymentRequired(
+            f"{org.name} has no plan: the {plan.name} plan comes with your personal "
+            "workspace, and team workspaces start when they subscribe. Choose a plan on the "
+            "pricing page (/pricing/), or use your personal workspace.",
+            code="subscription_required",
+        )
     if not plans.includes(plan, listing):
         names = _plan_names(listing)
         where = f" It is included in: {names}." if names else ""

@@ -37,6 +37,13 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=120)
     is_personal = models.BooleanField(default=False)
+    # Whether the default (free) plan's allowance applies without a subscription. It comes
+    # with a person's personal workspace; team workspaces start when they subscribe, so
+    # creating orgs cannot multiply one person's free allowance.
+    free_allowance = models.BooleanField(
+        default=False,
+        help_text="Uses the free plan's allowance without a subscription (personal workspaces).",
+    )
     # Signs the customer's outgoing webhooks (API.md, "Outgoing webhooks").
     webhook_secret = models.CharField(max_length=80, default=new_webhook_secret)
     # How long prediction inputs and outputs are kept once a prediction ends; the usage

@@ -64,7 +64,10 @@ def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) ->
         try:
             with transaction.atomic():
                 org = Organization.objects.create(
-                    name=name, slug=_unique_slug(name), is_personal=personal
+                    name=name,
+                    slug=_unique_slug(name),
+                    is_personal=personal,
+                    free_allowance=personal,
                 )
             break
         except IntegrityError:

@@ -17,10 +17,18 @@ from billing.models import Subscription, UsagePeriod, UsageRecord
 from inference import reaper
 from inference.models import Prediction, Status
 from inference.services import PredictionRequest, admit, finish
+from portal import services
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired, RateLimited
 
 pytestmark = pytest.mark.usefixtures("worker_present")
+
+
+@pytest.fixture
+def org(owner):
+    """The owner's personal workspace: the free plan's allowance comes with it, while a
+    team workspace has none until it subscribes (tests/security/test_service_rules.py)."""
+    return owner.memberships.get(org__is_personal=True).org
 
 
 def principal(org, user) -> Principal:
@@ -178,8 +186,21 @@ def test_without_plans_billing_is_off_but_usage_is_recorded(owner, org, listings
 @pytest.mark.django_db
 def test_canceled_subscription_falls_back_to_free(owner, org, free_plan, pro_plan):
     Subscription.objects.create(org=org, plan=pro_plan, status="canceled")
-    with pytest.raises(PaymentRequired):
+    with pytest.raises(PaymentRequired) as caught:
         run(org, owner, model="smollm2-135m-instruct", prompt="hi")
+    assert caught.value.code == "model_not_in_plan"
+    assert run(org, owner).status == Status.STARTING
+
+
+@pytest.mark.django_db
+def test_a_team_whose_subscription_ended_needs_a_new_one(owner, free_plan, pro_plan):
+    team = services.create_org("Lapsed team", owner)
+    Subscription.objects.create(org=team, plan=pro_plan, status="active")
+    assert run(team, owner).status == Status.STARTING
+    Subscription.objects.filter(org=team).update(status="canceled")
+    with pytest.raises(PaymentRequired) as caught:
+        run(team, owner)
+    assert caught.value.code == "subscription_required"
 
 
 @pytest.mark.django_db

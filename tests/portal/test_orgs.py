@@ -3,8 +3,10 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.core import mail, signing
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
 from portal import services
@@ -20,6 +22,31 @@ def invite_link(email: str) -> str:
 
 
 # --- Organizations -------------------------------------------------------------------
+
+
+def test_the_free_allowance_comes_with_the_personal_workspace_only(owner):
+    personal = Organization.objects.get(memberships__user=owner, is_personal=True)
+    team = services.create_org("Team Rocket", owner)
+    assert personal.free_allowance is True
+    assert team.free_allowance is False
+
+
+def _migration_step(name: str):
+    """A RunPython step of portal's migrations, found by its function (numbers change)."""
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    for (app, _), migration in loader.disk_migrations.items():
+        for operation in migration.operations if app == "portal" else ():
+            if getattr(operation, "code", None) and operation.code.__name__ == name:
+                return operation.code
+    raise LookupError(name)
+
+
+def test_orgs_from_before_the_rule_keep_their_free_allowance(owner):
+    older = services.create_org("Old team", owner)
+    assert older.free_allowance is False  # what the new column says for every old row
+    _migration_step("grandfather_free_allowance")(django_apps, None)
+    older.refresh_from_db()
+    assert older.free_allowance is True
 
 
 def test_create_team_org_makes_the_creator_owner_and_switches(owner, client_for):

@@ -9,7 +9,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from billing.demo import load_demo_plans
+from billing.models import UsagePeriod
+from billing.services import grant_plan
+from inference import presence
+from inference.models import Prediction
 from models_hub import services as hub
+from models_hub.demo import load_demo_catalog
 from models_hub.models import ListingStatus, ModelListing
 from portal import services
 from portal.errors import Conflict
@@ -184,3 +190,44 @@ def test_the_reviewed_revision_is_published(org, staff, submitted):
     assert submitted.source == LISTING["source"]
     approved = AuditLog.objects.get(org=org, action="model.approved")
     assert approved.data["revision"] == submitted.content_revision
+
+
+# --- 6. The free allowance comes with a person, not with every org they create ---------
+
+WORKER = "service-rules@host"
+
+
+@pytest.fixture
+def demo_plans(db):
+    """The demo catalog and plans (Free is the default) and a worker announced for them."""
+    load_demo_catalog()
+    plans = {plan.slug: plan for plan in load_demo_plans()}
+    presence.announce(WORKER, ["cpu", "default"])
+    yield plans
+    presence.withdraw(WORKER, ["cpu", "default"])
+
+
+def _predict(api_client, org, owner):
+    token = services.issue_token(org, owner, "farm").plaintext
+    body = {"model": "echo", "input": {"prompt": "free tokens please"}}
+    return api_client(token).post("/api/v1/predictions", body, content_type="application/json")
+
+
+def test_team_workspaces_do_not_multiply_the_free_allowance(owner, demo_plans, api_client):
+    teams = [services.create_org(f"Farm {n}", owner) for n in range(5)]
+    for team in teams:
+        response = _predict(api_client, team, owner)
+        assert response.status_code == 402, response.content
+        error = response.json()["error"]
+        assert error["code"] == "subscription_required"
+        assert "subscribe" in error["message"]
+    assert not Prediction.objects.filter(org__in=teams).exists()
+    assert not UsagePeriod.objects.filter(org__in=teams).exists()
+    personal = owner.memberships.get(org__is_personal=True).org
+    assert _predict(api_client, personal, owner).status_code == 201
+
+
+def test_a_team_workspace_predicts_once_it_has_a_plan(owner, demo_plans, api_client):
+    team = services.create_org("Paying team", owner)
+    grant_plan(team, demo_plans["team"], None)
+    assert _predict(api_client, team, owner).status_code == 201
