@@ -6,12 +6,12 @@ import pytest
 from django.apps import apps as django_apps
 from django.core import mail, signing
 from django.db import connection
-from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
 from portal import services
 from portal.errors import Conflict
 from portal.models import AuditLog, Invitation, Membership, Organization, Role
+from tests.migration_steps import run_python_step
 
 pytestmark = pytest.mark.django_db
 
@@ -31,20 +31,10 @@ def test_the_free_allowance_comes_with_the_personal_workspace_only(owner):
     assert team.free_allowance is False
 
 
-def _migration_step(name: str):
-    """A RunPython step of portal's migrations, found by its function (numbers change)."""
-    loader = MigrationLoader(None, ignore_no_migrations=True)
-    for (app, _), migration in loader.disk_migrations.items():
-        for operation in migration.operations if app == "portal" else ():
-            if getattr(operation, "code", None) and operation.code.__name__ == name:
-                return operation.code
-    raise LookupError(name)
-
-
 def test_orgs_from_before_the_rule_keep_their_free_allowance(owner):
     older = services.create_org("Old team", owner)
     assert older.free_allowance is False  # what the new column says for every old row
-    _migration_step("grandfather_free_allowance")(django_apps, None)
+    run_python_step("portal", "grandfather_free_allowance")(django_apps, None)
     older.refresh_from_db()
     assert older.free_allowance is True
 
