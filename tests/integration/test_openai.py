@@ -105,7 +105,7 @@ def test_a_stream_cut_off_after_output_is_charged_as_a_request(client):
     wait_until(settled.exists)
     record = settled.get()
     prediction = record.prediction
-    assert prediction.status == Status.CANCELED and prediction.output_tokens >= 9
+    assert prediction.status == Status.CANCELED and 0 < prediction.output_tokens < 300
     assert record.requests == 1
     assert (record.input_tokens, record.output_tokens) == (
         prediction.input_tokens,
