@@ -17,6 +17,7 @@ from django.utils.text import slugify
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from portal.models import (
     MIN_PREDICTION_RETENTION,
+    TOKEN_ROLE,
     ApiToken,
     AuditLog,
     Invitation,
@@ -30,9 +31,6 @@ from portal.tokens import generate_token
 User = get_user_model()
 INVITATION_SALT = "portal.invitation"
 MAX_TOKEN_NAME = 100
-# The least role that may create API tokens. A token acts with its creator's authority,
-# so it is revoked when the creator drops below this role or leaves the org.
-TOKEN_ROLE = Role.ADMIN
 
 
 def audit(

@@ -231,3 +231,19 @@ def test_a_team_workspace_predicts_once_it_has_a_plan(owner, demo_plans, api_cli
     team = services.create_org("Paying team", owner)
     grant_plan(team, demo_plans["team"], None)
     assert _predict(api_client, team, owner).status_code == 201
+
+
+def test_a_membership_deleted_in_admin_ends_its_tokens_too(org, owner, admin_mate, api_client):
+    """Staff removing someone in Django admin bypasses the services: the token lookup
+    itself checks that the creator still holds the right to tokens in the org."""
+    mine, theirs = _tokens(org, owner, admin_mate)
+    staff = get_user_model().objects.create_superuser(
+        username="ops@example.com", email="ops@example.com", password="x-very-long-pass-1"
+    )
+    membership = org.memberships.get(user=admin_mate)
+    delete = reverse("admin:portal_membership_delete", args=[membership.pk])
+    assert _staff_client(staff).post(delete, {"post": "yes"}).status_code == 302
+    assert _status(api_client, theirs) == 401
+    assert _status(api_client, mine) == 200
+    cli = services.issue_token(org, None, "operator").plaintext
+    assert _status(api_client, cli) == 200
