@@ -174,7 +174,7 @@ def _overage(period: UsagePeriod, plan: Plan | None, tokens: int) -> int:
 
 def _counts_as_request(prediction: Prediction) -> bool:
     """A call is a request once it delivered something: a stream canceled or failed after
-    its first token was used by the client as much as a finished one (README, "Usage")."""
+    its first token served the client as a finished one did (README, "What a call counts")."""
     delivered = prediction.output_tokens > 0 or prediction.output not in (None, "", [], {})
     return prediction.status == Status.SUCCEEDED or delivered
 
