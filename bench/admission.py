@@ -65,7 +65,10 @@ def setup() -> Any:
     call_command("migrate", verbosity=0)
     load_demo_catalog()
     user, _ = get_user_model().objects.get_or_create(username="bench-admission@example.com")
-    org, _ = Organization.objects.get_or_create(slug="bench-admission", defaults={"name": "B"})
+    # The free allowance is personal: the bench org has it explicitly, as a personal one would.
+    org, _ = Organization.objects.get_or_create(
+        slug="bench-admission", defaults={"name": "B", "free_allowance": True}
+    )
     return Principal(org=org, user=user, token=None, scopes=ALL_SCOPES)
 
 

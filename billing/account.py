@@ -24,12 +24,18 @@ def billing_summary(org: Organization) -> dict[str, Any]:
     period = period or UsagePeriod(org=org, start=state.period_start, end=state.period_end)
     plan, sub = state.plan, state.subscription
     has_paid_access = sub is not None and state.plan is not None and plan == sub.plan
+    status = sub.status if has_paid_access else "active"
+    included_requests = plan.included_requests if plan else None
+    included_tokens = plan.included_tokens if plan else None
+    if state.subscription_required:
+        # A team workspace without a plan: nothing is included until it subscribes.
+        status, included_requests, included_tokens = "subscription_required", 0, 0
     return {
         "plan": (
             {
                 "slug": plan.slug,
                 "name": plan.name,
-                "status": sub.status if has_paid_access else "active",
+                "status": status,
                 "past_due": state.in_grace,
                 "cancel_at_period_end": bool(has_paid_access and sub.cancel_at_period_end),
                 "rate_limit_per_minute": plan.rate_limit_per_minute,
@@ -41,14 +47,8 @@ def billing_summary(org: Organization) -> dict[str, Any]:
             else None
         ),
         "quota": {
-            "requests": _quota(
-                plan.included_requests if plan else None,
-                period.requests_used,
-                period.requests_reserved,
-            ),
-            "tokens": _quota(
-                plan.included_tokens if plan else None, period.tokens_used, period.tokens_reserved
-            ),
+            "requests": _quota(included_requests, period.requests_used, period.requests_reserved),
+            "tokens": _quota(included_tokens, period.tokens_used, period.tokens_reserved),
             "overage_tokens": period.overage_tokens,
             "cost": str(period.cost),
         },

@@ -1,4 +1,4 @@
-"""The demo plans: Free (every new org), Pro and Team. Safe to load repeatedly."""
+"""The demo plans: Free (personal workspaces), Pro and Team. Safe to load repeatedly."""
 
 from __future__ import annotations
 

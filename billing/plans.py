@@ -30,6 +30,9 @@ class PlanState:
     period_start: datetime
     period_end: datetime
     in_grace: bool = False
+    # A team workspace without a paid plan: `plan` is the default one, but its allowance
+    # belongs to personal workspaces, so nothing may be spent until the org subscribes.
+    subscription_required: bool = False
 
     @property
     def metered(self) -> bool:
@@ -79,7 +82,9 @@ def plan_state(org: Organization, now: datetime | None = None) -> PlanState:
         start, end = _subscription_period(sub, now)
         return PlanState(sub.plan, sub, start, end, in_grace=sub.status == "past_due")
     start, end = _calendar_month(now)
-    return PlanState(default_plan(), sub, start, end)
+    plan = default_plan()
+    withheld = plan is not None and not org.free_allowance
+    return PlanState(plan, sub, start, end, subscription_required=withheld)
 
 
 def includes(plan: Plan, listing: ModelListing) -> bool:

@@ -55,6 +55,13 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
     plan = state.plan
     if plan is None:
         return state
+    if state.subscription_required:
+        raise PaymentRequired(
+            f"{org.name} has no plan: the {plan.name} plan comes with your personal "
+            "workspace, and team workspaces start when they subscribe. Choose a plan on the "
+            "pricing page (/pricing/), or use your personal workspace.",
+            code="subscription_required",
+        )
     if not plans.includes(plan, listing):
         names = _plan_names(listing)
         where = f" It is included in: {names}." if names else ""
@@ -165,9 +172,17 @@ def _overage(period: UsagePeriod, plan: Plan | None, tokens: int) -> int:
     return after - before
 
 
+def _counts_as_request(prediction: Prediction) -> bool:
+    """A call is a request once it delivered something: a stream canceled or failed after
+    its first token served the client as a finished one did (README, "What a call counts")."""
+    delivered = prediction.output_tokens > 0 or prediction.output not in (None, "", [], {})
+    return prediction.status == Status.SUCCEEDED or delivered
+
+
 def settle_usage(prediction: Prediction) -> Settlement | None:
     """Turns the reservation into actual usage, once: tokens actually processed are
-    charged whatever the outcome; only a succeeded prediction counts as a request."""
+    charged whatever the outcome; a call counts as a request if it succeeded or produced
+    output, so a failed or canceled call with no output counts none."""
     now = timezone.now()
     # Claim the record: a second settle (a retried finish) finds it settled and stops.
     claimed = UsageRecord.objects.filter(prediction=prediction, settled_at__isnull=True).update(
@@ -177,7 +192,7 @@ def settle_usage(prediction: Prediction) -> Settlement | None:
         return None
     record = UsageRecord.objects.get(prediction=prediction)
     result = Settlement(
-        requests=1 if prediction.status == Status.SUCCEEDED else 0,
+        requests=1 if _counts_as_request(prediction) else 0,
         input_tokens=prediction.input_tokens,
         output_tokens=prediction.output_tokens,
         overage_tokens=0,

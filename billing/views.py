@@ -52,7 +52,9 @@ def pricing(request: HttpRequest) -> HttpResponse:
     public = Plan.objects.filter(is_public=True).prefetch_related("included_models")
     current = None
     if request.user.is_authenticated and request.org:
-        current = plans.plan_state(request.org).plan
+        state = plans.plan_state(request.org)
+        # A team workspace without a subscription is on no plan, not on the free one.
+        current = None if state.subscription_required else state.plan
     context = {
         "plans": public,
         "current_plan": current,

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
 
 from models_hub import services
 from models_hub.models import ModelListing, Tag
+from portal.errors import Conflict
 
 
 @admin.register(Tag)
@@ -45,6 +50,8 @@ class ModelListingAdmin(admin.ModelAdmin):
         "submitted_at",
         "reviewed_by",
         "reviewed_at",
+        "content_revision",
+        "approved_revision",
         "published_at",
         "created_at",
         "updated_at",
@@ -77,6 +84,8 @@ class ModelListingAdmin(admin.ModelAdmin):
                     "review_note",
                     "created_by",
                     "submitted_at",
+                    "content_revision",
+                    "approved_revision",
                     "reviewed_by",
                     "reviewed_at",
                     "published_at",
@@ -91,9 +100,37 @@ class ModelListingAdmin(admin.ModelAdmin):
     def publisher(self, listing: ModelListing) -> str:
         return listing.publisher_name
 
-    @admin.action(description="Publish selected (pending review, or the operator's drafts)")
+    def get_urls(self):
+        approve = self.admin_site.admin_view(require_POST(self.approve_view))
+        name = f"{self.opts.app_label}_{self.opts.model_name}_approve"
+        return [path("<int:object_id>/approve/", approve, name=name), *super().get_urls()]
+
+    def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponseRedirect:
+        """The change page's approve button: approves the revision that page showed."""
+        listing = get_object_or_404(ModelListing, pk=object_id)
+        if not self.has_change_permission(request, listing):
+            raise PermissionDenied
+        revision = request.POST.get("revision", "")
+        try:
+            if not revision.isdigit():
+                raise Conflict("Approve from the listing's page.", code="review_outdated")
+            services.approve_listing(listing.pk, request.user, int(revision))
+        except Conflict as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Revision {revision} of {listing.slug} approved.", messages.SUCCESS
+            )
+        change = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
+        return HttpResponseRedirect(reverse(change, args=[listing.pk]))
+
+    @admin.action(description="Publish selected (approved submissions, or the operator's drafts)")
     def publish(self, request: HttpRequest, queryset: QuerySet[ModelListing]) -> None:
-        count = services.publish_listings(queryset, request.user)
+        try:
+            count = services.publish_listings(queryset, request.user)
+        except Conflict as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
         self._report(request, count, queryset.count(), "published")
 
     @admin.action(description="Return selected submissions to draft (write the review note first)")
@@ -117,3 +154,8 @@ class ModelListingAdmin(admin.ModelAdmin):
         if not change:
             listing.created_by = request.user
         super().save_model(request, listing, form, change)
+        if change:
+            # Staff edited the content: an earlier approval no longer covers it.
+            ModelListing.objects.filter(pk=listing.pk).update(
+                content_revision=F("content_revision") + 1
+            )

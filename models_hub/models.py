@@ -151,6 +151,10 @@ class ModelListing(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.TextField(blank=True)
+    # Bumped by every edit and every submission; staff approve one revision and only
+    # that revision can be published, so content swapped after review never goes out.
+    content_revision = models.PositiveIntegerField(default=1, editable=False)
+    approved_revision = models.PositiveIntegerField(null=True, blank=True, editable=False)
     published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,8 +1,10 @@
 """Writes to the catalog: the marketplace submission flow and the operator's review.
 
 An org's admin creates a listing (a draft), edits it, submits it for review; a staff
-member publishes it (or returns it to draft with a note) from Django admin. Status
-changes are conditional updates, so two reviewers acting at once cannot both win.
+member approves the revision they read and publishes it (or returns it to draft with a
+note) from Django admin. Every edit and submission bumps the listing's revision, and
+publishing needs the approved revision to be the current one. Status changes are
+conditional updates, so two reviewers acting at once cannot both win.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -129,6 +131,8 @@ def update_listing(
             setattr(listing, name, value)
     for name, value in values.items():
         setattr(listing, name, value)
+    # The row is locked (for_update), so this increment cannot lose a concurrent one.
+    listing.content_revision += 1
     _save_checked(listing, tags)
     audit(org, actor, "model.updated", listing.slug)
     return listing
@@ -150,6 +154,8 @@ def submit_for_review(org: Organization, actor: AbstractBaseUser, slug: str) -> 
         (ListingStatus.DRAFT,),
         ListingStatus.PENDING_REVIEW,
         submitted_at=timezone.now(),
+        # A resubmission is a new revision: an approval of an earlier one does not cover it.
+        content_revision=F("content_revision") + 1,
     )
     if not moved:
         raise Conflict("Only a draft can be submitted for review.")
@@ -175,8 +181,41 @@ def withdraw_submission(org: Organization, actor: AbstractBaseUser, slug: str) -
 
 
 @transaction.atomic
+def approve_listing(listing_id: int, reviewer: AbstractBaseUser, revision: int) -> ModelListing:
+    """Staff: records that `revision`, the one the reviewer read, may be published.
+
+    Refused when the listing moved on since the reviewer's page was drawn: approving the
+    current revision instead would approve content nobody read."""
+    approved = ModelListing.objects.filter(
+        pk=listing_id, status=ListingStatus.PENDING_REVIEW, content_revision=revision
+    ).update(approved_revision=revision, reviewed_by=reviewer, reviewed_at=timezone.now())
+    if not approved:
+        raise Conflict(
+            "This listing changed since you opened it, or is no longer pending review. "
+            "Reload it and review it again.",
+            code="review_outdated",
+        )
+    listing = ModelListing.objects.select_related("org").get(pk=listing_id)
+    _audit_review([listing], reviewer, "model.approved", revision=revision)
+    return listing
+
+
+def _unapproved(target: ModelListing) -> str | None:
+    """Why a submission may not be published as it stands, or None if it may."""
+    if target.status != ListingStatus.PENDING_REVIEW:
+        return None
+    if target.approved_revision is None:
+        return f"{target.slug} was never approved"
+    if target.approved_revision != target.content_revision:
+        return f"{target.slug} changed since it was approved"
+    return None
+
+
+@transaction.atomic
 def publish_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
-    """Staff: publishes listings pending review, and the operator's own drafts.
+    """Staff: publishes approved submissions, exactly at their approved revision, and the
+    operator's own drafts. Refuses (publishing none) if a selected submission is not
+    approved at its current revision.
 
     An org's draft that was never submitted is left alone: its publisher did not ask.
     Returns how many were published.
@@ -186,8 +225,18 @@ def publish_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
         Q(status=ListingStatus.PENDING_REVIEW) | Q(org__isnull=True, status=ListingStatus.DRAFT)
     )
     targets = list(candidates.select_related("org").select_for_update(of=("self",)))
+    refused = [reason for reason in map(_unapproved, targets) if reason]
+    if refused:
+        raise Conflict(
+            f"Nothing was published: {'; '.join(refused)}. "
+            "Open it, review what it is now and approve that revision first.",
+            code="review_outdated",
+        )
+    # The revision condition again in the UPDATE itself: only what was approved goes out.
     published = _transition(
-        ModelListing.objects.filter(pk__in=[t.pk for t in targets]),
+        ModelListing.objects.filter(pk__in=[t.pk for t in targets]).filter(
+            Q(approved_revision=F("content_revision")) | Q(org__isnull=True)
+        ),
         (ListingStatus.PENDING_REVIEW, ListingStatus.DRAFT),
         ListingStatus.PUBLISHED,
         reviewed_by=reviewer,

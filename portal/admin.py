@@ -11,8 +11,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "is_personal", "created_at"]
-    list_filter = ["is_personal"]
+    list_display = ["name", "slug", "is_personal", "free_allowance", "created_at"]
+    list_filter = ["is_personal", "free_allowance"]
     search_fields = ["name", "slug", "memberships__user__email"]
     readonly_fields = ["webhook_secret", "created_at"]
     inlines = [MembershipInline]

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from portal.validators import validate_single_line
@@ -40,12 +40,23 @@ class Role(models.TextChoices):
 
 # What each role may do; checked server-side by `portal.permissions`.
 ROLE_RANK = {Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+# The least role that may create API tokens. A token acts with its creator's authority,
+# so it stops working when the creator drops below this role or leaves the org.
+TOKEN_ROLE = Role.ADMIN
+TOKEN_ROLES = tuple(role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[TOKEN_ROLE])
 
 
 class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=120, validators=[validate_single_line])
     is_personal = models.BooleanField(default=False)
+    # Whether the default (free) plan's allowance applies without a subscription. It comes
+    # with a person's personal workspace; team workspaces start when they subscribe, so
+    # creating orgs cannot multiply one person's free allowance.
+    free_allowance = models.BooleanField(
+        default=False,
+        help_text="Uses the free plan's allowance without a subscription (personal workspaces).",
+    )
     # Signs the customer's outgoing webhooks (API.md, "Outgoing webhooks").
     webhook_secret = models.CharField(max_length=80, default=new_webhook_secret)
     # How long prediction inputs and outputs are kept once a prediction ends; the usage
@@ -130,9 +141,20 @@ class TokenScope(models.TextChoices):
 class ApiTokenQuerySet(models.QuerySet):
     def active(self) -> ApiTokenQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        return (
+            self.filter(revoked_at__isnull=True)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .filter(Q(created_by__isnull=True) | Exists(_creator_may_hold_tokens()))
         )
+
+
+def _creator_may_hold_tokens() -> models.QuerySet:
+    """The token creator's membership, if it still allows tokens. The services revoke a
+    member's tokens when they leave or are demoted; this also covers changes that bypass
+    them (Django admin, the shell). Tokens issued by operators (no creator) are exempt."""
+    return Membership.objects.filter(
+        org=OuterRef("org"), user=OuterRef("created_by"), role__in=TOKEN_ROLES
+    )
 
 
 class ApiToken(models.Model):

@@ -21,6 +21,7 @@ from django.utils.text import slugify
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
 from portal.models import (
     MIN_PREDICTION_RETENTION,
+    TOKEN_ROLE,
     ApiToken,
     AuditLog,
     Invitation,
@@ -74,7 +75,10 @@ def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) ->
         try:
             with transaction.atomic():
                 org = Organization.objects.create(
-                    name=name, slug=_unique_slug(name), is_personal=personal
+                    name=name,
+                    slug=_unique_slug(name),
+                    is_personal=personal,
+                    free_allowance=personal,
                 )
             break
         except IntegrityError:
@@ -161,6 +165,8 @@ def change_role(
     membership.role = role
     membership.save(update_fields=["role"])
     audit(org, actor, "member.role_changed", membership.user.email, old=old, new=role)
+    if not membership.has_role(TOKEN_ROLE):
+        _revoke_tokens_of(org, membership.user, actor, reason="member.role_changed")
     return membership
 
 
@@ -178,6 +184,7 @@ def remove_member(org: Organization, actor: AbstractBaseUser, membership_id: int
     membership.delete()
     action = "member.left" if membership.user_id == actor.pk else "member.removed"
     audit(org, actor, action, membership.user.email)
+    _revoke_tokens_of(org, membership.user, actor, reason=action)
 
 
 def leave_org(org: Organization, user: AbstractBaseUser) -> None:
@@ -352,7 +359,7 @@ def issue_token(
 ) -> IssuedToken:
     """Creates a token; the plaintext exists only in the return value."""
     if actor is not None:
-        require_role(org, actor, Role.ADMIN)
+        require_role(org, actor, TOKEN_ROLE)
     name = name.strip()
     if not name or len(name) > MAX_TOKEN_NAME:
         raise InvalidInput(
@@ -378,7 +385,7 @@ def issue_token(
 
 @transaction.atomic
 def revoke_token(org: Organization, actor: AbstractBaseUser, token_id: int) -> None:
-    require_role(org, actor, Role.ADMIN)
+    require_role(org, actor, TOKEN_ROLE)
     token = ApiToken.objects.filter(org=org, pk=token_id).first()
     if token is None:
         raise NotFound("Token not found.")
@@ -387,3 +394,19 @@ def revoke_token(org: Organization, actor: AbstractBaseUser, token_id: int) -> N
     )
     if revoked:
         audit(org, actor, "token.revoked", f"{token.name} (mp_{token.prefix})")
+
+
+def _revoke_tokens_of(
+    org: Organization, creator: AbstractBaseUser, actor: AbstractBaseUser, *, reason: str
+) -> None:
+    """Revokes the live tokens `creator` made in `org`, one audit row each. Call inside the
+    transaction that took the creator's right away, so no request sees one without the other."""
+    live = ApiToken.objects.select_for_update().filter(
+        org=org, created_by=creator, revoked_at__isnull=True
+    )
+    tokens = list(live.only("pk", "name", "prefix"))
+    if not tokens:
+        return
+    ApiToken.objects.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
+    for token in tokens:
+        audit(org, actor, "token.revoked", f"{token.name} (mp_{token.prefix})", reason=reason)

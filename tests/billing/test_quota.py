@@ -17,12 +17,20 @@ from inference import reaper
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.services import PredictionRequest, admit, finish
+from portal import services
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired, RateLimited
 from tests.conftest import fresh_window
 from tests.inference.helpers import collect
 
 pytestmark = pytest.mark.usefixtures("worker_present")
+
+
+@pytest.fixture
+def org(owner):
+    """The owner's personal workspace: the free plan's allowance comes with it, while a
+    team workspace has none until it subscribes (tests/security/test_service_rules.py)."""
+    return owner.memberships.get(org__is_personal=True).org
 
 
 def principal(org, user) -> Principal:
@@ -84,15 +92,35 @@ def test_reservation_covers_actual_usage_and_settles_to_it(owner, org, free_plan
 
 
 @pytest.mark.django_db
-def test_failure_and_cancel_release_what_was_not_used(owner, org, free_plan):
+def test_failure_and_cancel_without_output_count_no_request(owner, org, free_plan):
     failed = run(org, owner)
     canceled = run(org, owner)
-    finish(failed, Status.FAILED, error="boom", input_tokens=4, output_tokens=0)
-    finish(canceled, Status.CANCELED, input_tokens=4, output_tokens=2)
+    finish(failed, Status.FAILED, error="boom")
+    # Canceled after the prompt was read, before the first token.
+    finish(canceled, Status.CANCELED, input_tokens=4, output_tokens=0)
     p = period(org)
     assert (p.requests_reserved, p.tokens_reserved) == (0, 0)
-    # Tokens the model processed count; neither counts as a (successful) request.
-    assert (p.requests_used, p.tokens_used) == (0, 10)
+    assert (p.requests_used, p.tokens_used) == (0, 4)
+    assert UsageRecord.objects.get(prediction=failed).requests == 0
+
+
+@pytest.mark.django_db
+def test_cancel_after_output_counts_one_request_and_the_delivered_tokens(owner, org, free_plan):
+    """A stream cut off after 9 of 10 tokens was a request: the client got its output."""
+    canceled = run(org, owner)
+    finish(canceled, Status.CANCELED, output="a b c", input_tokens=4, output_tokens=9)
+    record = UsageRecord.objects.get(prediction=canceled)
+    assert (record.requests, record.input_tokens, record.output_tokens) == (1, 4, 9)
+    p = period(org)
+    assert (p.requests_used, p.tokens_used, p.requests_reserved) == (1, 13, 0)
+
+
+@pytest.mark.django_db
+def test_failure_after_output_counts_one_request(owner, org, free_plan):
+    failed = run(org, owner)
+    finish(failed, Status.FAILED, error="boom", output="partial", input_tokens=4, output_tokens=3)
+    assert UsageRecord.objects.get(prediction=failed).requests == 1
+    assert period(org).requests_used == 1
 
 
 @pytest.mark.django_db
@@ -180,8 +208,21 @@ def test_without_plans_billing_is_off_but_usage_is_recorded(owner, org, listings
 @pytest.mark.django_db
 def test_canceled_subscription_falls_back_to_free(owner, org, free_plan, pro_plan):
     Subscription.objects.create(org=org, plan=pro_plan, status="canceled")
-    with pytest.raises(PaymentRequired):
+    with pytest.raises(PaymentRequired) as caught:
         run(org, owner, model="smollm2-135m-instruct", prompt="hi")
+    assert caught.value.code == "model_not_in_plan"
+    assert run(org, owner).status == Status.STARTING
+
+
+@pytest.mark.django_db
+def test_a_team_whose_subscription_ended_needs_a_new_one(owner, free_plan, pro_plan):
+    team = services.create_org("Lapsed team", owner)
+    Subscription.objects.create(org=team, plan=pro_plan, status="active")
+    assert run(team, owner).status == Status.STARTING
+    Subscription.objects.filter(org=team).update(status="canceled")
+    with pytest.raises(PaymentRequired) as caught:
+        run(team, owner)
+    assert caught.value.code == "subscription_required"
 
 
 @pytest.mark.django_db

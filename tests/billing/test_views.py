@@ -97,6 +97,12 @@ def test_pricing_is_public_and_lists_the_plans(client, free_plan, pro_plan):
     assert b"Subscribe" not in response.content  # nobody to subscribe for
 
 
+def test_pricing_says_what_failed_and_canceled_calls_cost(client, free_plan):
+    page = client.get("/pricing/").content.decode()
+    assert "A failed or canceled call that produced no output counts no request" in page
+    assert "one that produced output counts as one request plus the tokens" in page
+
+
 def test_pricing_offers_checkout_to_owners_only(owner, teammate, org, pro_plan, client_for):
     assert b"Subscribe to Pro" in client_for(owner, org).get("/pricing/").content
     assert b"Subscribe to Pro" not in client_for(teammate, org).get("/pricing/").content
@@ -243,13 +249,33 @@ def test_usage_api_needs_credentials_and_read_scope(api_client, org, token_for):
     assert response.status_code == 405
 
 
-def test_account_shows_plan_quota_and_period(org, free_plan, echo, token_for, api_client):
+def test_account_shows_plan_quota_and_period(owner, free_plan, echo, token_for, api_client):
+    org = owner.memberships.get(org__is_personal=True).org
     ledger(org, echo)
     UsagePeriod.objects.filter(org=org).update(requests_used=3, tokens_used=40)
     body = api_client(token_for(org)).get("/api/v1/account").json()
     assert body["plan"]["slug"] == "free" and body["plan"]["past_due"] is False
     assert body["quota"]["requests"] == {"included": 50, "used": 3, "reserved": 0, "remaining": 47}
     assert body["period"]["end"] > body["period"]["start"]
+
+
+def test_team_without_a_subscription_shows_no_allowance(
+    owner, org, free_plan, token_for, api_client, client_for
+):
+    body = api_client(token_for(org)).get("/api/v1/account").json()
+    assert body["plan"]["status"] == "subscription_required"
+    assert body["quota"]["requests"]["remaining"] == body["quota"]["tokens"]["remaining"] == 0
+    assert b"No plan yet" in client_for(owner, org).get("/billing/").content
+    assert b"Your plan" not in client_for(owner, org).get("/pricing/").content
+    assert b"Your plan" in client_for(owner).get("/pricing/").content
+
+
+def test_pricing_says_the_free_plan_comes_with_the_personal_workspace(client, free_plan):
+    page = client.get("/pricing/").content.decode()
+    assert (
+        "The Free plan comes with your personal workspace; "
+        "team workspaces start when you subscribe" in page
+    )
 
 
 def test_account_without_plans_says_billing_is_off(org, token_for, api_client):

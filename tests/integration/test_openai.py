@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from billing.models import UsageRecord
 from inference.models import Prediction, Source, Status
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ListingStatus, ModelListing, Visibility
@@ -89,6 +90,27 @@ def test_client_disconnect_cancels_the_generation(client):
     wait_until(lambda: Prediction.objects.get(source=Source.OPENAI).status == Status.CANCELED)
     prediction = Prediction.objects.get(source=Source.OPENAI)
     assert 0 < prediction.output_tokens < 300
+
+
+def test_a_stream_cut_off_after_output_is_charged_as_a_request(client):
+    """Issue #11: streams cut off after 9 of 10 tokens used to settle with 0 requests."""
+    stream = client.completions.create(
+        model="echo", prompt=" ".join(["word"] * 300), max_tokens=300, stream=True
+    )
+    for index, _ in enumerate(stream):
+        if index == 8:
+            break
+    stream.close()
+    settled = UsageRecord.objects.filter(prediction__source=Source.OPENAI, settled_at__isnull=False)
+    wait_until(settled.exists)
+    record = settled.get()
+    prediction = record.prediction
+    assert prediction.status == Status.CANCELED and 0 < prediction.output_tokens < 300
+    assert record.requests == 1
+    assert (record.input_tokens, record.output_tokens) == (
+        prediction.input_tokens,
+        prediction.output_tokens,
+    )
 
 
 def test_error_classes(stack, client, org, token_for):

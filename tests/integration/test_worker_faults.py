@@ -104,21 +104,26 @@ def _all_terminal(ids: list[str]) -> bool:
     return not pending.exists()
 
 
+def _request_count(prediction: Prediction) -> int:
+    return int(prediction.status == Status.SUCCEEDED or prediction.output_tokens > 0)
+
+
 def _assert_charged_once(org, predictions: list[Prediction]) -> None:
-    """One settled ledger row per prediction; a request is charged only for a success;
-    the period's counters are exactly the sums of the rows, with nothing left reserved."""
+    """One settled ledger row per prediction; a request is charged only for a call that
+    succeeded or delivered output; the period's counters are exactly the sums of the rows,
+    with nothing left reserved."""
     records = {r.prediction_id: r for r in UsageRecord.objects.filter(org=org)}
     assert set(records) == {p.pk for p in predictions}
     for prediction in predictions:
         record = records[prediction.pk]
         assert record.settled_at is not None
-        assert record.requests == (1 if prediction.status == Status.SUCCEEDED else 0)
+        assert record.requests == _request_count(prediction)
         assert (record.input_tokens, record.output_tokens) == (
             prediction.input_tokens,
             prediction.output_tokens,
         )
     period = UsagePeriod.objects.get(org=org)
-    assert period.requests_used == sum(p.status == Status.SUCCEEDED for p in predictions)
+    assert period.requests_used == sum(_request_count(p) for p in predictions)
     assert (period.requests_reserved, period.tokens_reserved) == (0, 0)
     assert period.input_tokens == sum(r.input_tokens for r in records.values())
     assert period.output_tokens == sum(r.output_tokens for r in records.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -100,7 +102,8 @@ def test_publish_only_what_was_submitted(draft, org, owner, staff, make_listing)
     assert services.publish_listings(everything, staff) == 1
     draft.refresh_from_db()
     assert draft.status == ListingStatus.DRAFT
-    services.submit_for_review(org, owner, "acme-chat")
+    submitted = services.submit_for_review(org, owner, "acme-chat")
+    services.approve_listing(submitted.pk, staff, submitted.content_revision)
     assert services.publish_listings(everything, staff) == 1
     draft.refresh_from_db()
     assert draft.status == ListingStatus.PUBLISHED
@@ -116,10 +119,37 @@ def test_reject_keeps_the_reviewers_note(draft, org, owner, staff):
     assert draft.review_note == "Add a license."
 
 
-def test_admin_publish_action(draft, org, owner, staff):
-    services.submit_for_review(org, owner, "acme-chat")
+def test_every_edit_and_submission_is_a_new_revision(draft, org, owner, staff):
+    first = draft.content_revision
+    edited = services.update_listing(org, owner, "acme-chat", {**FIELDS, "summary": "v2"}, [])
+    submitted = services.submit_for_review(org, owner, "acme-chat")
+    assert first < edited.content_revision < submitted.content_revision
+    services.approve_listing(submitted.pk, staff, submitted.content_revision)
     client = Client()
     client.force_login(staff)
+    change = reverse("admin:models_hub_modellisting_change", args=[draft.pk])
+    page = client.get(change).content.decode()
+    assert f"Approve revision {submitted.content_revision}" in page
+    # Staff editing the content themselves also needs a fresh approval.
+    form = {**FIELDS, "slug": "acme-chat", "org": org.pk, "queue": "cpu", "dtype": "auto"}
+    schema = json.dumps(draft.input_schema)
+    form |= {"time_limit_seconds": 300, "input_schema": schema, "example_input": "{}"}
+    form |= {"default_params": "{}", "max_params": "{}", "options": "{}"}
+    form["status"] = "pending_review"
+    response = client.post(change, form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    draft.refresh_from_db()
+    assert draft.content_revision == submitted.content_revision + 1
+    with pytest.raises(Conflict):
+        services.publish_listings(ModelListing.objects.filter(pk=draft.pk), staff)
+
+
+def test_admin_publish_action(draft, org, owner, staff):
+    submitted = services.submit_for_review(org, owner, "acme-chat")
+    client = Client()
+    client.force_login(staff)
+    approve = reverse("admin:models_hub_modellisting_approve", args=[draft.pk])
+    assert client.post(approve, {"revision": submitted.content_revision}).status_code == 302
     response = client.post(
         reverse("admin:models_hub_modellisting_changelist"),
         {"action": "publish", "_selected_action": [draft.pk]},

@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from billing.demo import load_demo_plans
 from billing.models import Plan
+from billing.services import grant_plan
 from inference import services
 from inference.models import Prediction, Status
 from models_hub.demo import load_demo_catalog
@@ -108,6 +109,7 @@ def test_finish_and_claim_record_prediction_metrics(org):
 def test_quota_rejections_are_counted(org, token_for, api_client):
     load_demo_catalog()
     load_demo_plans()
+    grant_plan(org, Plan.objects.get(slug="pro"), None)  # a team workspace needs a plan
     Plan.objects.update(rate_limit_per_minute=1)
     api = api_client(token_for(org))
     body = {"model": "echo", "input": {"prompt": "x"}}

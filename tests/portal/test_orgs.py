@@ -3,6 +3,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.core import mail, signing
 from django.db import connection
 from django.utils import timezone
@@ -10,6 +11,7 @@ from django.utils import timezone
 from portal import services
 from portal.errors import Conflict, InvalidInput
 from portal.models import AuditLog, Invitation, Membership, Organization, Role
+from tests.migration_steps import run_python_step
 
 pytestmark = pytest.mark.django_db
 
@@ -20,6 +22,21 @@ def invite_link(email: str) -> str:
 
 
 # --- Organizations -------------------------------------------------------------------
+
+
+def test_the_free_allowance_comes_with_the_personal_workspace_only(owner):
+    personal = Organization.objects.get(memberships__user=owner, is_personal=True)
+    team = services.create_org("Team Rocket", owner)
+    assert personal.free_allowance is True
+    assert team.free_allowance is False
+
+
+def test_orgs_from_before_the_rule_keep_their_free_allowance(owner):
+    older = services.create_org("Old team", owner)
+    assert older.free_allowance is False  # what the new column says for every old row
+    run_python_step("portal", "grandfather_free_allowance")(django_apps, None)
+    older.refresh_from_db()
+    assert older.free_allowance is True
 
 
 def test_create_team_org_makes_the_creator_owner_and_switches(owner, client_for):

@@ -1,13 +1,15 @@
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 from django.utils import timezone
 
 from portal import services
 from portal.auth import resolve_bearer, resolve_session, still_valid
-from portal.models import ApiToken, Membership
+from portal.models import ApiToken, AuditLog, Membership, Role
 from portal.tokens import TOKEN_PATTERN, find_active_token
+from tests.migration_steps import run_python_step
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +148,28 @@ def test_a_deactivated_users_session_principal_is_no_longer_valid(org, teammate)
     principal = resolve_session(teammate, org.pk)
     type(teammate).objects.filter(pk=teammate.pk).update(is_active=False)
     assert not still_valid(principal)
+
+
+def test_tokens_of_people_who_lost_the_right_before_the_fix_are_revoked(
+    org, owner, teammate, outsider
+):
+    """Before revocation came with removal and demotion, such tokens lived on."""
+    mate = org.memberships.get(user=teammate)
+    Membership.objects.filter(pk=mate.pk).update(role=Role.ADMIN)
+    gone = org.memberships.create(user=outsider, role=Role.ADMIN)
+    demoted = services.issue_token(org, teammate, "demoted").token
+    departed = services.issue_token(org, outsider, "departed").token
+    operators = services.issue_token(org, None, "cli").token
+    owners = services.issue_token(org, owner, "owner").token
+    # What the old services did: the membership changed or went, the tokens stayed.
+    Membership.objects.filter(pk=mate.pk).update(role=Role.MEMBER)
+    gone.delete()
+    run_python_step("portal", "revoke_tokens_without_authority")(django_apps, None)
+    revoked = set(ApiToken.objects.filter(revoked_at__isnull=False).values_list("pk", flat=True))
+    assert revoked == {demoted.pk, departed.pk}
+    assert {owners.pk, operators.pk}.isdisjoint(revoked)
+    rows = AuditLog.objects.filter(org=org, action="token.revoked")
+    assert sorted(row.target for row in rows) == sorted(
+        f"{t.name} (mp_{t.prefix})" for t in (demoted, departed)
+    )
+    assert {row.data["reason"] for row in rows} == {"creator.no_longer_admin"}
