@@ -151,9 +151,13 @@ class ApiTokenQuerySet(models.QuerySet):
 def _creator_may_hold_tokens() -> models.QuerySet:
     """The token creator's membership, if it still allows tokens. The services revoke a
     member's tokens when they leave or are demoted; this also covers changes that bypass
-    them (Django admin, the shell). Tokens issued by operators (no creator) are exempt."""
+    them (Django admin, the shell), and accounts an operator deactivated. Tokens issued
+    by operators (no creator) are exempt."""
     return Membership.objects.filter(
-        org=OuterRef("org"), user=OuterRef("created_by"), role__in=TOKEN_ROLES
+        org=OuterRef("org"),
+        user=OuterRef("created_by"),
+        user__is_active=True,
+        role__in=TOKEN_ROLES,
     )
 
 

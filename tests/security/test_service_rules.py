@@ -77,6 +77,14 @@ def test_demotion_below_token_rights_revokes_tokens(org, owner, admin_mate, api_
     _assert_revoked(org, api_client, mine, theirs, owner, "member.role_changed")
 
 
+def test_a_deactivated_users_tokens_stop_working(org, owner, admin_mate, api_client):
+    """An operator who deactivates an account (admin, no service call) ends its tokens."""
+    mine, theirs = _tokens(org, owner, admin_mate)
+    get_user_model().objects.filter(pk=admin_mate.pk).update(is_active=False)
+    assert _status(api_client, theirs) == 401
+    assert _status(api_client, mine) == 200
+
+
 def test_a_role_change_that_keeps_token_rights_keeps_tokens(org, owner, admin_mate, api_client):
     _, theirs = _tokens(org, owner, admin_mate)
     services.change_role(org, owner, _mid(org, admin_mate), Role.OWNER)
