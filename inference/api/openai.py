@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference import events, services
+from inference import concurrency, events, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import (
     CredentialsRevoked,
@@ -166,15 +166,14 @@ admit = sync_to_async(_admit)
 
 
 async def _admit_holding(
-    stream_guard: StreamGuard | None, principal: Principal, model: str, model_input: dict
+    stream_guard: StreamGuard, principal: Principal, model: str, model_input: dict
 ) -> Prediction:
     """Admits with the stream's slot already held (taken first, so that an org at its cap
     is refused before anything is created), giving the slot back if admission fails."""
     try:
         return await admit(principal, model, model_input)
     except BaseException:
-        if stream_guard is not None:
-            await stream_guard.release()
+        await stream_guard.release()
         raise
 
 
@@ -208,14 +207,35 @@ def _check_succeeded(prediction: Prediction) -> None:
         raise ModelFailed(prediction.error or "The model failed.")
 
 
-async def _wait_until_done(prediction: Prediction) -> Prediction:
+async def _admit_and_wait(principal: Principal, model: str, model_input: dict) -> Prediction:
+    """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
+    holds one of the org's wait slots (taken before admission, so that an org at its cap
+    is refused before anything is created) and no pooled connection while it waits."""
+    slot = await sync_to_async(concurrency.acquire, thread_sensitive=False)(
+        principal.org, concurrency.Kind.WAIT
+    )
+    try:
+        prediction = await admit(principal, model, model_input)
+        return await _wait_until_done(prediction, slot)
+    finally:
+        await sync_to_async(slot.release, thread_sensitive=False)()
+
+
+async def _wait_until_done(prediction: Prediction, slot: concurrency.Slot) -> Prediction:
     await release_db_connection()
     deadline = time.monotonic() + COMPLETION_WAIT_SECONDS
-    async for event in events.tail(prediction.id, 0, idle_seconds=15):
+    renew = sync_to_async(slot.renew, thread_sensitive=False)
+    next_renewal = time.monotonic() + concurrency.renew_every()
+    # Wakes at least once per renewal period, so the slot's lease never runs out mid-wait.
+    async for event in events.tail(prediction.id, 0, idle_seconds=concurrency.renew_every()):
         if event is not None and event.type == events.TERMINAL_EVENT:
             break
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             break
+        if now >= next_renewal:
+            await renew()
+            next_renewal = now + concurrency.renew_every()
     return await Prediction.objects.select_related("model").aget(pk=prediction.id)
 
 
@@ -309,36 +329,38 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     messages = _require(body, "messages", list)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    stream_guard = await StreamGuard.open(principal) if stream else None
-    prediction = await _admit_holding(
-        stream_guard, principal, model, {"messages": messages, **_generation_params(body)}
-    )
+    model_input = {"messages": messages, **_generation_params(body)}
+    if not stream:
+        return _chat_completion(await _admit_and_wait(principal, model, model_input), model)
+    stream_guard = await StreamGuard.open(principal)
+    prediction = await _admit_holding(stream_guard, principal, model, model_input)
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
-    if stream:
 
-        def chunk(delta: dict | None, finish_reason: str | None) -> dict:
-            choices = [] if delta is None else [
-                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-            ]  # fmt: skip
-            return {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": choices,
-            }
+    def chunk(delta: dict | None, finish_reason: str | None) -> dict:
+        choices = [] if delta is None else [
+            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        ]  # fmt: skip
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
 
-        first = {"role": "assistant", "content": ""}
-        chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, first)
-        return _streaming_response(chunks)
-    final = await _wait_until_done(prediction)
+    first = {"role": "assistant", "content": ""}
+    chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, first)
+    return _streaming_response(chunks)
+
+
+def _chat_completion(final: Prediction, model: str) -> JsonResponse:
     _check_succeeded(final)
     return JsonResponse(
         {
-            "id": completion_id,
+            "id": f"chatcmpl-{final.id}",
             "object": "chat.completion",
-            "created": created,
+            "created": int(final.created_at.timestamp()),
             "model": model,
             "choices": [
                 {
@@ -359,39 +381,41 @@ async def completions(principal: Principal, body: dict) -> HttpResponse:
     prompt = _require(body, "prompt", str)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    stream_guard = await StreamGuard.open(principal) if stream else None
-    prediction = await _admit_holding(
-        stream_guard, principal, model, {"prompt": prompt, **_generation_params(body)}
-    )
+    model_input = {"prompt": prompt, **_generation_params(body)}
+    if not stream:
+        return _text_completion(await _admit_and_wait(principal, model, model_input), model)
+    stream_guard = await StreamGuard.open(principal)
+    prediction = await _admit_holding(stream_guard, principal, model, model_input)
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 
-    def choice(text: str, finish_reason: str | None) -> dict:
-        return {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-
-    if stream:
-
-        def chunk(delta: dict | None, finish_reason: str | None) -> dict:
-            choices = [] if delta is None else [choice(delta.get("content", ""), finish_reason)]
-            return {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": choices,
-            }
-
-        chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, None)
-        return _streaming_response(chunks)
-    final = await _wait_until_done(prediction)
-    _check_succeeded(final)
-    return JsonResponse(
-        {
+    def chunk(delta: dict | None, finish_reason: str | None) -> dict:
+        choices = [] if delta is None else [_text_choice(delta.get("content", ""), finish_reason)]
+        return {
             "id": completion_id,
             "object": "text_completion",
             "created": created,
             "model": model,
-            "choices": [choice(final.output or "", _finish_reason(final))],
+            "choices": choices,
+        }
+
+    chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, None)
+    return _streaming_response(chunks)
+
+
+def _text_choice(text: str, finish_reason: str | None) -> dict:
+    return {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+
+
+def _text_completion(final: Prediction, model: str) -> JsonResponse:
+    _check_succeeded(final)
+    return JsonResponse(
+        {
+            "id": f"cmpl-{final.id}",
+            "object": "text_completion",
+            "created": int(final.created_at.timestamp()),
+            "model": model,
+            "choices": [_text_choice(final.output or "", _finish_reason(final))],
             "usage": _usage(final),
         }
     )
@@ -417,8 +441,7 @@ async def embeddings(principal: Principal, body: dict) -> HttpResponse:
             param="dimensions",
             code="unsupported_parameter",
         )
-    prediction = await admit(principal, model, {"input": texts})
-    final = await _wait_until_done(prediction)
+    final = await _admit_and_wait(principal, model, {"input": texts})
     _check_succeeded(final)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding_format)}

@@ -79,7 +79,12 @@ def test_waits_hold_no_pooled_connection_and_are_capped_per_org(live_stack, tena
     assert over.status_code == 429, over.text
     assert over.json()["error"]["code"] == "too_many_concurrent_waits"
     assert int(over.headers["Retry-After"]) >= 1
-    # Refused before admission: nothing was created for it.
+    # A /v1 call that is not streamed waits for its result too: the same cap applies.
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    v1 = mine.post("/v1/chat/completions", json=chat)
+    assert v1.status_code == 429, v1.text
+    assert v1.json()["error"]["code"] == "too_many_concurrent_waits"
+    # Refused before admission: nothing was created for either.
     assert len(mine.get("/api/v1/predictions").json()["results"]) == WAIT_CAP
 
     with _client(live_stack) as anonymous:
