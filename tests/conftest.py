@@ -67,6 +67,14 @@ def outsider(db):
 
 
 @pytest.fixture
+def staff(db):
+    """An operator: a superuser, as Django admin sees one."""
+    return get_user_model().objects.create_superuser(
+        username="staff@example.com", email="staff@example.com", password="x-very-long-pass-1"
+    )
+
+
+@pytest.fixture
 def org(owner, teammate) -> Organization:
     """The owner's team org, with the teammate as a plain member."""
     team = services.create_org("Acme AI", owner)

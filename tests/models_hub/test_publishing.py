@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -22,13 +21,6 @@ FIELDS = {
     "source": "hf:acme/chat-7b@v1",
     "visibility": "private",
 }
-
-
-@pytest.fixture
-def staff(db):
-    return get_user_model().objects.create_superuser(
-        username="staff@example.com", email="staff@example.com", password="x-very-long-pass-1"
-    )
 
 
 @pytest.fixture

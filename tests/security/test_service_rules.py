@@ -113,13 +113,6 @@ LISTING = {
 
 
 @pytest.fixture
-def staff(db):
-    return get_user_model().objects.create_superuser(
-        username="staff@example.com", email="staff@example.com", password="x-very-long-pass-1"
-    )
-
-
-@pytest.fixture
 def submitted(org, owner) -> ModelListing:
     hub.create_listing(org, owner, "acme-chat", LISTING, [])
     return hub.submit_for_review(org, owner, "acme-chat")
