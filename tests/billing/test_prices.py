@@ -3,12 +3,15 @@ operator command, the admin and the demo prices, on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -65,6 +68,25 @@ def test_prices_of_many_listings_in_one_query(listings, django_assert_num_querie
     assert found[chat.pk].input_per_million == Decimal("0.06")
     assert found[embed.pk].per_second == Decimal("0.001")
     assert found[listings["echo"].pk].is_free
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_partial_changes_keep_each_others_parts(echo):
+    """Each change starts from the price before it: without the lock on the listing, two
+    changes at once would both start from the same price and one part would be lost."""
+    barrier = threading.Barrier(len(prices.PARTS))
+
+    def change(part: str) -> None:
+        try:
+            barrier.wait()
+            prices.set_price(echo, **{part: "0.25"})
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=len(prices.PARTS)) as pool:
+        list(pool.map(change, prices.PARTS))
+    assert parts(prices.price_at(echo)) == (Decimal("0.25"),) * 4
+    assert ListingPrice.objects.filter(listing=echo).count() == 4
 
 
 @pytest.mark.parametrize(
