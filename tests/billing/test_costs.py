@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import prices
 from billing.models import CallCost, Subscription
-from inference import services
+from inference import events, services
 from inference.models import Prediction, Status
 from inference.services import PredictionRequest, admit, finish
 from portal.auth import ALL_SCOPES, Principal
@@ -179,3 +179,12 @@ def test_with_billing_off_nobody_pays(owner, org, listings):
     receipt = cost(run_and_finish(org, owner))
     assert receipt.amount == Decimal("0.01")
     assert (receipt.paid_by_plan, receipt.paid_as_overage) == (0, 0)
+
+
+def test_the_done_event_carries_the_cost(owner, org, free_plan, echo):
+    """Streams, WebSockets and webhooks all send the final prediction of the `done` event."""
+    prices.set_price(echo, per_request="0.002")
+    prediction = run_and_finish(org, owner)
+    done = [e for e in events.read_after(prediction.id, 0) if e.type == events.TERMINAL_EVENT]
+    assert done[0].data["cost"]["amount"] == "0.002"
+    assert done[0].data["cost"]["paid_from"] == [{"source": "plan", "amount": "0.002"}]
