@@ -1,10 +1,14 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
-from billing import services
+from billing import prices, services
 from billing.models import (
+    CallCost,
     Customer,
+    ListingPrice,
     MeterReport,
     Plan,
     StripeEvent,
@@ -121,3 +125,63 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 class MeterReportAdmin(ReadOnlyAdmin):
     list_display = ["identifier", "org", "tokens", "state", "attempts", "sent_at"]
     list_filter = ["state"]
+
+
+class ListingPriceForm(forms.ModelForm):
+    effective_from = forms.DateTimeField(
+        required=False, help_text="Empty: from now. A later date schedules the price."
+    )
+
+    class Meta:
+        model = ListingPrice
+        fields = ["listing", *prices.PARTS, "effective_from"]
+
+    def clean_effective_from(self):
+        value = self.cleaned_data["effective_from"]
+        if value is not None and value < timezone.now():
+            raise forms.ValidationError("A price cannot take effect in the past.")
+        return value
+
+
+@admin.register(ListingPrice)
+class ListingPriceAdmin(admin.ModelAdmin):
+    """Prices are added, never edited once in force (past calls keep theirs); a price not
+    yet in force may still be withdrawn. Adding goes through `prices.set_price`."""
+
+    list_display = [
+        "listing", "effective_from", *prices.PARTS, "currency", "created_by", "created_at",
+    ]  # fmt: skip
+    list_filter = ["listing"]
+    search_fields = ["listing__slug", "listing__name"]
+    autocomplete_fields = ["listing"]
+    form = ListingPriceForm
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        in_force = obj is not None and obj.effective_from <= timezone.now()
+        return not in_force and super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ListingPrice, form, change: bool) -> None:
+        saved = prices.set_price(
+            obj.listing,
+            effective_from=obj.effective_from,
+            actor=request.user,
+            **{part: getattr(obj, part) for part in prices.PARTS},
+        )
+        # The admin logs and redirects to `obj`: it becomes the row the service wrote.
+        for field in ListingPrice._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+
+
+@admin.register(CallCost)
+class CallCostAdmin(ReadOnlyAdmin):
+    list_display = [
+        "prediction_id", "org", "model", "amount", "currency", "input_tokens", "output_tokens",
+        "seconds", "requests", "paid_by_plan", "paid_as_overage", "created_at",
+    ]  # fmt: skip
+    list_filter = ["model"]
+    search_fields = ["prediction__id", "org__name"]
+    list_select_related = ["org", "model"]
+    readonly_fields = [f.name for f in CallCost._meta.fields]

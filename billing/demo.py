@@ -7,7 +7,8 @@ from typing import Any
 
 from django.db import transaction
 
-from billing.models import Plan
+from billing import prices
+from billing.models import ListingPrice, Plan
 from models_hub.models import ModelListing, Task
 
 DEMO_MODEL_SLUGS = [
@@ -16,6 +17,16 @@ DEMO_MODEL_SLUGS = [
     "minilm-zero-shot-classifier",
     "echo",
 ]
+
+# Listing prices in the portal's currency; echo (a diagnostic model) stays free.
+DEMO_PRICES: dict[str, dict[str, Decimal]] = {
+    "smollm2-135m-instruct": {
+        "input_per_million": Decimal("0.05"),
+        "output_per_million": Decimal("0.10"),
+    },
+    "all-minilm-l6-v2": {"input_per_million": Decimal("0.01")},
+    "minilm-zero-shot-classifier": {"per_request": Decimal("0.0001")},
+}
 
 DEMO_PLANS: list[dict[str, Any]] = [
     {
@@ -74,4 +85,17 @@ def load_demo_plans() -> list[Plan]:
         if not plan.tasks:
             plan.included_models.set(demo_models)
         loaded.append(plan)
+    return loaded
+
+
+@transaction.atomic
+def load_demo_prices() -> list[ListingPrice]:
+    """Prices the demo models; a model already at its demo price gets no new row."""
+    loaded = []
+    for listing in ModelListing.objects.filter(slug__in=DEMO_PRICES):
+        wanted = {part: DEMO_PRICES[listing.slug].get(part, Decimal(0)) for part in prices.PARTS}
+        current = prices.price_at(listing)
+        if any(getattr(current, part) != amount for part, amount in wanted.items()):
+            current = prices.set_price(listing, **wanted)
+        loaded.append(current)
     return loaded

@@ -1,4 +1,5 @@
-"""Plans, the mirror of Stripe subscriptions, received Stripe events, and the usage ledger.
+"""Plans, the mirror of Stripe subscriptions, received Stripe events, the usage ledger,
+listing prices and the cost of every call.
 
 Stripe is the source of truth for money: `Subscription`, `Customer` and `StripeEvent`
 mirror what it told us. Quota lives here: `UsagePeriod` holds one org's counters for
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -269,3 +272,101 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+# Money per call is kept to 6 decimal places (issue #12); 12 digits leave 6 before the point.
+MONEY_DIGITS = 12
+MONEY_PLACES = 6
+
+
+def _money(help_text: str = "") -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=help_text,
+    )
+
+
+def _portal_currency() -> str:
+    return settings.PORTAL_CURRENCY
+
+
+class ListingPrice(models.Model):
+    """A listing's price from `effective_from` on: the price of a call is the row with the
+    latest `effective_from` at or before the call's creation. Append-only: a change is a
+    new row, so no past call is ever repriced. A listing without a row is free."""
+
+    listing = models.ForeignKey(ModelListing, on_delete=models.CASCADE, related_name="prices")
+    input_per_million = _money("Per 1M input tokens (embeddings: per 1M tokens embedded).")
+    output_per_million = _money("Per 1M output tokens.")
+    per_request = _money("Per call that counts as a request.")
+    per_second = _money("Per second of run time.")
+    currency = models.CharField(max_length=3, default=_portal_currency)
+    effective_from = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["listing", "-effective_from", "-pk"]
+        indexes = [
+            models.Index(fields=["listing", "-effective_from"], name="listing_price_effective")
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_per_million__gte=0)
+                & Q(output_per_million__gte=0)
+                & Q(per_request__gte=0)
+                & Q(per_second__gte=0),
+                name="listing_price_not_negative",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.listing} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_free(self) -> bool:
+        parts = (self.input_per_million, self.output_per_million, self.per_request)
+        return not any(parts) and not self.per_second
+
+
+class CallCost(models.Model):
+    """What one prediction cost and why, written once when it settles and never changed:
+    the quantities billed, the unit prices copied from the price in force when the call
+    was created (a later price change cannot alter it), the amount, and who paid it."""
+
+    prediction = models.OneToOneField(
+        "inference.Prediction", on_delete=models.CASCADE, related_name="call_cost"
+    )
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    model = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="+")
+    price = models.ForeignKey(
+        ListingPrice, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    currency = models.CharField(max_length=3)
+    input_per_million = _money()
+    output_per_million = _money()
+    per_request = _money()
+    per_second = _money()
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    generated_output_tokens = models.PositiveIntegerField(default=0)
+    seconds = models.DecimalField(max_digits=12, decimal_places=3, default=Decimal(0))
+    requests = models.PositiveSmallIntegerField(default=0)
+    amount = _money()
+    # Who paid, by source in the order they pay (API.md `cost.paid_from`); they add up to
+    # `amount` unless billing is off (no plan at all), when nobody pays.
+    paid_by_plan = _money()
+    paid_as_overage = _money()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["org", "created_at"], name="call_cost_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id}: {self.amount} {self.currency}"

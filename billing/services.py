@@ -19,7 +19,7 @@ from django.db.models import F, Value
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from billing import estimate, plans, stripe_client
+from billing import costs, estimate, plans, stripe_client
 from billing.models import (
     Customer,
     EventStatus,
@@ -221,6 +221,13 @@ def settle_usage(prediction: Prediction) -> Settlement | None:
         overage_tokens=overage,
         cost=cost,
     )
+    billed = costs.Billed(
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        seconds=costs.billed_seconds(prediction),
+        requests=result.requests,
+    )
+    costs.record_cost(prediction, billed, plan, overage)
     return Settlement(result.requests, result.input_tokens, result.output_tokens, overage)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from billing.costs import cost_of, cost_payload
 from inference.models import Prediction
 
 
@@ -38,6 +39,8 @@ def prediction_payload(prediction: Prediction, base_url: str | None = None) -> d
             "predict_time": prediction.predict_time,
             "queue_time": prediction.queue_time,
         },
+        # Null until the prediction is terminal (API.md): the receipt is written as it settles.
+        "cost": cost_payload(cost_of(prediction)),
         "source": prediction.source,
         "created_at": _iso(prediction.created_at),
         "started_at": _iso(prediction.started_at),

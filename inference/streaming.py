@@ -56,7 +56,9 @@ def _final_event_if_expired(prediction_id: str) -> events.Event | None:
     """Once the log has expired, a finished prediction is replayed from the database."""
     if events.log_exists(prediction_id):
         return None
-    prediction = Prediction.objects.select_related("model").filter(pk=prediction_id).first()
+    prediction = (
+        Prediction.objects.select_related("model", "call_cost").filter(pk=prediction_id).first()
+    )
     if prediction is None or not prediction.is_terminal:
         return None
     return events.Event(seq=0, type=events.TERMINAL_EVENT, data=prediction_payload(prediction))

@@ -6,6 +6,7 @@ another org's private listing is "not found", exactly like a slug that does not 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Q
@@ -51,7 +52,19 @@ def get_listing(org: Organization | None, slug: str) -> ModelListing:
 
 
 def pricing_for(listing: ModelListing) -> dict[str, Any]:
-    """Which public plans include the model and its overage price (billing decides)."""
-    from billing.pricing import listing_pricing
+    """The listing's price in force now and the public plans that include it (billing
+    decides)."""
+    return pricing_for_many([listing])[listing.pk]
 
-    return listing_pricing(listing)
+
+def pricing_for_many(listings: Iterable[ModelListing]) -> dict[int, dict[str, Any]]:
+    """`pricing_for` of a page of listings in a fixed number of queries, by listing id."""
+    from billing.pricing import catalog_pricing
+
+    return catalog_pricing(listings)
+
+
+def price_lines(pricing: dict[str, Any]) -> list[str]:
+    from billing.pricing import price_lines as lines
+
+    return lines(pricing)

@@ -87,13 +87,15 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         listing = catalog.get_listing(org, slug)
     except NotFound as exc:
         raise Http404(exc.message) from exc
+    pricing = catalog.pricing_for(listing)
     context = {
         "listing": listing,
         "schema_fields": schema_fields(listing.input_schema),
         "schema_json": json.dumps(listing.input_schema, indent=2),
         "example_json": json.dumps(listing.example_input, indent=2),
         "snippets": snippets_for(listing, request.build_absolute_uri("/")),
-        "pricing": catalog.pricing_for(listing),
+        "pricing": pricing,
+        "price_lines": catalog.price_lines(pricing),
         "can_manage": can_manage(request, listing),
     }
     return render(request, "models_hub/detail.html", context)

@@ -338,6 +338,9 @@ STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_METER_EVENT_NAME = env("STRIPE_METER_EVENT_NAME", "model_portal_tokens")
 # A past_due subscription keeps its plan this long before falling back to free.
 BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 7)
+# The portal's one currency (ISO 4217, lower case as Stripe writes it): every listing
+# price and every call's cost is in it.
+PORTAL_CURRENCY = env("PORTAL_CURRENCY", "usd").lower()
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -11,6 +11,14 @@ PREDICTION = {
     "error": None,
     "logs": "",
     "metrics": {"input_tokens": 31, "output_tokens": 18, "predict_time": 1.21, "queue_time": 0.02},
+    # 31 input tokens at $0.05 and 18 output tokens at $0.10 per 1M, rounded to 6 places.
+    "cost": {
+        "amount": "0.000003",
+        "currency": "usd",
+        "billed": {"input_tokens": 31, "output_tokens": 18, "seconds": "1.21", "requests": 1},
+        "generated_output_tokens": 18,
+        "paid_from": [{"source": "plan", "amount": "0.000003"}],
+    },
     "source": "api",
     "created_at": "2026-11-27T12:00:00.000000Z",
     "started_at": "2026-11-27T12:00:00.020000Z",
@@ -38,7 +46,13 @@ CREATED = OpenApiExample(
     "Queued",
     response_only=True,
     status_codes=["201"],
-    value={**PREDICTION, "status": "starting", "output": None, "completed_at": None},
+    value={
+        **PREDICTION,
+        "status": "starting",
+        "output": None,
+        "cost": None,
+        "completed_at": None,
+    },
 )
 FINISHED = OpenApiExample("Finished", response_only=True, value=PREDICTION)
 CANCELED = OpenApiExample(

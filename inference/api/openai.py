@@ -18,6 +18,8 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from billing.costs import cost_number, cost_of
+from billing.pricing import catalog_pricing
 from inference import concurrency, events, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import (
@@ -188,12 +190,18 @@ def _finish_reason(prediction: Prediction) -> str:
     return "stop"
 
 
-def _usage(prediction: Prediction) -> dict[str, int]:
+def _usage(prediction: Prediction) -> dict[str, Any]:
     return {
         "prompt_tokens": prediction.input_tokens,
         "completion_tokens": prediction.output_tokens,
         "total_tokens": prediction.input_tokens + prediction.output_tokens,
+        "cost": cost_number(cost_of(prediction)),
     }
+
+
+async def _final(prediction_id: str) -> Prediction:
+    """The settled prediction with its receipt, in one query."""
+    return await Prediction.objects.select_related("model", "call_cost").aget(pk=prediction_id)
 
 
 class ModelFailed(PortalError):
@@ -236,7 +244,7 @@ async def _wait_until_done(prediction: Prediction, slot: concurrency.Slot) -> Pr
         if now >= next_renewal:
             await renew()
             next_renewal = now + concurrency.renew_every()
-    return await Prediction.objects.select_related("model").aget(pk=prediction.id)
+    return await _final(prediction.id)
 
 
 class _CancelOnClose:
@@ -275,7 +283,7 @@ async def _stream_chunks(
                 yield _sse(chunk({"content": event.data}, None))
             elif event.type == events.TERMINAL_EVENT:
                 guard.finished = True
-                final = await Prediction.objects.select_related("model").aget(pk=prediction.id)
+                final = await _final(prediction.id)
                 if final.status == Status.FAILED:
                     yield _sse({"error": {"message": final.error, "type": "api_error"}})
                 yield _sse(chunk({}, _finish_reason(final)))
@@ -303,22 +311,32 @@ def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 # --- Endpoints ------------------------------------------------------------------------
 
 
+def _callable_models(principal: Principal) -> tuple[list[ModelListing], dict[int, dict]]:
+    listings = [
+        listing
+        for listing in ModelListing.objects.callable_by(principal.org)
+        .select_related("org")
+        .order_by("slug")
+        if principal.allows_model(listing.slug)
+    ]
+    return listings, catalog_pricing(listings)
+
+
 @openai_view("GET")
 async def list_models(principal: Principal) -> JsonResponse:
     if not principal.has_scope("read"):
         raise NotAllowed("This token lacks the 'read' scope.", code="missing_scope")
-    listings = await sync_to_async(list)(
-        ModelListing.objects.callable_by(principal.org).select_related("org").order_by("slug")
-    )
+    listings, pricing = await sync_to_async(_callable_models)(principal)
     data = [
         {
             "id": listing.slug,
             "object": "model",
             "created": int(listing.created_at.timestamp()),
             "owned_by": listing.publisher_name,
+            # As OpenRouter does: the same object as the catalog's `pricing`.
+            "pricing": pricing[listing.pk],
         }
         for listing in listings
-        if principal.allows_model(listing.slug)
     ]
     return JsonResponse({"object": "list", "data": data})
 
@@ -447,5 +465,9 @@ async def embeddings(principal: Principal, body: dict) -> HttpResponse:
         {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding_format)}
         for i, v in enumerate(final.output or [])
     ]
-    usage = {"prompt_tokens": final.input_tokens, "total_tokens": final.input_tokens}
+    usage = {
+        "prompt_tokens": final.input_tokens,
+        "total_tokens": final.input_tokens,
+        "cost": cost_number(cost_of(final)),
+    }
     return JsonResponse({"object": "list", "data": data, "model": model, "usage": usage})

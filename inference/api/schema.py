@@ -72,7 +72,42 @@ USAGE = {
         "prompt_tokens": {"type": "integer"},
         "completion_tokens": {"type": "integer"},
         "total_tokens": {"type": "integer"},
+        "cost": {
+            "type": "number",
+            "nullable": True,
+            "description": "What the call cost, in the portal's currency (as OpenRouter sends "
+            "it): the prediction's `cost.amount` as a number.",
+        },
     },
+}
+PRICE_STRING = {"type": "string", "description": 'A decimal string; "0" is free.'}
+PRICING = {
+    "type": "object",
+    "description": "The price in force now, as the catalog's `pricing`.",
+    "properties": {
+        "currency": {"type": "string"},
+        "input_per_million": PRICE_STRING,
+        "output_per_million": PRICE_STRING,
+        "per_request": PRICE_STRING,
+        "per_second": PRICE_STRING,
+        "plans": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"slug": {"type": "string"}, "name": {"type": "string"}},
+            },
+        },
+        "overage": {"type": "object", "nullable": True},
+    },
+}
+EXAMPLE_PRICING = {
+    "currency": "usd",
+    "input_per_million": "0",
+    "output_per_million": "0",
+    "per_request": "0",
+    "per_second": "0",
+    "plans": [{"slug": "free", "name": "Free"}],
+    "overage": None,
 }
 SSE_EVENT = {
     "type": "object",
@@ -231,6 +266,7 @@ MODELS_RESPONSE = {
                     "object": {"type": "string"},
                     "created": {"type": "integer"},
                     "owned_by": {"type": "string"},
+                    "pricing": PRICING,
                 },
             },
         },
@@ -252,7 +288,13 @@ PATHS = {
                         {
                             "object": "list",
                             "data": [
-                                {"id": "echo", "object": "model", "created": 0, "owned_by": "x"}
+                                {
+                                    "id": "echo",
+                                    "object": "model",
+                                    "created": 0,
+                                    "owned_by": "x",
+                                    "pricing": EXAMPLE_PRICING,
+                                }
                             ],
                         },
                     ),
@@ -279,7 +321,12 @@ PATHS = {
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+            "usage": {
+                "prompt_tokens": 9,
+                "completion_tokens": 3,
+                "total_tokens": 12,
+                "cost": 0.000009,
+            },
         },
     ),
     "/v1/completions": _post(

@@ -57,6 +57,35 @@ class PredictionSerializer(serializers.Serializer):
             "queue_time": serializers.FloatField(allow_null=True),
         },
     )
+    cost = inline_serializer(
+        "PredictionCost",
+        {
+            "amount": serializers.CharField(help_text="Decimal string, 6 places at most."),
+            "currency": serializers.CharField(),
+            "billed": inline_serializer(
+                "PredictionCostBilled",
+                {
+                    "input_tokens": serializers.IntegerField(),
+                    "output_tokens": serializers.IntegerField(),
+                    "seconds": serializers.CharField(help_text="Run time, a decimal string."),
+                    "requests": serializers.IntegerField(),
+                },
+            ),
+            "generated_output_tokens": serializers.IntegerField(),
+            "paid_from": inline_serializer(
+                "PredictionCostSource",
+                {
+                    "source": serializers.ChoiceField(
+                        choices=["plan", "subscription", "credits", "overage"]
+                    ),
+                    "amount": serializers.CharField(),
+                },
+                many=True,
+            ),
+        },
+        allow_null=True,
+        help_text="What the call cost and who paid; null until the prediction is terminal.",
+    )
     source = serializers.CharField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
@@ -66,7 +95,7 @@ class PredictionSerializer(serializers.Serializer):
 
 
 class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
-    org_queryset = Prediction.objects.select_related("model")
+    org_queryset = Prediction.objects.select_related("model", "call_cost")
     serializer_class = PredictionSerializer
     lookup_value_regex = "[a-z0-9]+"
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from models_hub.catalog import pricing_for
+from models_hub.catalog import pricing_for_many
 from models_hub.models import ModelListing, Task
 
 
@@ -20,8 +20,30 @@ class CatalogQuerySerializer(serializers.Serializer):
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
 
+class PlanRefSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class PricingSerializer(serializers.Serializer):
+    """API.md's `pricing`: the price in force now, as decimal strings in the portal's
+    currency (zero is free), and the public plans that include the model."""
+
+    currency = serializers.CharField()
+    input_per_million = serializers.CharField(help_text='Per 1M input tokens, e.g. "0.5".')
+    output_per_million = serializers.CharField(help_text="Per 1M output tokens.")
+    per_request = serializers.CharField(help_text="Per call that counts as a request.")
+    per_second = serializers.CharField(help_text="Per second of run time.")
+    plans = PlanRefSerializer(many=True)
+    overage = serializers.DictField(allow_null=True)
+
+
 class ModelSummarySerializer(serializers.ModelSerializer):
+    """A catalog item. The view passes `pricing` (by listing id) in the context, computed
+    for the whole page at once."""
+
     publisher = serializers.CharField(source="publisher_name")
+    pricing = serializers.SerializerMethodField()
     tags = serializers.SerializerMethodField()
     diagnostic = serializers.BooleanField(source="is_diagnostic")
     hardware = serializers.CharField(source="queue")
@@ -41,6 +63,7 @@ class ModelSummarySerializer(serializers.ModelSerializer):
             "hardware",
             "diagnostic",
             "url",
+            "pricing",
         ]
 
     def get_tags(self, listing: ModelListing) -> list[str]:
@@ -50,10 +73,10 @@ class ModelSummarySerializer(serializers.ModelSerializer):
     def get_url(self, listing: ModelListing) -> str:
         return reverse("api_model_detail", args=[listing.slug], request=self.context.get("request"))
 
-
-class PricingSerializer(serializers.Serializer):
-    plans = serializers.ListField(child=serializers.DictField())
-    overage = serializers.DictField(allow_null=True)
+    @extend_schema_field(PricingSerializer)
+    def get_pricing(self, listing: ModelListing) -> dict[str, Any]:
+        pricing = self.context.get("pricing") or pricing_for_many([listing])
+        return pricing[listing.pk]
 
 
 class RuntimeSerializer(serializers.Serializer):
@@ -63,7 +86,6 @@ class RuntimeSerializer(serializers.Serializer):
 
 
 class ModelDetailSerializer(ModelSummarySerializer):
-    pricing = serializers.SerializerMethodField()
     runtime = serializers.SerializerMethodField()
 
     class Meta(ModelSummarySerializer.Meta):
@@ -74,12 +96,7 @@ class ModelDetailSerializer(ModelSummarySerializer):
             "input_schema",
             "example_input",
             "runtime",
-            "pricing",
         ]
-
-    @extend_schema_field(PricingSerializer)
-    def get_pricing(self, listing: ModelListing) -> dict[str, Any]:
-        return PricingSerializer(pricing_for(listing)).data
 
     @extend_schema_field(RuntimeSerializer)
     def get_runtime(self, listing: ModelListing) -> dict[str, Any]:

@@ -33,6 +33,15 @@ SUMMARY = {
     "hardware": "cpu",
     "diagnostic": False,
     "url": "https://portal.example.com/api/v1/models/smollm2-135m-instruct",
+    "pricing": {
+        "currency": "usd",
+        "input_per_million": "0.5",
+        "output_per_million": "1.5",
+        "per_request": "0",
+        "per_second": "0",
+        "plans": [{"slug": "pro", "name": "Pro"}, {"slug": "team", "name": "Team"}],
+        "overage": {"per_1k_tokens": "0.0030", "currency": "usd"},
+    },
 }
 LIST_EXAMPLE = OpenApiExample(
     "Catalog page",
@@ -52,10 +61,6 @@ DETAIL_EXAMPLE = OpenApiExample(
             "max_context": 8192,
             "default_params": {"max_new_tokens": 256, "temperature": 0.7},
             "max_params": {"max_new_tokens": 1024},
-        },
-        "pricing": {
-            "plans": [{"slug": "pro", "name": "Pro"}, {"slug": "team", "name": "Team"}],
-            "overage": {"per_1k_tokens": "0.0030", "currency": "usd"},
         },
     },
 )
@@ -81,7 +86,10 @@ class ModelListView(GenericAPIView):
         filters = {name: query.validated_data.get(name, "") for name in ("q", "task", "tag")}
         listings = catalog.search_catalog(caller_org(request), **filters)
         page = self.paginate_queryset(listings)
-        serializer = self.get_serializer(page, many=True)
+        pricing = catalog.pricing_for_many(page)
+        serializer = self.get_serializer(
+            page, many=True, context={**self.get_serializer_context(), "pricing": pricing}
+        )
         return self.get_paginated_response(serializer.data)
 
 

@@ -58,3 +58,21 @@ def test_quickstart_uses_the_real_base_url_and_model_slugs(client):
     page = client.get("/docs/quickstart/").content.decode()
     assert 'base_url="http://testserver/v1"' in page or "http://testserver/v1" in page
     assert "all-minilm-l6-v2" in page
+
+
+def test_money_fields_are_documented(client):
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    components = schema["components"]["schemas"]
+    assert {"amount", "currency", "billed", "generated_output_tokens", "paid_from"} <= set(
+        components["PredictionCost"]["properties"]
+    )
+    assert "cost" in components["Prediction"]["properties"]
+    pricing = set(components["Pricing"]["properties"])
+    assert {"currency", "input_per_million", "output_per_million", "per_request"} <= pricing
+    assert "pricing" in components["ModelSummary"]["properties"]
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]
+    usage = chat["content"]["application/json"]["schema"]["properties"]["usage"]
+    assert usage["properties"]["cost"]["type"] == "number"
+    models = schema["paths"]["/v1/models"]["get"]["responses"]["200"]
+    item = models["content"]["application/json"]["schema"]["properties"]["data"]["items"]
+    assert "per_second" in item["properties"]["pricing"]["properties"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import openai
 import pytest
 
-from billing.models import UsageRecord
+from billing import prices
+from billing.models import CallCost, UsageRecord
 from inference.models import Prediction, Source, Status
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ListingStatus, ModelListing, Visibility
@@ -24,6 +27,56 @@ def client(stack, org, token_for):
 def test_models_list_shows_what_the_org_may_call(client):
     ids = {model.id for model in client.models.list()}
     assert {"echo", "smollm2-135m-instruct", "all-minilm-l6-v2"} <= ids
+
+
+ECHO_PRICE = {
+    "input_per_million": "0.5",
+    "output_per_million": "1.5",
+    "per_request": "0.001",
+    "per_second": "0",
+}
+
+
+def expected_cost(prediction: Prediction) -> Decimal:
+    """The echo call's cost at ECHO_PRICE, worked out here from the stored token counts."""
+    exact = (
+        prediction.input_tokens * Decimal("0.5") / 1_000_000
+        + prediction.output_tokens * Decimal("1.5") / 1_000_000
+        + Decimal("0.001")
+    )
+    return exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
+@pytest.fixture
+def priced_echo(client) -> None:
+    prices.set_price(ModelListing.objects.get(slug="echo"), **ECHO_PRICE)
+
+
+def test_models_list_carries_pricing(client, priced_echo):
+    models = {model.id: model for model in client.models.list()}
+    assert models["echo"].model_extra["pricing"] == {
+        "currency": "usd", **ECHO_PRICE, "plans": [], "overage": None,
+    }  # fmt: skip
+
+
+def test_usage_cost_is_the_calls_cost(client, priced_echo):
+    response = client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "what does this cost"}]
+    )
+    prediction = Prediction.objects.get(source=Source.OPENAI)
+    amount = CallCost.objects.get(prediction=prediction).amount
+    assert amount == expected_cost(prediction) > Decimal("0.001")
+    cost = response.usage.model_extra["cost"]
+    assert isinstance(cost, float) and Decimal(repr(cost)) == amount
+
+
+def test_streamed_usage_carries_the_cost(client, priced_echo):
+    stream = client.completions.create(
+        model="echo", prompt="a b c d", stream=True, stream_options={"include_usage": True}
+    )
+    usage = list(stream)[-1].usage
+    prediction = Prediction.objects.get(source=Source.OPENAI)
+    assert Decimal(repr(usage.model_extra["cost"])) == expected_cost(prediction)
 
 
 def test_chat_completion_non_stream(client):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from django.test import Client
+from datetime import timedelta
 
-from models_hub.models import ListingStatus
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing import prices
+from billing.models import Plan
+from models_hub.models import ListingStatus, ModelListing
 
 
 @pytest.fixture
@@ -88,7 +95,16 @@ def test_detail(catalog):
     assert body["input_schema"]["properties"]["prompt"]["type"] == "string"
     assert body["example_input"] == {"prompt": "hello"}
     assert body["status"] == "published"
-    assert body["pricing"] == {"plans": [], "overage": None}
+    # No price row: free, and no plan lists it.
+    assert body["pricing"] == {
+        "currency": "usd",
+        "input_per_million": "0",
+        "output_per_million": "0",
+        "per_request": "0",
+        "per_second": "0",
+        "plans": [],
+        "overage": None,
+    }
     assert body["runtime"]["max_params"] == {"max_new_tokens": 32}
     assert "source" not in body
 
@@ -122,3 +138,39 @@ def test_private_listing_for_its_org_only(
 def test_session_user_sees_their_org_private_listing(private_listing, client_for, owner, org):
     client = client_for(owner, org)
     assert client.get(f"/api/v1/models/{private_listing.slug}").status_code == 200
+
+
+def test_pricing_is_machine_readable_on_the_list_and_the_detail(catalog):
+    chat = ModelListing.objects.get(slug="chat-small")
+    prices.set_price(chat, input_per_million="0.50", output_per_million="1.500000")
+    prices.set_price(chat, input_per_million="9", effective_from=timezone.now() + timedelta(days=1))
+    pro = Plan.objects.create(slug="pro", name="Pro", tasks=["text-generation"])
+    Plan.objects.create(slug="hidden", name="Hidden", tasks=["text-generation"], is_public=False)
+    expected = {
+        "currency": "usd",
+        "input_per_million": "0.5",
+        "output_per_million": "1.5",
+        "per_request": "0",
+        "per_second": "0",
+        "plans": [{"slug": pro.slug, "name": pro.name}],
+        "overage": None,
+    }
+    assert Client().get("/api/v1/models/chat-small").json()["pricing"] == expected
+    items = {item["slug"]: item for item in Client().get("/api/v1/models").json()["results"]}
+    assert items["chat-small"]["pricing"] == expected
+    assert items["embed-mini"]["pricing"]["input_per_million"] == "0"
+    assert items["embed-mini"]["pricing"]["plans"] == []
+
+
+def test_the_list_prices_a_page_in_a_fixed_number_of_queries(make_listing):
+    def queries_for_list() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert Client().get("/api/v1/models").status_code == 200
+        return len(captured)
+
+    for number in range(2):
+        prices.set_price(make_listing(f"priced-{number}"), per_request="0.01")
+    few = queries_for_list()
+    for number in range(2, 8):
+        prices.set_price(make_listing(f"priced-{number}"), per_request="0.01")
+    assert queries_for_list() == few

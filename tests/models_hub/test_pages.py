@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from billing import prices
 from models_hub.models import ListingStatus
 
 
@@ -90,6 +94,17 @@ def test_model_page_shows_card_schema_and_snippets(make_listing):
     )
     assert "new WebSocket(prediction.urls.websocket" in body
     assert "No plan lists this model yet" in body
+    assert "<strong>Free</strong>" in body  # no price row
+
+
+def test_model_page_shows_the_price_in_force(make_listing):
+    listing = make_listing("priced-model")
+    prices.set_price(listing, input_per_million="0.50", output_per_million="1.5")
+    prices.set_price(listing, per_request="0.25", effective_from=timezone.now() + timedelta(days=1))
+    body = Client().get(reverse("model_detail", args=["priced-model"])).content.decode()
+    assert "$0.5 per 1M input tokens" in body and "$1.5 per 1M output tokens" in body
+    # Scheduled for tomorrow: not the price that applies now.
+    assert "per request" not in body and "<strong>Free</strong>" not in body
 
 
 def test_echo_is_labelled_diagnostic(make_listing):

@@ -1,0 +1,109 @@
+"""Listing prices with history: set a price from a date on, read the price in force at a
+moment. Rows are only ever added (see `ListingPrice`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from billing.models import MONEY_DIGITS, MONEY_PLACES, ListingPrice
+from models_hub.models import ModelListing
+from portal.errors import InvalidInput
+
+PARTS = ("input_per_million", "output_per_million", "per_request", "per_second")
+_MAX = Decimal(10) ** (MONEY_DIGITS - MONEY_PLACES)
+
+
+def parse_amount(value: object, name: str) -> Decimal:
+    """A price part as a Decimal: finite, not negative, at most 6 decimal places and
+    below 1,000,000 (what the column holds). Floats are refused: they are not money."""
+    if isinstance(value, float | bool):
+        raise InvalidInput(f"{name} must be a decimal string, not {value!r}.", param=name)
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidInput(f"{name} is not a decimal number: {value!r}.", param=name) from None
+    if not amount.is_finite() or amount < 0:
+        raise InvalidInput(f"{name} must be a number of zero or more.", param=name)
+    if amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES)) or amount >= _MAX:
+        raise InvalidInput(
+            f"{name} takes at most {MONEY_PLACES} decimal places and is below {_MAX}.",
+            param=name,
+        )
+    return amount
+
+
+def _latest_before(when: datetime):
+    return ListingPrice.objects.filter(effective_from__lte=when).order_by("-effective_from", "-pk")
+
+
+def free_price(listing: ModelListing) -> ListingPrice:
+    """The price of a listing that never had one: all zero (unsaved)."""
+    return ListingPrice(listing=listing, currency=settings.PORTAL_CURRENCY)
+
+
+def price_at(listing: ModelListing, when: datetime | None = None) -> ListingPrice:
+    """The price in force at `when` (now by default): the row with the latest
+    `effective_from` at or before it, the later-created one on a tie; free if none."""
+    row = _latest_before(when or timezone.now()).filter(listing=listing).first()
+    return row or free_price(listing)
+
+
+def prices_at(
+    listings: Iterable[ModelListing], when: datetime | None = None
+) -> dict[int, ListingPrice]:
+    """`price_at` for many listings in one query (catalog pages), keyed by listing id."""
+    when = when or timezone.now()
+    listings = list(listings)
+    latest = _latest_before(when).filter(listing=OuterRef("listing")).values("pk")[:1]
+    rows = ListingPrice.objects.filter(
+        listing__in=[listing.pk for listing in listings], pk=Subquery(latest)
+    )
+    found = {row.listing_id: row for row in rows}
+    return {listing.pk: found.get(listing.pk) or free_price(listing) for listing in listings}
+
+
+@transaction.atomic
+def set_price(
+    listing: ModelListing,
+    *,
+    effective_from: datetime | None = None,
+    actor: AbstractBaseUser | None = None,
+    **parts: object,
+) -> ListingPrice:
+    """Adds a price from `effective_from` (now by default; a future date is allowed, a
+    past one is not: it would reprice calls already made). Parts left out keep the value
+    of the price in force at that date. Nothing is written if any part is invalid."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise InvalidInput(f"Unknown price parts: {', '.join(sorted(unknown))}.")
+    now = timezone.now()
+    effective_from = effective_from or now
+    if effective_from < now:
+        raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
+    amounts = {
+        name: parse_amount(value, name) for name, value in parts.items() if value is not None
+    }
+    # Serializes changes to one listing's price, so that two partial changes at once
+    # cannot both start from the same previous price and lose one another's part.
+    ModelListing.objects.select_for_update().filter(pk=listing.pk).first()
+    previous = price_at(listing, effective_from)
+    return ListingPrice.objects.create(
+        listing=listing,
+        currency=settings.PORTAL_CURRENCY,
+        effective_from=effective_from,
+        created_by=actor if actor is not None and actor.pk else None,
+        **{name: amounts.get(name, getattr(previous, name)) for name in PARTS},
+    )
+
+
+def decimal_string(amount: Decimal) -> str:
+    """A Decimal for the API: no exponent, no trailing zeros ("0", "0.5", "1.5", "100")."""
+    return format(amount.normalize(), "f")
