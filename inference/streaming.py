@@ -68,11 +68,14 @@ class CredentialsRevoked(AuthenticationFailed):
     code = "credentials_revoked"
 
 
-def _acquire_stream_slot(principal: Principal) -> concurrency.Slot:
+def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Slot:
+    """For async callers, which run it in a worker thread (thread_sensitive=False): the
+    plan lookup's database connection is closed before it returns, or that thread would
+    keep it checked out of the pool while the wait or stream lasts, and after."""
     try:
-        return concurrency.acquire(principal.org, concurrency.Kind.STREAM)
+        return concurrency.acquire(principal.org, kind)
     finally:
-        _close_db_connection()  # the plan lookup's; the stream may last for minutes
+        _close_db_connection()
 
 
 def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
@@ -108,7 +111,9 @@ class StreamGuard:
     async def open(cls, principal: Principal) -> StreamGuard:
         """RateLimited (429) when the org already holds all its stream slots."""
         # Not thread-sensitive: it must not queue behind the request's own thread.
-        slot = await sync_to_async(_acquire_stream_slot, thread_sensitive=False)(principal)
+        slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
+            principal, concurrency.Kind.STREAM
+        )
         return cls(principal, slot)
 
     async def check(self) -> None:

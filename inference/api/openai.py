@@ -25,6 +25,7 @@ from inference.models import Prediction, Source, Status
 from inference.streaming import (
     CredentialsRevoked,
     StreamGuard,
+    acquire_slot,
     guarded_tail,
     release_db_connection,
 )
@@ -219,8 +220,8 @@ async def _admit_and_wait(principal: Principal, model: str, model_input: dict) -
     """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
     holds one of the org's wait slots (taken before admission, so that an org at its cap
     is refused before anything is created) and no pooled connection while it waits."""
-    slot = await sync_to_async(concurrency.acquire, thread_sensitive=False)(
-        principal.org, concurrency.Kind.WAIT
+    slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
+        principal, concurrency.Kind.WAIT
     )
     try:
         prediction = await admit(principal, model, model_input)
