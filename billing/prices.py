@@ -84,16 +84,18 @@ def set_price(
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InvalidInput(f"Unknown price parts: {', '.join(sorted(unknown))}.")
-    now = timezone.now()
-    effective_from = effective_from or now
-    if effective_from < now:
-        raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
     amounts = {
         name: parse_amount(value, name) for name, value in parts.items() if value is not None
     }
     # Serializes changes to one listing's price, so that two partial changes at once
-    # cannot both start from the same previous price and lose one another's part.
+    # cannot both start from the same previous price and lose one another's part. The
+    # clock is read only once the lock is held: read before it, a change that waited
+    # could take effect before the one it waited for and never see its part.
     ModelListing.objects.select_for_update().filter(pk=listing.pk).first()
+    now = timezone.now()
+    effective_from = effective_from or now
+    if effective_from < now:
+        raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
     previous = price_at(listing, effective_from)
     return ListingPrice.objects.create(
         listing=listing,

@@ -73,20 +73,23 @@ def test_prices_of_many_listings_in_one_query(listings, django_assert_num_querie
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_partial_changes_keep_each_others_parts(echo):
     """Each change starts from the price before it: without the lock on the listing, two
-    changes at once would both start from the same price and one part would be lost."""
+    changes at once would both start from the same price and one part would be lost;
+    reading the clock before taking the lock, a change that waited would take effect
+    before the one it waited for. Several rounds, as a lost part depends on timing."""
     barrier = threading.Barrier(len(prices.PARTS))
 
-    def change(part: str) -> None:
+    def change(part: str, amount: str) -> None:
         try:
             barrier.wait()
-            prices.set_price(echo, **{part: "0.25"})
+            prices.set_price(echo, **{part: amount})
         finally:
             connections.close_all()
 
-    with ThreadPoolExecutor(max_workers=len(prices.PARTS)) as pool:
-        list(pool.map(change, prices.PARTS))
-    assert parts(prices.price_at(echo)) == (Decimal("0.25"),) * 4
-    assert ListingPrice.objects.filter(listing=echo).count() == 4
+    for amount in ("0.25", "0.5", "0.75", "1"):
+        with ThreadPoolExecutor(max_workers=len(prices.PARTS)) as pool:
+            list(pool.map(change, prices.PARTS, [amount] * len(prices.PARTS)))
+        assert parts(prices.price_at(echo)) == (Decimal(amount),) * 4
+    assert ListingPrice.objects.filter(listing=echo).count() == 16
 
 
 @pytest.mark.parametrize(
