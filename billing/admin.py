@@ -35,9 +35,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "slug", "price_cents", "interval", "included_requests", "included_tokens",
+        "name", "slug", "price_cents", "interval", "allowance", "overage_allowed",
         "rate_limit_per_minute", "max_concurrent_waits", "max_concurrent_streams",
-        "overage_per_1k_tokens", "is_public", "is_default",
+        "is_public", "is_default",
     ]  # fmt: skip
     list_filter = ["is_public", "interval"]
     filter_horizontal = ["included_models"]
@@ -104,8 +104,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
 @admin.register(UsagePeriod)
 class UsagePeriodAdmin(ReadOnlyAdmin):
     list_display = [
-        "org", "start", "end", "requests_used", "requests_reserved", "tokens_used",
-        "tokens_reserved", "overage_tokens", "cost",
+        "org", "start", "end", "requests", "allowance_used", "allowance_reserved",
+        "credits_used", "overage_used", "paid_reserved",
     ]  # fmt: skip
     search_fields = ["org__name", "org__slug"]
 
@@ -113,8 +113,8 @@ class UsagePeriodAdmin(ReadOnlyAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = [
-        "prediction_id", "org", "model", "requests", "input_tokens", "output_tokens",
-        "overage_tokens", "cost", "settled_at",
+        "prediction_id", "org", "model", "max_cost", "reserved_allowance",
+        "reserved_credits", "reserved_overage", "created_at",
     ]  # fmt: skip
     list_filter = ["model"]
     search_fields = ["prediction__id", "org__name"]
@@ -123,7 +123,7 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(MeterReport)
 class MeterReportAdmin(ReadOnlyAdmin):
-    list_display = ["identifier", "org", "tokens", "state", "attempts", "sent_at"]
+    list_display = ["identifier", "org", "amount", "cents", "rounding", "state", "sent_at"]
     list_filter = ["state"]
 
 
@@ -179,7 +179,8 @@ class ListingPriceAdmin(admin.ModelAdmin):
 class CallCostAdmin(ReadOnlyAdmin):
     list_display = [
         "prediction_id", "org", "model", "amount", "currency", "input_tokens", "output_tokens",
-        "seconds", "requests", "paid_by_plan", "paid_as_overage", "created_at",
+        "seconds", "requests", "paid_by_plan", "paid_by_credits", "paid_as_overage",
+        "created_at",
     ]  # fmt: skip
     list_filter = ["model"]
     search_fields = ["prediction__id", "org__name"]

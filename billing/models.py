@@ -2,8 +2,10 @@
 listing prices and the cost of every call.
 
 Stripe is the source of truth for money: `Subscription`, `Customer` and `StripeEvent`
-mirror what it told us. Quota lives here: `UsagePeriod` holds one org's counters for
-one billing period, and `UsageRecord` is the ledger (one row per prediction).
+mirror what it told us. Money is `Decimal`, kept to 6 decimal places per call. Quota
+lives here: `UsagePeriod` holds one org's money counters for one billing period; the
+usage ledger is append-only (`UsageRecord` reserves, `CallCost` settles,
+`UsageCorrection` corrects), and so is the credit ledger (`CreditEntry`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,29 @@ from django.db.models import Q
 
 from models_hub.models import ModelListing, Task
 from portal.models import Organization
+
+
+# Money per call is kept to 6 decimal places (issue #12); 12 digits leave 6 before the point.
+MONEY_DIGITS = 12
+MONEY_PLACES = 6
+
+
+# Running totals (a period's counters, a credit balance) get more room than one call.
+TOTAL_DIGITS = 16
+
+
+def _money(help_text: str = "", *, digits: int = MONEY_DIGITS) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=digits,
+        decimal_places=MONEY_PLACES,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=help_text,
+    )
+
+
+def _portal_currency() -> str:
+    return settings.PORTAL_CURRENCY
 
 
 class Interval(models.TextChoices):
@@ -35,11 +60,14 @@ class Plan(models.Model):
     stripe_price_id = models.CharField(max_length=100, blank=True)
     # The metered price that bills overage through the Billing Meter.
     stripe_overage_price_id = models.CharField(max_length=100, blank=True)
-    included_requests = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Per period; empty means unlimited."
-    )
-    included_tokens = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="Input + output tokens per period; empty is unlimited."
+    allowance = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Money per period for calls to the models it covers, at their listing "
+        "prices; empty means unlimited.",
     )
     rate_limit_per_minute = models.PositiveIntegerField(default=60)
     # Each open wait or stream holds a task and a Redis reader in a web process: one org
@@ -56,12 +84,10 @@ class Plan(models.Model):
     tasks = models.JSONField(
         default=list, blank=True, help_text=f"Whole tasks unlocked: {', '.join(Task.values)}."
     )
-    overage_per_1k_tokens = models.DecimalField(
-        max_digits=10,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        help_text="Price per 1,000 tokens beyond the included ones; empty is a hard cap.",
+    overage_allowed = models.BooleanField(
+        default=False,
+        help_text="Calls beyond the allowance go on, billed at listing prices through the "
+        "Stripe meter; off, the allowance is a hard cap (credits still pay).",
     )
     is_public = models.BooleanField(default=True, help_text="Listed on the pricing page.")
     is_default = models.BooleanField(
@@ -84,10 +110,6 @@ class Plan(models.Model):
     @property
     def is_free(self) -> bool:
         return self.price_cents == 0
-
-    @property
-    def allows_overage(self) -> bool:
-        return self.overage_per_1k_tokens is not None
 
     @property
     def price(self) -> Decimal:
@@ -176,20 +198,23 @@ class StripeEvent(models.Model):
 
 
 class UsagePeriod(models.Model):
-    """One org's counters for one billing period; reserved + used never exceeds the plan's
-    included amount unless the plan allows overage (enforced by conditional updates)."""
+    """One org's money counters for one billing period. Reservations and settlements
+    change them only under this row's lock (admission and settlement both take it), so
+    allowance used + reserved never exceeds the plan's allowance, and what the org pays
+    beyond it (credits and overage, settled + reserved) never exceeds its spend cap."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     start = models.DateTimeField()
     end = models.DateTimeField()
-    requests_used = models.PositiveIntegerField(default=0)
-    requests_reserved = models.PositiveIntegerField(default=0)
-    tokens_used = models.PositiveBigIntegerField(default=0)
-    tokens_reserved = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    overage_tokens = models.PositiveBigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    allowance_used = _money(digits=TOTAL_DIGITS)
+    allowance_reserved = _money(digits=TOTAL_DIGITS)
+    credits_used = _money(digits=TOTAL_DIGITS)
+    overage_used = _money(digits=TOTAL_DIGITS)
+    # Worst cases of calls in flight that credits or overage would pay (the spend cap).
+    paid_reserved = _money(digits=TOTAL_DIGITS)
 
     class Meta:
         ordering = ["-start"]
@@ -200,12 +225,54 @@ class UsagePeriod(models.Model):
     def __str__(self) -> str:
         return f"{self.org} {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}"
 
+    @property
+    def spent(self) -> Decimal:
+        """What the org paid beyond its plan this period: what a spend cap counts."""
+        return self.credits_used + self.overage_used
+
+
+class UsageRecord(models.Model):
+    """The usage ledger's reservation entry, one per prediction, written at admission and
+    never changed: the worst-case cost and how it was reserved, source by source. The
+    settlement entry is the call's `CallCost`; a correction is a `UsageCorrection`."""
+
+    prediction = models.OneToOneField(
+        "inference.Prediction", on_delete=models.CASCADE, related_name="usage_record"
+    )
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(UsagePeriod, on_delete=models.CASCADE, related_name="records")
+    model = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="+")
+    token = models.ForeignKey(
+        "portal.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    price = models.ForeignKey(
+        "ListingPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    max_cost = _money("The call's worst case: more is never charged.")
+    reserved_allowance = _money()
+    reserved_credits = _money()
+    reserved_overage = _money()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["token", "created_at"], name="usage_token_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id}: up to {self.max_cost}"
+
+    @property
+    def reserved_paid(self) -> Decimal:
+        return self.reserved_credits + self.reserved_overage
+
 
 class MeterReport(models.Model):
-    """A batch of one org's overage tokens sent to Stripe as one Billing Meter event.
+    """A batch of one org's overage sent to Stripe as one Billing Meter event, in cents.
 
-    `identifier` is Stripe's idempotency key for meter events: a retry after a lost
-    acknowledgement is recognised by Stripe and never counted twice.
+    Cents are rounded half up on the period's running total, so what Stripe invoices for
+    a period is its exact overage rounded once; `rounding` records the difference this
+    report carried. `identifier` is Stripe's idempotency key for meter events: a retry
+    after a lost acknowledgement is recognised by Stripe and never counted twice.
     """
 
     class State(models.TextChoices):
@@ -214,8 +281,13 @@ class MeterReport(models.Model):
         UNBILLABLE = "unbillable"
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period = models.ForeignKey(
+        UsagePeriod, null=True, on_delete=models.PROTECT, related_name="meter_reports"
+    )
     identifier = models.CharField(max_length=100, unique=True)
-    tokens = models.PositiveBigIntegerField()
+    amount = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    cents = models.PositiveBigIntegerField(default=0)
+    rounding = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -227,70 +299,7 @@ class MeterReport(models.Model):
         indexes = [models.Index(fields=["state", "created_at"], name="meter_report_state")]
 
     def __str__(self) -> str:
-        return f"{self.identifier}: {self.tokens} tokens ({self.state})"
-
-
-class UsageRecord(models.Model):
-    """The ledger: one row per prediction, reserved at admission and settled once at the end."""
-
-    prediction = models.OneToOneField(
-        "inference.Prediction", on_delete=models.CASCADE, related_name="usage_record"
-    )
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    period = models.ForeignKey(UsagePeriod, on_delete=models.CASCADE, related_name="records")
-    model = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="+")
-    token = models.ForeignKey(
-        "portal.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    reserved_requests = models.PositiveSmallIntegerField(default=1)
-    reserved_tokens = models.PositiveIntegerField(default=0)
-    requests = models.PositiveSmallIntegerField(default=0)
-    input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    overage_tokens = models.PositiveIntegerField(default=0)
-    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
-    created_at = models.DateTimeField(auto_now_add=True)
-    settled_at = models.DateTimeField(null=True, blank=True)
-    meter_report = models.ForeignKey(
-        MeterReport, null=True, blank=True, on_delete=models.SET_NULL, related_name="records"
-    )
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [
-            models.Index(fields=["org", "settled_at"], name="usage_org_settled"),
-            models.Index(
-                fields=["settled_at"],
-                name="usage_unreported_overage",
-                condition=Q(overage_tokens__gt=0, meter_report__isnull=True),
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.prediction_id}: {self.input_tokens}+{self.output_tokens} tokens"
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-# Money per call is kept to 6 decimal places (issue #12); 12 digits leave 6 before the point.
-MONEY_DIGITS = 12
-MONEY_PLACES = 6
-
-
-def _money(help_text: str = "") -> models.DecimalField:
-    return models.DecimalField(
-        max_digits=MONEY_DIGITS,
-        decimal_places=MONEY_PLACES,
-        default=Decimal(0),
-        validators=[MinValueValidator(Decimal(0))],
-        help_text=help_text,
-    )
-
-
-def _portal_currency() -> str:
-    return settings.PORTAL_CURRENCY
+        return f"{self.identifier}: {self.cents} cents ({self.state})"
 
 
 class ListingPrice(models.Model):
@@ -361,12 +370,167 @@ class CallCost(models.Model):
     # Who paid, by source in the order they pay (API.md `cost.paid_from`); they add up to
     # `amount` unless billing is off (no plan at all), when nobody pays.
     paid_by_plan = _money()
+    paid_by_credits = _money()
     paid_as_overage = _money()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["org", "created_at"], name="call_cost_org_created")]
+        indexes = [
+            models.Index(fields=["org", "created_at"], name="call_cost_org_created"),
+            models.Index(
+                fields=["org", "created_at"],
+                name="call_cost_overage",
+                condition=Q(paid_as_overage__gt=0),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prediction_id}: {self.amount} {self.currency}"
+
+
+class MeteredCost(models.Model):
+    """Which meter report carries a call's overage: inserted once (the receipt itself is
+    never changed), so a call's overage joins exactly one report."""
+
+    call_cost = models.OneToOneField(CallCost, on_delete=models.CASCADE, related_name="metered")
+    report = models.ForeignKey(MeterReport, on_delete=models.CASCADE, related_name="costs")
+
+
+class UsageCorrection(models.Model):
+    """A correction of a settled call, as its own ledger entry (a settled receipt is never
+    rewritten): the amounts given back or charged, source by source (negative = back)."""
+
+    call_cost = models.ForeignKey(CallCost, on_delete=models.PROTECT, related_name="corrections")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    plan_amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6, default=0)
+    credits_amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6, default=0)
+    overage_amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6, default=0)
+    reason = models.CharField(max_length=300)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class BillingAccount(models.Model):
+    """An org's prepaid credits, spend cap and auto top-up, one row per org.
+
+    The balance changes only with a `CreditEntry` in the same transaction, by conditional
+    UPDATE: calls reserve their worst case (`credits_reserved`) only while
+    `balance - reserved` covers it, so calls alone never take the balance below zero. A
+    refund of credits already spent may: a negative balance stops paid calls until a
+    top-up brings it back."""
+
+    org = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="billing_account"
+    )
+    balance = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6, default=0)
+    credits_reserved = _money(digits=TOTAL_DIGITS)
+    spend_cap = models.DecimalField(
+        max_digits=TOTAL_DIGITS,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Per billing period, on what the org pays beyond its plan (credits and "
+        "overage); empty means none.",
+    )
+    auto_top_up_amount = models.DecimalField(
+        max_digits=MONEY_DIGITS, decimal_places=2, null=True, blank=True
+    )
+    auto_top_up_threshold = models.DecimalField(
+        max_digits=MONEY_DIGITS, decimal_places=2, null=True, blank=True
+    )
+    # The top-up in flight (a PaymentIntent id), so that there is at most one at a time.
+    top_up_in_flight = models.CharField(max_length=100, blank=True)
+    top_up_started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.balance} credits"
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.credits_reserved
+
+
+class CreditEntry(models.Model):
+    """The credit ledger, append-only: every change of a balance with its reason. The
+    balance is the sum of its entries; `reference` makes each outside event (a Stripe
+    payment, a refund, a call's settlement) count once."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        PURCHASE = "purchase"
+        TOP_UP = "top_up"
+        REFUND = "refund"
+        USAGE = "usage"
+        CORRECTION = "correction"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6)
+    balance_after = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6)
+    reference = models.CharField(max_length=120, unique=True, null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "credit entries"
+        indexes = [models.Index(fields=["org", "created_at"], name="credit_entry_org")]
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.kind} {self.amount}"
+
+
+class TokenSpendCap(models.Model):
+    """An API token's own spend cap per billing period (set by owners), counted like the
+    org's: what the token's calls pay beyond the plan."""
+
+    token = models.OneToOneField(
+        "portal.ApiToken", on_delete=models.CASCADE, related_name="spend_cap"
+    )
+    amount = models.DecimalField(
+        max_digits=TOTAL_DIGITS, decimal_places=6, validators=[MinValueValidator(Decimal(0))]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.token}: {self.amount}"
+
+
+
+class BillingAlert(models.Model):
+    """An alert sent (e-mail to owners, `billing.threshold` webhook): the unique key makes
+    each threshold of each subject fire once per period, however many calls cross it."""
+
+    class Subject(models.TextChoices):
+        SPEND_CAP = "spend_cap"
+        ALLOWANCE = "allowance"
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    subject = models.CharField(max_length=12, choices=Subject.choices)
+    threshold = models.PositiveSmallIntegerField(help_text="Percent: 50, 80 or 100.")
+    limit = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6)
+    used = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "period_start", "subject", "threshold"], name="uniq_billing_alert"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.subject} {self.threshold}%"
