@@ -1,56 +1,93 @@
-"""The plan and quota part of `GET /api/v1/account` and of the billing page."""
+"""The plan, allowance, credits and spend part of `GET /api/v1/account` and of the
+billing page: money as decimal strings, in the portal's currency."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from billing import plans
-from billing.models import UsagePeriod
+from billing.models import BillingAccount, UsagePeriod
+from billing.prices import decimal_string
 from portal.models import Organization
 
 
-def _quota(included: int | None, used: int, reserved: int) -> dict[str, int | None]:
-    remaining = None if included is None else max(0, included - used - reserved)
-    return {"included": included, "used": used, "reserved": reserved, "remaining": remaining}
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else decimal_string(value)
 
 
 def _iso(moment) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+def _allowance(included: Decimal | None, period: UsagePeriod) -> dict[str, str | None]:
+    used, reserved = period.allowance_used, period.allowance_reserved
+    remaining = None if included is None else max(Decimal(0), included - used - reserved)
+    return {
+        "included": _amount(included),
+        "used": _amount(used),
+        "reserved": _amount(reserved),
+        "remaining": _amount(remaining),
+    }
+
+
+def _spend(cap: Decimal | None, period: UsagePeriod) -> dict[str, str | None]:
+    spent = period.spent
+    remaining = None if cap is None else max(Decimal(0), cap - spent - period.paid_reserved)
+    return {
+        "cap": _amount(cap),
+        "spent": _amount(spent),
+        "reserved": _amount(period.paid_reserved),
+        "remaining": _amount(remaining),
+    }
+
+
+def _plan(state: plans.PlanState, status: str) -> dict[str, Any] | None:
+    plan, sub = state.plan, state.subscription
+    if plan is None:
+        return None
+    return {
+        "slug": plan.slug,
+        "name": plan.name,
+        "status": status,
+        "past_due": state.in_grace,
+        "cancel_at_period_end": bool(
+            sub is not None and sub.plan == plan and sub.cancel_at_period_end
+        ),
+        "rate_limit_per_minute": plan.rate_limit_per_minute,
+        "allowance": _amount(plan.allowance),
+        "overage_allowed": plan.overage_allowed,
+    }
+
+
 def billing_summary(org: Organization) -> dict[str, Any]:
     state = plans.plan_state(org)
     period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
     period = period or UsagePeriod(org=org, start=state.period_start, end=state.period_end)
+    account = BillingAccount.objects.filter(org=org).first() or BillingAccount(org=org)
     plan, sub = state.plan, state.subscription
-    has_paid_access = sub is not None and state.plan is not None and plan == sub.plan
+    has_paid_access = sub is not None and plan is not None and plan == sub.plan
     status = sub.status if has_paid_access else "active"
-    included_requests = plan.included_requests if plan else None
-    included_tokens = plan.included_tokens if plan else None
+    included = plan.allowance if plan else None
     if state.subscription_required:
         # A team workspace without a plan: nothing is included until it subscribes.
-        status, included_requests, included_tokens = "subscription_required", 0, 0
+        status, included = "subscription_required", Decimal(0)
     return {
-        "plan": (
-            {
-                "slug": plan.slug,
-                "name": plan.name,
-                "status": status,
-                "past_due": state.in_grace,
-                "cancel_at_period_end": bool(has_paid_access and sub.cancel_at_period_end),
-                "rate_limit_per_minute": plan.rate_limit_per_minute,
-                "overage_per_1k_tokens": (
-                    str(plan.overage_per_1k_tokens) if plan.allows_overage else None
-                ),
-            }
-            if plan
-            else None
-        ),
+        "plan": _plan(state, status),
         "quota": {
-            "requests": _quota(included_requests, period.requests_used, period.requests_reserved),
-            "tokens": _quota(included_tokens, period.tokens_used, period.tokens_reserved),
-            "overage_tokens": period.overage_tokens,
-            "cost": str(period.cost),
+            "allowance": _allowance(included, period),
+            "requests": period.requests,
+            "input_tokens": period.input_tokens,
+            "output_tokens": period.output_tokens,
+            "overage": _amount(period.overage_used),
         },
+        "credits": {
+            "balance": _amount(account.balance),
+            "reserved": _amount(account.credits_reserved),
+        },
+        "spend": _spend(account.spend_cap, period),
+        "currency": settings.PORTAL_CURRENCY,
         "period": {"start": _iso(state.period_start), "end": _iso(state.period_end)},
     }

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 
-from billing.models import MONEY_PLACES, CallCost, ListingPrice, Plan
-from billing.prices import decimal_string, price_at
+from billing.models import MONEY_PLACES, CallCost, ListingPrice
+from billing.prices import decimal_string
 from inference.models import Prediction
 
 PER_MILLION = Decimal(1_000_000)
@@ -47,26 +47,12 @@ def billed_seconds(prediction: Prediction) -> Decimal:
     return Decimal(repr(prediction.predict_time)).quantize(SECONDS_STEP, rounding=ROUND_HALF_UP)
 
 
-def _split(amount: Decimal, plan: Plan | None, tokens: int, overage_tokens: int) -> tuple:
-    """(paid by the plan, paid as overage): the overage's share of the tokens is overage,
-    the rest the plan's allowance. Without any plan billing is off and nobody pays."""
-    if plan is None:
-        return Decimal(0), Decimal(0)
-    if not tokens or not overage_tokens:
-        return amount, Decimal(0)
-    overage = (amount * overage_tokens / tokens).quantize(AMOUNT_STEP, rounding=ROUND_HALF_UP)
-    return amount - overage, overage
-
-
 def record_cost(
-    prediction: Prediction, billed: Billed, plan: Plan | None, overage_tokens: int
+    prediction: Prediction, price: ListingPrice, billed: Billed, amount: Decimal, paid: Any
 ) -> CallCost:
-    """Writes the call's receipt; called once, by settlement, in its transaction."""
-    price = price_at(prediction.model, prediction.created_at)
-    amount = amount_for(price, billed)
-    by_plan, as_overage = _split(
-        amount, plan, billed.input_tokens + billed.output_tokens, overage_tokens
-    )
+    """Writes the call's receipt, the usage ledger's settlement entry; called once, by
+    settlement, in its transaction. `paid` splits `amount` by source (all zero when
+    billing is off and nobody pays)."""
     return CallCost.objects.create(
         prediction=prediction,
         org_id=prediction.org_id,
@@ -83,8 +69,9 @@ def record_cost(
         seconds=billed.seconds,
         requests=billed.requests,
         amount=amount,
-        paid_by_plan=by_plan,
-        paid_as_overage=as_overage,
+        paid_by_plan=paid.allowance,
+        paid_by_credits=paid.credits,
+        paid_as_overage=paid.overage,
     )
 
 
@@ -103,7 +90,11 @@ def cost_payload(cost: CallCost | None) -> dict[str, Any] | None:
     """API.md's prediction `cost` object."""
     if cost is None:
         return None
-    paid = (("plan", cost.paid_by_plan), ("overage", cost.paid_as_overage))
+    paid = (
+        ("plan", cost.paid_by_plan),
+        ("credits", cost.paid_by_credits),
+        ("overage", cost.paid_as_overage),
+    )
     return {
         "amount": decimal_string(cost.amount),
         "currency": cost.currency,

@@ -20,7 +20,6 @@ from django.db.models import Q
 from models_hub.models import ModelListing, Task
 from portal.models import Organization
 
-
 # Money per call is kept to 6 decimal places (issue #12); 12 digits leave 6 before the point.
 MONEY_DIGITS = 12
 MONEY_PLACES = 6
@@ -249,6 +248,8 @@ class UsageRecord(models.Model):
         "ListingPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     max_cost = _money("The call's worst case: more is never charged.")
+    # False when billing was off at admission (no plan at all): nobody pays for the call.
+    metered = models.BooleanField(default=True)
     reserved_allowance = _money()
     reserved_credits = _money()
     reserved_overage = _money()
@@ -396,6 +397,9 @@ class MeteredCost(models.Model):
     call_cost = models.OneToOneField(CallCost, on_delete=models.CASCADE, related_name="metered")
     report = models.ForeignKey(MeterReport, on_delete=models.CASCADE, related_name="costs")
 
+    def __str__(self) -> str:
+        return f"{self.call_cost_id} in {self.report_id}"
+
 
 class UsageCorrection(models.Model):
     """A correction of a settled call, as its own ledger entry (a settled receipt is never
@@ -414,6 +418,9 @@ class UsageCorrection(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.call_cost_id}: {self.reason}"
 
 
 class BillingAccount(models.Model):
@@ -505,7 +512,6 @@ class TokenSpendCap(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token}: {self.amount}"
-
 
 
 class BillingAlert(models.Model):

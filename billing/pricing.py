@@ -5,23 +5,11 @@ listings at once, in a fixed number of queries."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 from billing.models import ListingPrice, Plan
 from billing.prices import PARTS, decimal_string, prices_at
 from models_hub.models import ModelListing
-
-
-class OveragePrice(dict):
-    """The cheapest overage price among the plans that include a model.
-
-    A dict for the API (`{"per_1k_tokens": "0.0030", "currency": "usd"}`) that prints as
-    "$0.0030 per 1K tokens" in a template, so both views of the catalog read naturally.
-    """
-
-    def __str__(self) -> str:
-        return f"${self['per_1k_tokens']} per 1K tokens"
 
 
 def _plans_by_listing(listings: list[ModelListing]) -> dict[int, list[Plan]]:
@@ -42,20 +30,11 @@ def _plans_by_listing(listings: list[ModelListing]) -> dict[int, list[Plan]]:
     }
 
 
-def _overage(including: list[Plan]) -> OveragePrice | None:
-    overages = [p.overage_per_1k_tokens for p in including if p.allows_overage]
-    cheapest: Decimal | None = min(overages) if overages else None
-    if cheapest is None:
-        return None
-    return OveragePrice(per_1k_tokens=str(cheapest), currency=including[0].currency)
-
-
 def pricing_object(price: ListingPrice, including: list[Plan]) -> dict[str, Any]:
     return {
         "currency": price.currency,
         **{part: decimal_string(getattr(price, part)) for part in PARTS},
         "plans": [{"slug": plan.slug, "name": plan.name} for plan in including],
-        "overage": _overage(including),
     }
 
 

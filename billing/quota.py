@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from billing import plans, services
+from billing import metering, plans, services
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from inference.models import Prediction
     from models_hub.models import ModelListing
     from portal.models import Organization
@@ -28,13 +30,14 @@ def check_entitlement(org: Organization, listing: ModelListing) -> None:
     setattr(org, _CHECKED_STATE, services.check_entitlement(org, listing))
 
 
-def reserve(prediction: Prediction, listing: ModelListing) -> None:
-    """Reserves the prediction's worst-case usage against the org's quota (402 if spent)."""
+def reserve(prediction: Prediction, listing: ModelListing, max_cost: Decimal | None = None) -> None:
+    """Reserves the prediction's worst-case cost against every limit that applies (402 if
+    one would be crossed, `max_cost` included)."""
     org = prediction.org
     state = getattr(org, _CHECKED_STATE, None) or plans.plan_state(org)
-    services.reserve_usage(prediction, listing, state)
+    metering.reserve(prediction, listing, state, max_cost)
 
 
 def settle(prediction: Prediction) -> None:
-    """Turns the reservation into actual usage and releases the rest."""
-    services.settle_usage(prediction)
+    """Turns the reservation into the delivered cost and releases the rest."""
+    metering.settle(prediction)

@@ -1,5 +1,6 @@
-"""Every billing write that matters: quota reservations and settlement, subscriptions
-(checkout, portal, admin grants, Stripe webhooks), and overage reports to Stripe.
+"""Every billing write that matters besides metering (`billing.metering`): entitlement,
+subscriptions (checkout, portal, admin grants, Stripe webhooks), and overage reports to
+Stripe.
 
 Counters change only through conditional UPDATEs or under a row lock, never read-then-write.
 """
@@ -11,28 +12,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.lookups import LessThanOrEqual
+from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing import costs, estimate, plans, stripe_client
+from billing import plans, stripe_client
 from billing.models import (
+    BillingAccount,
+    CallCost,
     Customer,
     EventStatus,
+    MeteredCost,
     MeterReport,
     Plan,
     StripeEvent,
     Subscription,
     SubscriptionStatus,
     UsagePeriod,
-    UsageRecord,
 )
 from billing.plans import PAID_ACCESS, PlanState
-from inference.models import Prediction, Status
 from models_hub.models import ModelListing
 from portal import ratelimit
 from portal.errors import Conflict, InvalidInput, NotFound, PaymentRequired, RateLimited
@@ -49,25 +51,34 @@ def _plan_names(listing: ModelListing) -> str:
     return ", ".join(names)
 
 
+def _pays_with_credits(org: Organization) -> bool:
+    return BillingAccount.objects.filter(org=org, balance__gt=0).exists()
+
+
 def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
-    """The plan in force, if it includes the model and its rate limit allows one more call."""
+    """The plan in force, if the org may call the model (its plan covers it, or it has
+    credits to pay per call) and the plan's rate limit allows one more call. Whether the
+    money suffices is settled at reservation (`metering.reserve`)."""
     state = plans.plan_state(org)
     plan = state.plan
     if plan is None:
         return state
-    if state.subscription_required:
+    if state.subscription_required and not _pays_with_credits(org):
         raise PaymentRequired(
             f"{org.name} has no plan: the {plan.name} plan comes with your personal "
             "workspace, and team workspaces start when they subscribe. Choose a plan on the "
-            "pricing page (/pricing/), or use your personal workspace.",
+            "pricing page (/pricing/), buy credits on the billing page (/billing/), or use "
+            "your personal workspace.",
             code="subscription_required",
         )
-    if not plans.includes(plan, listing):
+    covered = not state.subscription_required and plans.includes(plan, listing)
+    if not covered and not _pays_with_credits(org):
         names = _plan_names(listing)
         where = f" It is included in: {names}." if names else ""
         raise PaymentRequired(
             f"{listing.name} is not included in your {plan.name} plan.{where} "
-            "Choose a plan on the pricing page (/pricing/).",
+            "Choose a plan on the pricing page (/pricing/), or pay per call with credits "
+            "(billing page, /billing/).",
             code="model_not_in_plan",
             param="model",
         )
@@ -79,156 +90,6 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
             code="plan_rate_limited",
         )
     return state
-
-
-def _period_for(org: Organization, state: PlanState) -> UsagePeriod:
-    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
-    if period is not None:
-        return period
-    # ON CONFLICT DO NOTHING: concurrent first admissions of a period all end up with
-    # the one row, none of them fails.
-    UsagePeriod.objects.bulk_create(
-        [UsagePeriod(org=org, start=state.period_start, end=state.period_end)],
-        ignore_conflicts=True,
-    )
-    return UsagePeriod.objects.get(org=org, start=state.period_start)
-
-
-def _within(used: str, reserved: str, amount: int, limit: int) -> LessThanOrEqual:
-    return LessThanOrEqual(F(used) + F(reserved) + amount, Value(limit))
-
-
-def _reserve_conditions(plan: Plan | None, tokens: int) -> list[LessThanOrEqual]:
-    """The WHERE clauses of the reservation; none when overage is allowed or unmetered."""
-    if plan is None or plan.allows_overage:
-        return []
-    conditions = []
-    if plan.included_requests is not None:
-        conditions.append(_within("requests_used", "requests_reserved", 1, plan.included_requests))
-    if plan.included_tokens is not None:
-        conditions.append(_within("tokens_used", "tokens_reserved", tokens, plan.included_tokens))
-    return conditions
-
-
-def _exhausted(plan: Plan, period: UsagePeriod) -> PaymentRequired:
-    period.refresh_from_db()
-    which = "requests"
-    if plan.included_requests is None or (
-        period.requests_used + period.requests_reserved < plan.included_requests
-    ):
-        which = "tokens"
-    return PaymentRequired(
-        f"Your {plan.name} plan's {which} for this period are used up "
-        f"(the period ends {period.end:%Y-%m-%d %H:%M} UTC). "
-        "Upgrade on the pricing page (/pricing/) to continue now.",
-        code="quota_exhausted",
-    )
-
-
-def reserve_usage(prediction: Prediction, listing: ModelListing, state: PlanState) -> UsageRecord:
-    """Reserves the worst case (input estimate + max_new_tokens) with one conditional UPDATE
-    (`... WHERE used + reserved + n <= limit`); no row updated means the quota is spent."""
-    tokens = estimate.reservation_tokens(listing, prediction.input)
-    period = _period_for(prediction.org, state)
-    # The ledger row first: the UPDATE below locks the org's period row until commit, so
-    # the less work after it, the more admissions per second one org gets.
-    record = UsageRecord.objects.create(
-        prediction=prediction,
-        org_id=prediction.org_id,
-        period=period,
-        model=listing,
-        token_id=prediction.token_id,
-        reserved_requests=1,
-        reserved_tokens=tokens,
-    )
-    updated = (
-        UsagePeriod.objects.filter(pk=period.pk)
-        .filter(*_reserve_conditions(state.plan, tokens))
-        .update(
-            requests_reserved=F("requests_reserved") + 1,
-            tokens_reserved=F("tokens_reserved") + tokens,
-        )
-    )
-    if not updated:
-        # Raising rolls the whole admission back, the ledger row and the prediction too.
-        raise _exhausted(state.plan, period)
-    return record
-
-
-@dataclass(frozen=True)
-class Settlement:
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    overage_tokens: int
-
-
-def _overage(period: UsagePeriod, plan: Plan | None, tokens: int) -> int:
-    """The part of `tokens` beyond the plan's included tokens for the period."""
-    if plan is None or not plan.allows_overage or plan.included_tokens is None:
-        return 0
-    before = max(0, period.tokens_used - plan.included_tokens)
-    after = max(0, period.tokens_used + tokens - plan.included_tokens)
-    return after - before
-
-
-def _counts_as_request(prediction: Prediction) -> bool:
-    """A call is a request once it delivered something: a stream canceled or failed after
-    its first token served the client as a finished one did (README, "What a call counts")."""
-    delivered = prediction.output_tokens > 0 or prediction.output not in (None, "", [], {})
-    return prediction.status == Status.SUCCEEDED or delivered
-
-
-def settle_usage(prediction: Prediction) -> Settlement | None:
-    """Turns the reservation into actual usage, once: tokens actually processed are
-    charged whatever the outcome; a call counts as a request if it succeeded or produced
-    output, so a failed or canceled call with no output counts none."""
-    now = timezone.now()
-    # Claim the record: a second settle (a retried finish) finds it settled and stops.
-    claimed = UsageRecord.objects.filter(prediction=prediction, settled_at__isnull=True).update(
-        settled_at=now
-    )
-    if not claimed:
-        return None
-    record = UsageRecord.objects.get(prediction=prediction)
-    result = Settlement(
-        requests=1 if _counts_as_request(prediction) else 0,
-        input_tokens=prediction.input_tokens,
-        output_tokens=prediction.output_tokens,
-        overage_tokens=0,
-    )
-    tokens = result.input_tokens + result.output_tokens
-    plan = plans.plan_state(prediction.org).plan
-    # The lock orders concurrent settles of one period, so each sees the tokens used
-    # before it and overage is attributed exactly once.
-    period = UsagePeriod.objects.select_for_update().get(pk=record.period_id)
-    overage = _overage(period, plan, tokens)
-    cost = plans.overage_cost(overage, plan) if plan else 0
-    UsagePeriod.objects.filter(pk=period.pk).update(
-        requests_reserved=F("requests_reserved") - record.reserved_requests,
-        tokens_reserved=F("tokens_reserved") - record.reserved_tokens,
-        requests_used=F("requests_used") + result.requests,
-        tokens_used=F("tokens_used") + tokens,
-        input_tokens=F("input_tokens") + result.input_tokens,
-        output_tokens=F("output_tokens") + result.output_tokens,
-        overage_tokens=F("overage_tokens") + overage,
-        cost=F("cost") + cost,
-    )
-    UsageRecord.objects.filter(pk=record.pk).update(
-        requests=result.requests,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        overage_tokens=overage,
-        cost=cost,
-    )
-    billed = costs.Billed(
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        seconds=costs.billed_seconds(prediction),
-        requests=result.requests,
-    )
-    costs.record_cost(prediction, billed, plan, overage)
-    return Settlement(result.requests, result.input_tokens, result.output_tokens, overage)
 
 
 # --- Customers, checkout, portal ---------------------------------------------------
@@ -596,27 +457,48 @@ def resync_subscription(sub: Subscription) -> str:
 METER_BATCH = 500
 
 
+def _cents(amount: Decimal) -> int:
+    return int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _report_period(org_id: int, period_id: int, receipts: list[CallCost]) -> MeterReport:
+    """One report for the receipts of one period. Its cents are the period's overage so
+    far, rounded half up once, minus the cents already reported: what Stripe invoices
+    for the period is its exact overage rounded to the cent, never a sum of roundings."""
+    UsagePeriod.objects.select_for_update().filter(pk=period_id).first()
+    before = MeterReport.objects.filter(period_id=period_id).aggregate(
+        amount=Sum("amount"), cents=Sum("cents")
+    )
+    amount = sum((receipt.paid_as_overage for receipt in receipts), Decimal(0))
+    cents = _cents((before["amount"] or Decimal(0)) + amount) - (before["cents"] or 0)
+    report = MeterReport.objects.create(
+        org_id=org_id,
+        period_id=period_id,
+        identifier=f"portal-overage-{org_id}-{receipts[0].pk}-{receipts[-1].pk}",
+        amount=amount,
+        cents=cents,
+        rounding=Decimal(cents) / 100 - amount,
+    )
+    MeteredCost.objects.bulk_create(
+        [MeteredCost(call_cost=receipt, report=report) for receipt in receipts]
+    )
+    return report
+
+
 @transaction.atomic
 def batch_overage() -> list[MeterReport]:
-    """Gathers unreported overage into one report per org; each record joins one report."""
-    records = list(
-        UsageRecord.objects.select_for_update(skip_locked=True)
-        .filter(overage_tokens__gt=0, meter_report__isnull=True, settled_at__isnull=False)
-        .order_by("settled_at")[:METER_BATCH]
+    """Gathers unreported overage into one report per org and period; each receipt joins
+    exactly one report (`MeteredCost` is unique per receipt)."""
+    receipts = list(
+        CallCost.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(paid_as_overage__gt=0, metered__isnull=True)
+        .annotate(period_id=F("prediction__usage_record__period_id"))
+        .order_by("pk")[:METER_BATCH]
     )
-    by_org: dict[int, list[UsageRecord]] = {}
-    for record in records:
-        by_org.setdefault(record.org_id, []).append(record)
-    reports = []
-    for org_id, items in by_org.items():
-        report = MeterReport.objects.create(
-            org_id=org_id,
-            identifier=f"portal-overage-{org_id}-{items[0].pk}-{items[-1].pk}",
-            tokens=sum(item.overage_tokens for item in items),
-        )
-        UsageRecord.objects.filter(pk__in=[item.pk for item in items]).update(meter_report=report)
-        reports.append(report)
-    return reports
+    groups: dict[tuple[int, int], list[CallCost]] = {}
+    for receipt in receipts:
+        groups.setdefault((receipt.org_id, receipt.period_id), []).append(receipt)
+    return [_report_period(org, period, items) for (org, period), items in groups.items()]
 
 
 def send_report(report_id: int) -> str:
@@ -630,6 +512,11 @@ def send_report(report_id: int) -> str:
         )
         if report is None:
             return "skipped"
+        if not report.cents:
+            # Under half a cent so far this period: rounded, there is nothing to bill.
+            report.state, report.sent_at = MeterReport.State.SENT, timezone.now()
+            report.save(update_fields=["state", "sent_at"])
+            return report.state
         customer = Customer.objects.filter(
             org_id=report.org_id, stripe_customer_id__isnull=False
         ).first()
@@ -642,7 +529,7 @@ def send_report(report_id: int) -> str:
         try:
             stripe_client.report_meter_event(
                 customer.stripe_customer_id,
-                report.tokens,
+                report.cents,
                 report.identifier,
                 int(report.created_at.timestamp()),
             )

@@ -206,15 +206,14 @@ def create_price(plan: Plan, product_id: str) -> str:
 
 
 def create_overage_price(plan: Plan, product_id: str, meter_id: str) -> str:
-    # Billed per 1,000 tokens (rounded up), at the plan's overage price in cents.
-    cents_per_1k = plan.overage_per_1k_tokens * 100
+    # The meter counts overage in cents (already priced at each model's listing price and
+    # rounded by us): one unit is one cent.
     return _call(
         stripe.Price.create,
         product=product_id,
         currency=plan.currency,
-        unit_amount_decimal=f"{cents_per_1k.normalize():f}",
+        unit_amount=1,
         recurring={"interval": plan.interval, "usage_type": "metered", "meter": meter_id},
-        transform_quantity={"divide_by": 1000, "round": "up"},
         metadata={"plan": plan.slug, "kind": "overage"},
     )["id"]
 
@@ -224,14 +223,14 @@ def deactivate_price(price_id: str) -> None:
 
 
 def ensure_meter() -> str:
-    """The Billing Meter that overage tokens are reported to, created on first sync."""
+    """The Billing Meter that overage (in cents) is reported to, created on first sync."""
     event_name = settings.STRIPE_METER_EVENT_NAME
     for meter in _call(stripe.billing.Meter.list, status="active", limit=100)["data"]:
         if meter["event_name"] == event_name:
             return meter["id"]
     return _call(
         stripe.billing.Meter.create,
-        display_name="Model Portal overage tokens",
+        display_name="Model Portal overage (cents)",
         event_name=event_name,
         default_aggregation={"formula": "sum"},
         customer_mapping={"type": "by_id", "event_payload_key": "stripe_customer_id"},
@@ -242,7 +241,7 @@ def ensure_meter() -> str:
 # --- Metered usage ---------------------------------------------------------------------
 
 
-def report_meter_event(customer_id: str, tokens: int, identifier: str, timestamp: int) -> None:
+def report_meter_event(customer_id: str, cents: int, identifier: str, timestamp: int) -> None:
     """Raises StripeUnavailable when Stripe did not acknowledge; the caller retries later
     with the same identifier, which Stripe deduplicates."""
     _call(
@@ -250,5 +249,5 @@ def report_meter_event(customer_id: str, tokens: int, identifier: str, timestamp
         event_name=settings.STRIPE_METER_EVENT_NAME,
         identifier=identifier,
         timestamp=timestamp,
-        payload={"stripe_customer_id": customer_id, "value": str(tokens)},
+        payload={"stripe_customer_id": customer_id, "value": str(cents)},
     )

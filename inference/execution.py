@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -55,15 +55,21 @@ def _execute(prediction_id: str, worker_host: str) -> None:
         # Already terminal (nothing to do), or redelivered after its worker died.
         services.fail_if_abandoned(prediction_id)
         return
+    delivery = Delivery(partial(services.cancel_requested, prediction.id))
     try:
         with lease_heartbeat(prediction.id):
-            result, logs = _run(prediction)
+            result, logs = _run(prediction, delivery)
     except SoftTimeLimitExceeded:
-        services.finish(prediction, Status.FAILED, error="The prediction exceeded its time limit.")
+        services.finish(
+            prediction,
+            Status.FAILED,
+            error="The prediction exceeded its time limit.",
+            **delivery.failed_counts(),
+        )
         return
     except Exception:
         logger.exception("prediction %s failed", prediction_id)
-        services.finish(prediction, Status.FAILED, error=MODEL_FAILURE)
+        services.finish(prediction, Status.FAILED, error=MODEL_FAILURE, **delivery.failed_counts())
         return
     canceled = result.finish_reason == FinishReason.CANCELED
     services.finish(
@@ -73,19 +79,49 @@ def _execute(prediction_id: str, worker_host: str) -> None:
         logs=logs,
         input_tokens=result.metrics.input_tokens,
         output_tokens=result.metrics.output_tokens,
+        # Only a cancel makes delivered differ from generated: a run that stopped by
+        # itself is charged every token it generated, a matched stop string included.
+        delivered_output_tokens=delivery.tokens if canceled and delivery.streamed else None,
         from_status=Status.PROCESSING,
     )
 
 
-def _run(prediction: Prediction) -> tuple[Result, str]:
+class Delivery:
+    """Counts the output tokens that reached the event log before a cancel took effect
+    (billed = delivered): once the runner has seen the cancel flag, what it still emits
+    (a held-back stop-string tail) is logged for the client but not charged."""
+
+    def __init__(self, cancel_requested: Callable[[], bool]):
+        self._cancel_requested = cancel_requested
+        self.canceled = False
+        self.streamed = False
+        self.tokens = 0
+
+    def should_cancel(self) -> bool:
+        self.canceled = self.canceled or self._cancel_requested()
+        return self.canceled
+
+    def delivered(self, tokens: int) -> None:
+        self.streamed = True
+        if not self.canceled:
+            self.tokens += tokens
+
+    def failed_counts(self) -> dict[str, int]:
+        """A run that failed mid-stream is charged what it delivered before failing."""
+        if not self.streamed:
+            return {}
+        return {"output_tokens": self.tokens, "delivered_output_tokens": self.tokens}
+
+
+def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     spec = prediction.model.runtime_spec
     runner = get_runner(spec.task)
     log_lines: list[str] = []
     result: Result | None = None
-    should_cancel = partial(services.cancel_requested, prediction.id)
-    for event in runner.run(spec, prediction.input, should_cancel):
+    for event in runner.run(spec, prediction.input, delivery.should_cancel):
         if event.type == EventType.OUTPUT:
             events.append(prediction.id, "output", event.data)
+            delivery.delivered(event.tokens)
             services.notify_output(prediction)
         elif event.type == EventType.LOG:
             log_lines.append(event.data)

@@ -58,6 +58,9 @@ class Prediction(models.Model):
 
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
+    # Billed = delivered: the output tokens whose events reached the log before a cancel
+    # took effect or the run failed; empty for runs that stream nothing (all count).
+    delivered_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     queue_time = models.FloatField(null=True, blank=True)
     predict_time = models.FloatField(null=True, blank=True)
 

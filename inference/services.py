@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing import quota
+from billing import metering, quota
 from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
@@ -44,6 +45,8 @@ class PredictionRequest:
     webhook_events_filter: list[str] | None = None
     source: str = Source.API
     extra: dict = field(default_factory=dict)
+    # The most the caller will pay for this call (API.md `max_cost`); None: no limit.
+    max_cost: Decimal | None = None
 
 
 def find_listing(principal: Principal, slug: str) -> ModelListing:
@@ -51,6 +54,16 @@ def find_listing(principal: Principal, slug: str) -> ModelListing:
     if listing is None:
         raise NotFound(f"Model {slug!r} not found.", code="model_not_found", param="model")
     return listing
+
+
+def quote(principal: Principal, model: str, data: dict) -> metering.Quote:
+    """The cost of a call with this input, found and validated as admission would."""
+    if not principal.has_scope("predict"):
+        raise NotAllowed("This token lacks the 'predict' scope.", code="missing_scope")
+    listing = find_listing(principal, model)
+    if not principal.allows_model(listing.slug):
+        raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
+    return metering.quote(listing, validate_input(listing, data))
 
 
 def _check_rate_limit(principal: Principal) -> None:
@@ -112,7 +125,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             webhook=webhook,
             webhook_events_filter=events_filter,
         )
-        _reserve_quota(prediction, listing)
+        _reserve_quota(prediction, listing, request.max_cost)
         transaction.on_commit(lambda: _dispatch(prediction, listing))
     logger.info(
         "prediction admitted: %s on %s",
@@ -123,9 +136,9 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     return prediction
 
 
-def _reserve_quota(prediction: Prediction, listing: ModelListing) -> None:
+def _reserve_quota(prediction: Prediction, listing: ModelListing, max_cost: Decimal | None) -> None:
     try:
-        quota.reserve(prediction, listing)
+        quota.reserve(prediction, listing, max_cost)
     except PaymentRequired as exc:
         metrics.inc("portal_quota_rejections_total", {"code": exc.code})
         raise
@@ -212,6 +225,7 @@ def finish(
     logs: str | None = None,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
+    delivered_output_tokens: int | None = None,
     from_status: str | None = None,
 ) -> bool:
     """Moves a prediction to a terminal state once; settles usage and tells everyone."""
@@ -232,6 +246,8 @@ def finish(
         fields["input_tokens"] = input_tokens
     if output_tokens is not None:
         fields["output_tokens"] = output_tokens
+    if delivered_output_tokens is not None:
+        fields["delivered_output_tokens"] = delivered_output_tokens
     allowed_from = [from_status] if from_status else [Status.STARTING, Status.PROCESSING]
     with transaction.atomic():
         updated = Prediction.objects.filter(pk=prediction.pk, status__in=allowed_from).update(

@@ -335,7 +335,7 @@ STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
 # Another Stripe-compatible server (localstripe in development); empty is Stripe itself.
 STRIPE_API_BASE = env("STRIPE_API_BASE")
-STRIPE_METER_EVENT_NAME = env("STRIPE_METER_EVENT_NAME", "model_portal_tokens")
+STRIPE_METER_EVENT_NAME = env("STRIPE_METER_EVENT_NAME", "model_portal_overage_cents")
 # A past_due subscription keeps its plan this long before falling back to free.
 BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 7)
 # The portal's one currency (ISO 4217, lower case as Stripe writes it): every listing

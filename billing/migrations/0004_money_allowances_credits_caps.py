@@ -331,6 +331,11 @@ class Migration(migrations.Migration):
             model_name='creditentry',
             index=models.Index(fields=['org', 'created_at'], name='credit_entry_org'),
         ),
+        migrations.AddField(
+            model_name='usagerecord',
+            name='metered',
+            field=models.BooleanField(default=True),
+        ),
         migrations.RunPython(convert_to_money, migrations.RunPython.noop),
         migrations.RemoveIndex(
             model_name='usagerecord',

@@ -63,3 +63,10 @@ LIST = OpenApiExample(
     response_only=True,
     value={"count": 1, "next": None, "previous": None, "results": [PREDICTION]},
 )
+
+
+QUOTE = OpenApiExample(
+    "Quote",
+    response_only=True,
+    value={"currency": "usd", "max_cost": "0.000412", "expected_cost": "0.000187"},
+)

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.costs import cost_number, cost_of
+from billing.metering import parse_max_cost
 from billing.pricing import catalog_pricing
 from inference import concurrency, events, services
 from inference.models import Prediction, Source, Status
@@ -155,12 +156,15 @@ def _map_input_errors(exc: InvalidInput) -> InvalidInput:
     return exc
 
 
-def _admit(principal: Principal, model: str, model_input: dict) -> Prediction:
+def _admit(principal: Principal, model: str, model_input: dict, body: dict) -> Prediction:
+    request = services.PredictionRequest(
+        model=model,
+        input=model_input,
+        source=Source.OPENAI,
+        max_cost=parse_max_cost(body.get("max_cost")),
+    )
     try:
-        return services.admit(
-            principal,
-            services.PredictionRequest(model=model, input=model_input, source=Source.OPENAI),
-        )
+        return services.admit(principal, request)
     except InvalidInput as exc:
         raise _map_input_errors(exc) from exc
 
@@ -169,12 +173,12 @@ admit = sync_to_async(_admit)
 
 
 async def _admit_holding(
-    stream_guard: StreamGuard, principal: Principal, model: str, model_input: dict
+    stream_guard: StreamGuard, principal: Principal, model: str, model_input: dict, body: dict
 ) -> Prediction:
     """Admits with the stream's slot already held (taken first, so that an org at its cap
     is refused before anything is created), giving the slot back if admission fails."""
     try:
-        return await admit(principal, model, model_input)
+        return await admit(principal, model, model_input, body)
     except BaseException:
         await stream_guard.release()
         raise
@@ -216,7 +220,9 @@ def _check_succeeded(prediction: Prediction) -> None:
         raise ModelFailed(prediction.error or "The model failed.")
 
 
-async def _admit_and_wait(principal: Principal, model: str, model_input: dict) -> Prediction:
+async def _admit_and_wait(
+    principal: Principal, model: str, model_input: dict, body: dict
+) -> Prediction:
     """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
     holds one of the org's wait slots (taken before admission, so that an org at its cap
     is refused before anything is created) and no pooled connection while it waits."""
@@ -224,7 +230,7 @@ async def _admit_and_wait(principal: Principal, model: str, model_input: dict) -
         principal, concurrency.Kind.WAIT
     )
     try:
-        prediction = await admit(principal, model, model_input)
+        prediction = await admit(principal, model, model_input, body)
         return await _wait_until_done(prediction, slot)
     finally:
         await sync_to_async(slot.release, thread_sensitive=False)()
@@ -350,9 +356,9 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     stream, include_usage = _stream_options(body)
     model_input = {"messages": messages, **_generation_params(body)}
     if not stream:
-        return _chat_completion(await _admit_and_wait(principal, model, model_input), model)
+        return _chat_completion(await _admit_and_wait(principal, model, model_input, body), model)
     stream_guard = await StreamGuard.open(principal)
-    prediction = await _admit_holding(stream_guard, principal, model, model_input)
+    prediction = await _admit_holding(stream_guard, principal, model, model_input, body)
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
 
@@ -402,9 +408,9 @@ async def completions(principal: Principal, body: dict) -> HttpResponse:
     stream, include_usage = _stream_options(body)
     model_input = {"prompt": prompt, **_generation_params(body)}
     if not stream:
-        return _text_completion(await _admit_and_wait(principal, model, model_input), model)
+        return _text_completion(await _admit_and_wait(principal, model, model_input, body), model)
     stream_guard = await StreamGuard.open(principal)
-    prediction = await _admit_holding(stream_guard, principal, model, model_input)
+    prediction = await _admit_holding(stream_guard, principal, model, model_input, body)
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 
@@ -460,7 +466,7 @@ async def embeddings(principal: Principal, body: dict) -> HttpResponse:
             param="dimensions",
             code="unsupported_parameter",
         )
-    final = await _admit_and_wait(principal, model, {"input": texts})
+    final = await _admit_and_wait(principal, model, {"input": texts}, body)
     _check_succeeded(final)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding_format)}

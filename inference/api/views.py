@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from billing.metering import parse_max_cost, quote_payload
 from inference import services
 from inference.api import examples
 from inference.models import Prediction, Source, Status
@@ -25,6 +26,11 @@ class PredictionCreateSerializer(serializers.Serializer):
     webhook = serializers.CharField(required=False, allow_blank=True, max_length=1000)
     webhook_events_filter = serializers.ListField(
         child=serializers.CharField(max_length=20), required=False, max_length=4
+    )
+    max_cost = serializers.JSONField(
+        required=False,
+        help_text='The most this call may cost, a decimal string ("0.05"): refused with 402 '
+        "`cost_cap_exceeded` when its worst case is above it.",
     )
 
     def validate_input(self, value: dict) -> dict:
@@ -94,13 +100,19 @@ class PredictionSerializer(serializers.Serializer):
     data_removed = serializers.BooleanField()
 
 
+class QuoteSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    max_cost = serializers.CharField(help_text="The worst case: the most the call can cost.")
+    expected_cost = serializers.CharField(help_text="What calls like it cost lately.")
+
+
 class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
     org_queryset = Prediction.objects.select_related("model", "call_cost")
     serializer_class = PredictionSerializer
     lookup_value_regex = "[a-z0-9]+"
 
     def get_permissions(self):
-        needed = CanPredict if self.action in ("create", "cancel") else CanRead
+        needed = CanPredict if self.action in ("create", "cancel", "quote") else CanRead
         return [HasOrg(), needed()]
 
     def filter_org_queryset(self, queryset):
@@ -153,12 +165,29 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
             webhook=data.get("webhook", ""),
             webhook_events_filter=data.get("webhook_events_filter"),
             source=Source.API if request.auth.token else Source.PLAYGROUND,
+            max_cost=parse_max_cost(data.get("max_cost")),
         )
         if wait_seconds:
             prediction = services.admit_and_wait(request.auth, admission, wait_seconds)
         else:
             prediction = services.admit(request.auth, admission)
         return Response(self._payload(prediction), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=PredictionCreateSerializer,
+        responses={200: QuoteSerializer},
+        examples=[examples.QUOTE],
+    )
+    @action(detail=False, methods=["post"])
+    def quote(self, request: Request) -> Response:
+        """What a create with this body would cost, worst case and expected, at the price
+        in force now; runs nothing, reserves nothing."""
+        body = PredictionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        parse_max_cost(data.get("max_cost"))
+        result = services.quote(request.auth, data["model"], data["input"])
+        return Response(quote_payload(result))
 
     @extend_schema(
         request=None, responses={200: PredictionSerializer}, examples=[examples.CANCELED]

@@ -68,14 +68,16 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """`data` is a str for `output` and `log`, a `Result` for `result`."""
+    """`data` is a str for `output` and `log`, a `Result` for `result`. `tokens` is how
+    many generated tokens an `output` delta carries (what it bills when delivered)."""
 
     type: EventType
     data: str | Result
+    tokens: int = 0
 
     @classmethod
-    def output(cls, delta: str) -> Event:
-        return cls(EventType.OUTPUT, delta)
+    def output(cls, delta: str, tokens: int = 1) -> Event:
+        return cls(EventType.OUTPUT, delta, tokens)
 
     @classmethod
     def log(cls, line: str) -> Event:

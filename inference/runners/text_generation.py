@@ -324,15 +324,20 @@ def stream_generation(
     stops = StopMatcher(params.stop)
     pieces: list[str] = []
     generated, first_token_at, finish = 0, None, None
+    # Tokens generated since the last delta: a stop-string prefix holds text back, and
+    # the delta that releases it carries those tokens too.
+    held = 0
     deltas = backend.deltas(prompt, params)
     try:
         for delta in deltas:
             generated += 1
+            held += 1
             first_token_at = first_token_at or time.perf_counter()
             text, stopped = stops.push(delta)
             if text:
                 pieces.append(text)
-                yield Event.output(text)
+                yield Event.output(text, held)
+                held = 0
             if stopped:
                 finish = FinishReason.STOP
                 break
@@ -345,7 +350,7 @@ def stream_generation(
         tail = stops.flush()
         if tail:
             pieces.append(tail)
-            yield Event.output(tail)
+            yield Event.output(tail, held)
     if finish is None:
         finish = FinishReason.LENGTH if generated >= params.max_new_tokens else FinishReason.STOP
     metrics = Metrics(

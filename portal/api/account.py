@@ -14,6 +14,9 @@ class AccountSerializer(serializers.Serializer):
     token = serializers.DictField(allow_null=True)
     plan = serializers.DictField(allow_null=True)
     quota = serializers.DictField()
+    credits = serializers.DictField(help_text="Prepaid credits: balance and reserved.")
+    spend = serializers.DictField(help_text="Spend cap, spent, reserved, remaining.")
+    currency = serializers.CharField()
     period = serializers.DictField()
 
 
@@ -45,14 +48,24 @@ ACCOUNT_EXAMPLE = OpenApiExample(
             "past_due": False,
             "cancel_at_period_end": False,
             "rate_limit_per_minute": 300,
-            "overage_per_1k_tokens": "0.0050",
+            "allowance": "20",
+            "overage_allowed": True,
         },
         "quota": {
-            "requests": {"included": 20000, "used": 120, "reserved": 1, "remaining": 19879},
-            "tokens": {"included": 5000000, "used": 48211, "reserved": 300, "remaining": 4951489},
-            "overage_tokens": 0,
-            "cost": "0.00",
+            "allowance": {
+                "included": "20",
+                "used": "4.21",
+                "reserved": "0.02",
+                "remaining": "15.77",
+            },
+            "requests": 120,
+            "input_tokens": 48211,
+            "output_tokens": 9120,
+            "overage": "0",
         },
+        "credits": {"balance": "12.5", "reserved": "0"},
+        "spend": {"cap": "50", "spent": "0", "reserved": "0", "remaining": "50"},
+        "currency": "usd",
         "period": {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
     },
 )

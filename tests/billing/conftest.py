@@ -57,8 +57,8 @@ def echo(listings) -> ModelListing:
 @pytest.fixture
 def free_plan(listings) -> Plan:
     plan = Plan.objects.create(
-        slug="free", name="Free", is_default=True, included_requests=50,
-        included_tokens=1_000_000, rate_limit_per_minute=10_000,
+        slug="free", name="Free", is_default=True, allowance=Decimal("1"),
+        rate_limit_per_minute=10_000,
     )  # fmt: skip
     plan.included_models.set([listings["echo"], listings["all-minilm-l6-v2"]])
     return plan
@@ -67,9 +67,9 @@ def free_plan(listings) -> Plan:
 @pytest.fixture
 def pro_plan(listings) -> Plan:
     return Plan.objects.create(
-        slug="pro", name="Pro", price_cents=2000, included_requests=1000,
-        included_tokens=10_000, rate_limit_per_minute=10_000, tasks=["text-generation"],
-        overage_per_1k_tokens=Decimal("0.5000"), stripe_price_id="price_pro",
+        slug="pro", name="Pro", price_cents=2000, allowance=Decimal("5"),
+        rate_limit_per_minute=10_000, tasks=["text-generation"],
+        overage_allowed=True, stripe_price_id="price_pro",
         stripe_overage_price_id="price_pro_overage", trial_days=14, sort_order=1,
     )  # fmt: skip
 
@@ -77,8 +77,8 @@ def pro_plan(listings) -> Plan:
 @pytest.fixture
 def team_plan(listings) -> Plan:
     return Plan.objects.create(
-        slug="team", name="Team", price_cents=10000, included_requests=5000,
-        included_tokens=None, rate_limit_per_minute=10_000,
+        slug="team", name="Team", price_cents=10000, allowance=None,
+        rate_limit_per_minute=10_000,
         tasks=["text-generation", "embeddings", "text-classification"],
         stripe_price_id="price_team", sort_order=2,
     )  # fmt: skip

@@ -1,0 +1,389 @@
+"""Money at admission and settlement: a call's worst case is reserved against every limit
+that applies (plan allowance, credits, org and token spend caps, `max_cost`) in one
+atomic step, and settlement turns the reservation into what was delivered.
+
+Who pays, in order: the plan's allowance (for the models it covers), then prepaid
+credits, then overage (only where the plan allows it). Every change happens under the
+lock of the org's `UsagePeriod` row, which admission and settlement of one org share, so
+the checks below are never read-then-write; credits also change only by conditional
+UPDATE. A call is never charged more than the worst case it reserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import F, Sum
+
+from billing import costs, credits, estimate, plans
+from billing.models import (
+    MONEY_PLACES,
+    BillingAccount,
+    CallCost,
+    CreditEntry,
+    ListingPrice,
+    TokenSpendCap,
+    UsagePeriod,
+    UsageRecord,
+)
+from billing.plans import PlanState
+from billing.prices import decimal_string, parse_amount, price_at
+from inference.models import Prediction, Status
+from models_hub.models import ModelListing
+from portal.errors import InvalidInput, PaymentRequired
+from portal.models import Organization
+
+ZERO = Decimal(0)
+AMOUNT_STEP = Decimal(1).scaleb(-MONEY_PLACES)
+
+
+# --- Quotes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    price: ListingPrice
+    max_cost: Decimal
+    expected_cost: Decimal
+
+
+def _priced(
+    price: ListingPrice, input_tokens: int, output_tokens: int, seconds: Decimal
+) -> Decimal:
+    billed = costs.Billed(input_tokens, output_tokens, seconds, requests=1)
+    return costs.amount_for(price, billed)
+
+
+def _typical_run(listing: ModelListing) -> tuple[int, Decimal] | None:
+    """Mean output tokens and run time of the model's recent calls, if any."""
+    recent = CallCost.objects.filter(model=listing, requests=1).order_by("-created_at")[:100]
+    rows = list(recent.values_list("output_tokens", "seconds"))
+    if not rows:
+        return None
+    tokens = sum(row[0] for row in rows) // len(rows)
+    seconds = sum((row[1] for row in rows), ZERO) / len(rows)
+    return tokens, seconds
+
+
+def quote(listing: ModelListing, data: dict, price: ListingPrice | None = None) -> Quote:
+    """The worst case (the input estimate, every token `max_new_tokens` allows, the whole
+    time limit) and the expected cost (the model's typical output and run time lately,
+    half the worst case's output and time without history) of a call."""
+    price = price or price_at(listing)
+    input_tokens = estimate.input_tokens(listing, data)
+    max_output = estimate.max_new_tokens(listing, data)
+    max_seconds = Decimal(listing.time_limit_seconds)
+    worst = _priced(price, input_tokens, max_output, max_seconds)
+    typical = _typical_run(listing) if (price.output_per_million or price.per_second) else None
+    output, seconds = typical or (max_output // 2, max_seconds / 2)
+    expected = _priced(price, input_tokens, min(output, max_output), min(seconds, max_seconds))
+    return Quote(price, worst, expected)
+
+
+def quote_payload(result: Quote) -> dict[str, str]:
+    return {
+        "currency": result.price.currency,
+        "max_cost": decimal_string(result.max_cost),
+        "expected_cost": decimal_string(result.expected_cost),
+    }
+
+
+# --- Admission ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    allowance: Decimal = ZERO
+    credits: Decimal = ZERO
+    overage: Decimal = ZERO
+
+    @property
+    def paid(self) -> Decimal:
+        return self.credits + self.overage
+
+
+def _money(amount: Decimal, currency: str | None = None) -> str:
+    currency = currency or settings.PORTAL_CURRENCY
+    text = decimal_string(amount)
+    return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
+
+
+def period_for(org: Organization, state: PlanState) -> UsagePeriod:
+    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
+    if period is not None:
+        return period
+    # ON CONFLICT DO NOTHING: concurrent first admissions of a period all end up with
+    # the one row, none of them fails.
+    UsagePeriod.objects.bulk_create(
+        [UsagePeriod(org=org, start=state.period_start, end=state.period_end)],
+        ignore_conflicts=True,
+    )
+    return UsagePeriod.objects.get(org=org, start=state.period_start)
+
+
+def _allowance_room(state: PlanState, period: UsagePeriod, covered: bool) -> Decimal | None:
+    """What the plan's allowance still holds for this call; None means unlimited."""
+    if not covered:
+        return ZERO
+    allowance = state.plan.allowance
+    if allowance is None:
+        return None
+    return max(ZERO, allowance - period.allowance_used - period.allowance_reserved)
+
+
+def _shortfall(
+    state: PlanState, listing: ModelListing, covered: bool, account: BillingAccount | None
+) -> PaymentRequired:
+    """Why nothing can pay for the rest of the call's worst case."""
+    plan = state.plan
+    has_credits = account is not None and account.balance > 0
+    if account is not None and account.balance < 0:
+        return PaymentRequired(
+            f"Your credit balance is negative ({_money(account.balance)}) after a "
+            "refund: add credits on the billing page (/billing/) to make paid calls again.",
+            code="credits_negative",
+        )
+    if has_credits:
+        return PaymentRequired(
+            "Your credit balance does not cover this call's worst case (credits already "
+            "held by calls in flight count): add credits on the billing page (/billing/), "
+            "or lower max_new_tokens.",
+            code="insufficient_credits",
+        )
+    if state.subscription_required:
+        return PaymentRequired(
+            f"This workspace has no plan and no credits: the {plan.name} plan's allowance "
+            "comes with personal workspaces. Subscribe on the pricing page (/pricing/) or "
+            "buy credits on the billing page (/billing/).",
+            code="subscription_required",
+        )
+    if not covered:
+        return PaymentRequired(
+            f"{listing.name} is not included in your {plan.name} plan. Pay per call with "
+            "credits (billing page, /billing/) or choose a plan that includes it "
+            "(/pricing/).",
+            code="model_not_in_plan",
+            param="model",
+        )
+    return PaymentRequired(
+        f"Your {plan.name} plan's allowance for this period is used up (the period ends "
+        f"{state.period_end:%Y-%m-%d %H:%M} UTC). Buy credits on the billing page "
+        "(/billing/) or upgrade on the pricing page (/pricing/) to continue now.",
+        code="quota_exhausted",
+    )
+
+
+def _split(
+    worst: Decimal,
+    state: PlanState,
+    listing: ModelListing,
+    period: UsagePeriod,
+    account: BillingAccount | None,
+) -> Split:
+    covered = not state.subscription_required and plans.includes(state.plan, listing)
+    room = _allowance_room(state, period, covered)
+    from_allowance = worst if room is None else min(worst, room)
+    rest = worst - from_allowance
+    if not rest:
+        return Split(allowance=from_allowance)
+    if account is not None and account.balance < 0:
+        # A refund took back credits already spent: paid calls wait for a top-up.
+        raise _shortfall(state, listing, covered, account)
+    from_credits = min(rest, max(ZERO, account.available)) if account else ZERO
+    rest -= from_credits
+    if rest and not (covered and state.plan.overage_allowed):
+        raise _shortfall(state, listing, covered, account)
+    return Split(from_allowance, from_credits, rest)
+
+
+def token_spent(token_id: int, period: UsagePeriod) -> Decimal:
+    """What a token's calls paid beyond the plan this period, in flight included."""
+    settled = CallCost.objects.filter(
+        prediction__usage_record__period=period, prediction__token_id=token_id
+    ).aggregate(total=Sum(F("paid_by_credits") + F("paid_as_overage")))["total"]
+    in_flight = UsageRecord.objects.filter(
+        period=period, token_id=token_id, prediction__call_cost__isnull=True
+    ).aggregate(total=Sum(F("reserved_credits") + F("reserved_overage")))["total"]
+    return (settled or ZERO) + (in_flight or ZERO)
+
+
+def _check_caps(
+    paid: Decimal, period: UsagePeriod, account: BillingAccount | None, token_id: int | None
+) -> None:
+    cap = account.spend_cap if account is not None else None
+    if cap is not None and period.spent + period.paid_reserved + paid > cap:
+        raise PaymentRequired(
+            f"This call could cost up to {_money(paid)} beyond your plan, which would "
+            f"cross the organization's spend cap of {_money(cap)} for this period "
+            f"({_money(period.spent)} spent). An owner can raise it on the billing "
+            "page (/billing/).",
+            code="spend_cap_reached",
+        )
+    if token_id is None:
+        return
+    token_cap = TokenSpendCap.objects.filter(token_id=token_id).first()
+    if token_cap is not None and token_spent(token_id, period) + paid > token_cap.amount:
+        raise PaymentRequired(
+            f"This call could cost up to {_money(paid)} beyond your plan, which would "
+            f"cross this API token's spend cap of {_money(token_cap.amount)} for "
+            "this period. An owner can raise it on the billing page (/billing/).",
+            code="spend_cap_reached",
+        )
+
+
+def _hold_credits(account: BillingAccount, amount: Decimal) -> None:
+    held = BillingAccount.objects.filter(
+        pk=account.pk, balance__gte=F("credits_reserved") + amount
+    ).update(credits_reserved=F("credits_reserved") + amount)
+    if not held:
+        raise PaymentRequired(
+            "Your credit balance does not cover this call's worst case.",
+            code="insufficient_credits",
+        )
+
+
+def parse_max_cost(value: object) -> Decimal | None:
+    """A client's `max_cost`: a decimal string (API.md) or a JSON number (what OpenAI SDK
+    users send as an extra field); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not isinstance(value, bool):
+        # The number's shortest repr ("0.05"), not its binary expansion.
+        value = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidInput('max_cost must be a decimal string such as "0.05".', param="max_cost")
+    return parse_amount(value, "max_cost")
+
+
+def check_max_cost(worst: Decimal, max_cost: Decimal | None, currency: str) -> None:
+    if max_cost is not None and worst > max_cost:
+        raise PaymentRequired(
+            f"This call could cost up to {_money(worst, currency)}, above its max_cost of "
+            f"{_money(max_cost, currency)}. Lower max_new_tokens or raise max_cost.",
+            code="cost_cap_exceeded",
+            param="max_cost",
+        )
+
+
+def reserve(
+    prediction: Prediction,
+    listing: ModelListing,
+    state: PlanState,
+    max_cost: Decimal | None = None,
+) -> UsageRecord:
+    """Reserves the call's worst case; raises PaymentRequired (rolling back the whole
+    admission) when any limit would be crossed. Runs in the admission's transaction."""
+    result = quote(listing, prediction.input)
+    check_max_cost(result.max_cost, max_cost, result.price.currency)
+    fields = {
+        "prediction": prediction,
+        "org_id": prediction.org_id,
+        "model": listing,
+        "token_id": prediction.token_id,
+        "price": result.price if result.price.pk else None,
+        "max_cost": result.max_cost,
+    }
+    period = period_for(prediction.org, state)
+    if state.plan is None:
+        # Billing is off (no default plan at all): nothing is reserved, nobody pays.
+        return UsageRecord.objects.create(period=period, metered=False, **fields)
+    # The lock every admission and settlement of this org's period takes: the reads
+    # below stay true until this transaction commits.
+    period = UsagePeriod.objects.select_for_update().get(pk=period.pk)
+    account = BillingAccount.objects.filter(org_id=prediction.org_id).first()
+    split = _split(result.max_cost, state, listing, period, account)
+    if split.paid:
+        _check_caps(split.paid, period, account, prediction.token_id)
+    if split.credits:
+        _hold_credits(account, split.credits)
+    if split.allowance or split.paid:
+        UsagePeriod.objects.filter(pk=period.pk).update(
+            allowance_reserved=F("allowance_reserved") + split.allowance,
+            paid_reserved=F("paid_reserved") + split.paid,
+        )
+    return UsageRecord.objects.create(
+        period=period,
+        reserved_allowance=split.allowance,
+        reserved_credits=split.credits,
+        reserved_overage=split.overage,
+        **fields,
+    )
+
+
+# --- Settlement --------------------------------------------------------------------
+
+
+def delivered_output_tokens(prediction: Prediction) -> int:
+    """Billed = delivered: output tokens whose events reached the log before a cancel
+    took effect (the worker counts them); all generated ones for other runs."""
+    if prediction.delivered_output_tokens is None:
+        return prediction.output_tokens
+    return min(prediction.delivered_output_tokens, prediction.output_tokens)
+
+
+def _counts_as_request(prediction: Prediction, output_tokens: int) -> bool:
+    """A call is a request once it delivered something: a stream canceled or failed after
+    its first token served the client as a finished one did (README, "What a call counts")."""
+    delivered = output_tokens > 0 or prediction.output not in (None, "", [], {})
+    return prediction.status == Status.SUCCEEDED or delivered
+
+
+def _pay(amount: Decimal, record: UsageRecord) -> Split:
+    """The delivered amount, paid in the order the worst case was reserved in."""
+    from_allowance = min(amount, record.reserved_allowance)
+    from_credits = min(amount - from_allowance, record.reserved_credits)
+    from_overage = min(amount - from_allowance - from_credits, record.reserved_overage)
+    return Split(from_allowance, from_credits, from_overage)
+
+
+def _release(record: UsageRecord, paid: Split, billed: costs.Billed) -> None:
+    UsagePeriod.objects.filter(pk=record.period_id).update(
+        allowance_reserved=F("allowance_reserved") - record.reserved_allowance,
+        paid_reserved=F("paid_reserved") - record.reserved_paid,
+        allowance_used=F("allowance_used") + paid.allowance,
+        credits_used=F("credits_used") + paid.credits,
+        overage_used=F("overage_used") + paid.overage,
+        requests=F("requests") + billed.requests,
+        input_tokens=F("input_tokens") + billed.input_tokens,
+        output_tokens=F("output_tokens") + billed.output_tokens,
+    )
+    if record.reserved_credits:
+        BillingAccount.objects.filter(org_id=record.org_id).update(
+            credits_reserved=F("credits_reserved") - record.reserved_credits
+        )
+    if paid.credits:
+        credits.change_balance(
+            record.org,
+            -paid.credits,
+            CreditEntry.Kind.USAGE,
+            reference=f"usage:{record.prediction_id}",
+        )
+
+
+def settle(prediction: Prediction) -> CallCost | None:
+    """Writes the call's settlement entry (its `CallCost`) once and releases its
+    reservation; a second settle (a retried finish) finds the entry and does nothing."""
+    record = UsageRecord.objects.select_related("org").filter(prediction=prediction).first()
+    if record is None:
+        return None
+    UsagePeriod.objects.select_for_update().filter(pk=record.period_id).first()
+    if CallCost.objects.filter(prediction=prediction).exists():
+        return None
+    output_tokens = delivered_output_tokens(prediction)
+    billed = costs.Billed(
+        input_tokens=prediction.input_tokens,
+        output_tokens=output_tokens,
+        seconds=costs.billed_seconds(prediction),
+        requests=1 if _counts_as_request(prediction, output_tokens) else 0,
+    )
+    price = record.price or price_at(prediction.model, prediction.created_at)
+    amount = costs.amount_for(price, billed)
+    if record.metered:
+        amount = min(amount, record.max_cost)
+    paid = _pay(amount, record) if record.metered else Split()
+    _release(record, paid, billed)
+    return costs.record_cost(prediction, price, billed, amount, paid)
