@@ -99,7 +99,7 @@ def mode(name: str) -> Iterator[None]:
     elif name == "enforced":
         Plan.objects.create(
             slug="bench", name="Bench", is_default=True, tasks=["text-generation"],
-            included_requests=10**9, included_tokens=10**12, rate_limit_per_minute=10**9,
+            allowance=None, rate_limit_per_minute=10**9,
         )  # fmt: skip
     try:
         yield

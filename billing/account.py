@@ -15,7 +15,7 @@ from portal.models import Organization
 
 
 def _amount(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_string(value)
+    return None if value is None else decimal_string(Decimal(value))
 
 
 def _iso(moment) -> str | None:

@@ -435,7 +435,7 @@ class BillingAccount(models.Model):
     org = models.OneToOneField(
         Organization, on_delete=models.CASCADE, related_name="billing_account"
     )
-    balance = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6, default=0)
+    balance = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6, default=Decimal(0))
     credits_reserved = _money(digits=TOTAL_DIGITS)
     spend_cap = models.DecimalField(
         max_digits=TOTAL_DIGITS,

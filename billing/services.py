@@ -577,7 +577,7 @@ def _sync_plan(plan: Plan, meter_id: Callable[[], str]) -> str:
         fields.append("stripe_price_id")
         if old:
             stripe_client.deactivate_price(old)
-    if plan.allows_overage and not plan.stripe_overage_price_id:
+    if plan.overage_allowed and not plan.stripe_overage_price_id:
         plan.stripe_overage_price_id = stripe_client.create_overage_price(
             plan, product_id, meter_id()
         )

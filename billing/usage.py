@@ -11,13 +11,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from billing import plans
-from billing.models import UsageRecord
+from billing.models import CallCost
 from portal.errors import InvalidInput
 from portal.models import Organization
 
@@ -82,17 +82,15 @@ def parse_range(org: Organization, params: dict[str, Any]) -> UsageRange:
 
 
 def _ledger(org: Organization, usage_range: UsageRange):
-    return UsageRecord.objects.filter(
-        org=org,
-        settled_at__isnull=False,
-        settled_at__gte=usage_range.start,
-        settled_at__lt=usage_range.end,
+    # The settlement entries (receipts): one per finished call, with what it cost.
+    return CallCost.objects.filter(
+        org=org, created_at__gte=usage_range.start, created_at__lt=usage_range.end
     )
 
 
 def _sums() -> dict[str, Any]:
     totals = {name: Coalesce(Sum(name), 0) for name in SUMS[:3]}
-    totals["cost"] = Coalesce(Sum("cost"), Decimal(0))
+    totals["cost"] = Coalesce(Sum("amount"), Decimal(0))
     totals["predictions"] = Count("id")
     return totals
 
@@ -115,19 +113,18 @@ def _grouped(org: Organization, usage_range: UsageRange) -> list[dict[str, Any]]
         return [{"model": r["model__slug"], **_row(r)} for r in rows]
     if usage_range.group_by == "day":
         rows = (
-            ledger.annotate(day=TruncDate("settled_at", tzinfo=UTC))
+            ledger.annotate(day=TruncDate("created_at", tzinfo=UTC))
             .values("day")
             .annotate(**_sums())
             .order_by("day")
         )
         return [{"day": r["day"].isoformat(), **_row(r)} for r in rows]
-    rows = ledger.values("token__prefix", "token__name").annotate(**_sums()).order_by("token__name")
+    token = {"prefix": F("prediction__token__prefix"), "name": F("prediction__token__name")}
+    rows = ledger.values(**token).annotate(**_sums()).order_by("name")
     return [
         {
             # Browser (session) use has no token.
-            "token": {"prefix": r["token__prefix"], "name": r["token__name"]}
-            if r["token__prefix"]
-            else None,
+            "token": {"prefix": r["prefix"], "name": r["name"]} if r["prefix"] else None,
             **_row(r),
         }
         for r in rows

@@ -18,7 +18,7 @@ def test_demo_plans_give_new_orgs_a_free_plan_with_the_demo_models(listings, org
     load_demo_plans()  # idempotent
     assert list(Plan.objects.values_list("slug", flat=True)) == ["free", "pro", "team"]
     free = plan_state(org).plan
-    assert free.slug == "free" and free.included_requests
+    assert free.slug == "free" and free.allowance
     assert set(free.included_models.values_list("slug", flat=True)) == set(listings)
 
 

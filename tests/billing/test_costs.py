@@ -22,12 +22,22 @@ SIX = Decimal("0.000001")
 
 
 @pytest.fixture
+def free_plan(free_plan):
+    """Room for the worst cases below (per-second prices over the whole time limit)."""
+    free_plan.allowance = Decimal(100)
+    free_plan.save()
+    return free_plan
+
+
+@pytest.fixture
 def org(owner):
     return owner.memberships.get(org__is_personal=True).org
 
 
 def run(org, user, **input_) -> Prediction:
-    data = {"prompt": "hello there", "max_new_tokens": 10, **input_}
+    # A worst case (2,001 input tokens, 1,024 output) above every count finished below: a
+    # call is never charged more than the worst case it reserved.
+    data = {"prompt": "hello there " * 500, "max_new_tokens": 1024, **input_}
     principal = Principal(org=org, user=user, token=None, scopes=ALL_SCOPES)
     return admit(principal, PredictionRequest(model="echo", input=data))
 
@@ -142,36 +152,42 @@ def test_the_prediction_shows_its_cost_once_terminal(
     client = api_client(token_for(org))
     created = client.post(
         "/api/v1/predictions",
-        {"model": "echo", "input": {"prompt": "hi", "max_new_tokens": 4}},
+        {"model": "echo", "input": {"prompt": "hi " * 1000, "max_new_tokens": 1024}},
         content_type="application/json",
     ).json()
     assert created["cost"] is None
     url = f"/api/v1/predictions/{created['id']}"
     assert client.get(url).json()["cost"] is None
     prediction = Prediction.objects.get(pk=created["id"])
-    finish(prediction, Status.SUCCEEDED, output="hi", input_tokens=1000, output_tokens=2000)
+    finish(prediction, Status.SUCCEEDED, output="hi", input_tokens=1000, output_tokens=1000)
     assert client.get(url).json()["cost"] == {
-        "amount": "0.0045",
+        "amount": "0.003",
         "currency": "usd",
-        "billed": {"input_tokens": 1000, "output_tokens": 2000, "seconds": "0", "requests": 1},
-        "generated_output_tokens": 2000,
-        "paid_from": [{"source": "plan", "amount": "0.0045"}],
+        "billed": {"input_tokens": 1000, "output_tokens": 1000, "seconds": "0", "requests": 1},
+        "generated_output_tokens": 1000,
+        "paid_from": [{"source": "plan", "amount": "0.003"}],
     }
     listed = client.get("/api/v1/predictions").json()["results"]
-    assert listed[0]["cost"]["amount"] == "0.0045"
+    assert listed[0]["cost"]["amount"] == "0.003"
 
 
-def test_overage_pays_its_share_of_the_tokens(owner, org, pro_plan, echo):
+def test_overage_pays_what_the_allowance_no_longer_covers(owner, org, pro_plan, echo):
     Subscription.objects.create(org=org, plan=pro_plan, status="active")
-    pro_plan.included_tokens = 100
-    pro_plan.save()
     prices.set_price(echo, input_per_million="10", output_per_million="10")
+    # Each call reserves its worst case (3,025 tokens, $0.03025) from the allowance first.
+    pro_plan.allowance = Decimal("0.031")
+    pro_plan.save()
     first = run_and_finish(org, owner, input_tokens=10, output_tokens=80)  # within
-    second = run_and_finish(org, owner, input_tokens=10, output_tokens=80)  # 80 of 90 beyond
+    second = run_and_finish(org, owner, input_tokens=10, output_tokens=80)
     assert (cost(first).paid_by_plan, cost(first).paid_as_overage) == (Decimal("0.0009"), 0)
     receipt = cost(second)
-    assert receipt.paid_as_overage == Decimal("0.0008")
-    assert receipt.paid_by_plan + receipt.paid_as_overage == receipt.amount == Decimal("0.0009")
+    # 0.031 - 0.0009 = 0.0301 left: the allowance still covers the whole of it.
+    assert receipt.paid_by_plan == Decimal("0.0009") and receipt.paid_as_overage == 0
+    third = run(org, owner)  # 0.0292 left of the allowance, the rest of 0.03025 is overage
+    finish(third, Status.SUCCEEDED, output="x", input_tokens=2000, output_tokens=1000)
+    receipt = cost(third)
+    assert (receipt.paid_by_plan, receipt.paid_as_overage) == (Decimal("0.0292"), Decimal("0.0008"))
+    assert receipt.paid_by_plan + receipt.paid_as_overage == receipt.amount == Decimal("0.03")
 
 
 def test_with_billing_off_nobody_pays(owner, org, listings):

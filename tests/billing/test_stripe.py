@@ -4,12 +4,22 @@ hosted API: the assertions are on the exact requests the SDK sent."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 import stripe
 from django.core.management import call_command
 
 from billing import services
-from billing.models import Customer, MeterReport, Plan, Subscription, UsagePeriod, UsageRecord
+from billing.models import (
+    CallCost,
+    Customer,
+    MeterReport,
+    Plan,
+    Subscription,
+    UsagePeriod,
+    UsageRecord,
+)
 from inference.models import Prediction, Status
 from tests.billing.conftest import STRIPE_KEY
 
@@ -150,43 +160,79 @@ def test_sync_plans_creates_product_prices_and_meter(fake_stripe, pro_plan, free
     assert base.form["recurring[interval]"] == ["month"]
     assert overage.form["recurring[usage_type]"] == ["metered"]
     assert overage.form["recurring[meter]"] == ["mtr_1"]
-    assert overage.form["unit_amount_decimal"] == ["50"]  # $0.50 per 1K = 50 cents
-    assert overage.form["transform_quantity[divide_by]"] == ["1000"]
+    # The meter counts cents: the overage was priced at listing prices already.
+    assert overage.form["unit_amount"] == ["1"]
+    assert "transform_quantity[divide_by]" not in overage.form
     (meter,) = fake_stripe.calls("/v1/billing/meters")[1:]
-    assert meter.form["event_name"] == ["model_portal_tokens"]
+    assert meter.form["event_name"] == ["model_portal_overage_cents"]
+    assert meter.form["display_name"] == ["Model Portal overage (cents)"]
     assert not Plan.objects.get(slug="free").stripe_price_id
 
 
-def _overage_record(org, echo, tokens: int) -> UsageRecord:
+def _overage_receipt(org, echo, amount: str, period: UsagePeriod | None = None) -> CallCost:
     from django.utils import timezone
 
     prediction = Prediction.objects.create(org=org, model=echo, status=Status.SUCCEEDED)
-    period, _ = UsagePeriod.objects.get_or_create(
-        org=org, start=timezone.now().replace(day=1), defaults={"end": timezone.now()}
+    period = (
+        period
+        or UsagePeriod.objects.get_or_create(
+            org=org, start=timezone.now().replace(day=1), defaults={"end": timezone.now()}
+        )[0]
     )
-    return UsageRecord.objects.create(
-        prediction=prediction, org=org, period=period, model=echo, overage_tokens=tokens,
-        settled_at=timezone.now(),
+    UsageRecord.objects.create(prediction=prediction, org=org, period=period, model=echo)
+    return CallCost.objects.create(
+        prediction=prediction, org=org, model=echo, currency="usd", amount=Decimal(amount),
+        paid_as_overage=Decimal(amount),
     )  # fmt: skip
 
 
-def test_overage_is_reported_in_batches_retried_and_never_twice(fake_stripe, org, echo):
+def test_overage_is_reported_in_cents_in_batches_retried_and_never_twice(fake_stripe, org, echo):
     Customer.objects.create(org=org, stripe_customer_id="cus_meter")
-    _overage_record(org, echo, 300)
-    _overage_record(org, echo, 200)
+    _overage_receipt(org, echo, "0.300004")
+    _overage_receipt(org, echo, "0.2")
     fake_stripe.respond("POST", "/v1/billing/meter_events", 500, {"error": {"message": "x"}})
     fake_stripe.respond("POST", "/v1/billing/meter_events", 200, {"object": "billing.meter_event"})
 
     assert services.report_overage() == {"retry": 1}
     report = MeterReport.objects.get()
-    assert (report.tokens, report.state, report.attempts) == (500, "pending", 1)
+    assert (report.amount, report.cents, report.rounding) == (
+        Decimal("0.500004"), 50, Decimal("-0.000004")
+    )  # fmt: skip
+    assert (report.state, report.attempts) == ("pending", 1)
     assert services.report_overage() == {"sent": 1}
     assert services.report_overage() == {}
 
     first, second = fake_stripe.calls("/v1/billing/meter_events")
     assert first.form["identifier"] == second.form["identifier"] == [report.identifier]
     assert second.form["payload[stripe_customer_id]"] == ["cus_meter"]
-    assert second.form["payload[value]"] == ["500"]
-    assert second.form["event_name"] == ["model_portal_tokens"]
+    assert second.form["payload[value]"] == ["50"]
+    assert second.form["event_name"] == ["model_portal_overage_cents"]
     report.refresh_from_db()
     assert report.state == "sent" and report.sent_at is not None
+
+
+def test_cents_round_the_periods_running_total_once(fake_stripe, org, echo):
+    """Three reports of $0.004 each: rounded one by one they would bill 0 cents three
+    times; on the running total they bill 0, 1 and 0 cents ($0.012 -> 1 cent)."""
+    Customer.objects.create(org=org, stripe_customer_id="cus_round")
+    fake_stripe.respond("POST", "/v1/billing/meter_events", 200, {"object": "billing.meter_event"})
+    for _ in range(3):
+        _overage_receipt(org, echo, "0.004")
+        services.report_overage()
+    reports = list(MeterReport.objects.order_by("pk"))
+    assert [r.cents for r in reports] == [0, 1, 0]
+    assert sum(r.amount for r in reports) == Decimal("0.012")
+    assert sum(r.rounding for r in reports) == Decimal("-0.002")
+    assert {r.state for r in reports} == {"sent"}
+    # Only the report with cents went to Stripe; the others had nothing to bill.
+    (sent,) = fake_stripe.calls("/v1/billing/meter_events")
+    assert sent.form["payload[value]"] == ["1"]
+
+
+def test_a_receipt_joins_one_report_only(fake_stripe, org, echo):
+    Customer.objects.create(org=org, stripe_customer_id="cus_once")
+    receipt = _overage_receipt(org, echo, "1.5")
+    services.batch_overage()
+    services.batch_overage()
+    assert MeterReport.objects.get().cents == 150
+    assert receipt.metered.report == MeterReport.objects.get()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.utils import timezone
 
-from billing.models import Subscription, UsagePeriod, UsageRecord
+from billing.models import CallCost, Subscription, UsagePeriod, UsageRecord
 from billing.services import grant_plan
 from inference.models import Prediction, Status
 from models_hub.catalog import pricing_for
@@ -13,16 +15,23 @@ from models_hub.catalog import pricing_for
 pytestmark = pytest.mark.django_db
 
 
-def ledger(org, model, *, input_tokens=10, output_tokens=20, token=None) -> UsageRecord:
+def ledger(org, model, *, input_tokens=10, output_tokens=20, token=None, amount="0") -> CallCost:
+    """A settled call: its reservation entry and its receipt (the settlement entry)."""
     now = timezone.now()
     period, _ = UsagePeriod.objects.get_or_create(
         org=org, start=now.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
         defaults={"end": now + timezone.timedelta(days=31)},
     )  # fmt: skip
-    prediction = Prediction.objects.create(org=org, model=model, status=Status.SUCCEEDED)
-    return UsageRecord.objects.create(
-        prediction=prediction, org=org, period=period, model=model, token=token, requests=1,
-        input_tokens=input_tokens, output_tokens=output_tokens, settled_at=now,
+    prediction = Prediction.objects.create(
+        org=org, model=model, status=Status.SUCCEEDED, token=token
+    )
+    UsageRecord.objects.create(
+        prediction=prediction, org=org, period=period, model=model, token=token
+    )
+    return CallCost.objects.create(
+        prediction=prediction, org=org, model=model, currency="usd", requests=1,
+        input_tokens=input_tokens, output_tokens=output_tokens, amount=Decimal(amount),
+        paid_by_plan=Decimal(amount),
     )  # fmt: skip
 
 
@@ -111,8 +120,7 @@ def test_pricing_offers_checkout_to_owners_only(owner, teammate, org, pro_plan, 
 def test_model_pricing_names_the_including_plans(echo, free_plan, pro_plan, team_plan):
     pricing = pricing_for(echo)
     assert [p["slug"] for p in pricing["plans"]] == ["free", "pro", "team"]
-    assert pricing["overage"] == {"per_1k_tokens": "0.5000", "currency": "usd"}
-    assert str(pricing["overage"]) == "$0.5000 per 1K tokens"
+    assert "overage" not in pricing
 
 
 def test_model_api_and_page_show_pricing(client, echo, pro_plan):
@@ -154,12 +162,13 @@ def test_usage_page_with_bad_dates_shows_a_message(owner, org, client_for):
 
 
 def test_usage_csv(owner, org, echo, client_for, token_for):
-    ledger(org, echo, input_tokens=5, output_tokens=6)
+    ledger(org, echo, input_tokens=5, output_tokens=6, amount="0.0123")
     response = client_for(owner, org).get("/billing/usage.csv?group_by=model")
     assert response["Content-Type"] == "text/csv"
     lines = response.content.decode().strip().splitlines()
     assert lines[0].startswith("model,predictions,requests")
     assert lines[1].startswith("echo,1,1,5,6,11,")
+    assert "0.012300" in lines[1]
     bad = client_for(owner, org).get("/billing/usage.csv?group_by=nope")
     assert bad.status_code == 400
 
@@ -252,10 +261,17 @@ def test_usage_api_needs_credentials_and_read_scope(api_client, org, token_for):
 def test_account_shows_plan_quota_and_period(owner, free_plan, echo, token_for, api_client):
     org = owner.memberships.get(org__is_personal=True).org
     ledger(org, echo)
-    UsagePeriod.objects.filter(org=org).update(requests_used=3, tokens_used=40)
+    UsagePeriod.objects.filter(org=org).update(
+        requests=3, allowance_used=Decimal("0.25"), allowance_reserved=Decimal("0.05")
+    )
     body = api_client(token_for(org)).get("/api/v1/account").json()
     assert body["plan"]["slug"] == "free" and body["plan"]["past_due"] is False
-    assert body["quota"]["requests"] == {"included": 50, "used": 3, "reserved": 0, "remaining": 47}
+    assert body["quota"]["allowance"] == {
+        "included": "1", "used": "0.25", "reserved": "0.05", "remaining": "0.7"
+    }  # fmt: skip
+    assert body["quota"]["requests"] == 3
+    assert body["credits"] == {"balance": "0", "reserved": "0"}
+    assert body["spend"] == {"cap": None, "spent": "0", "reserved": "0", "remaining": None}
     assert body["period"]["end"] > body["period"]["start"]
 
 
@@ -264,7 +280,7 @@ def test_team_without_a_subscription_shows_no_allowance(
 ):
     body = api_client(token_for(org)).get("/api/v1/account").json()
     assert body["plan"]["status"] == "subscription_required"
-    assert body["quota"]["requests"]["remaining"] == body["quota"]["tokens"]["remaining"] == 0
+    assert body["quota"]["allowance"]["remaining"] == "0"
     assert b"No plan yet" in client_for(owner, org).get("/billing/").content
     assert b"Your plan" not in client_for(owner, org).get("/pricing/").content
     assert b"Your plan" in client_for(owner).get("/pricing/").content
@@ -281,4 +297,4 @@ def test_pricing_says_the_free_plan_comes_with_the_personal_workspace(client, fr
 def test_account_without_plans_says_billing_is_off(org, token_for, api_client):
     body = api_client(token_for(org)).get("/api/v1/account").json()
     assert body["plan"] is None
-    assert body["quota"]["requests"]["remaining"] is None
+    assert body["quota"]["allowance"]["remaining"] is None

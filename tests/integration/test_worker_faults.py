@@ -123,7 +123,7 @@ def _assert_charged_once(org, predictions: list[Prediction]) -> None:
             prediction.output_tokens,
         )
     period = UsagePeriod.objects.get(org=org)
-    assert period.requests_used == sum(_request_count(p) for p in predictions)
+    assert period.requests == sum(_request_count(p) for p in predictions)
     assert (period.requests_reserved, period.tokens_reserved) == (0, 0)
     assert period.input_tokens == sum(r.input_tokens for r in records.values())
     assert period.output_tokens == sum(r.output_tokens for r in records.values())
