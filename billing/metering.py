@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import F, Sum
 
-from billing import costs, credits, estimate, plans
+from billing import costs, credit_purchases, credits, estimate, plans
 from billing.models import (
     MONEY_PLACES,
     BillingAccount,
@@ -386,4 +386,7 @@ def settle(prediction: Prediction) -> CallCost | None:
         amount = min(amount, record.max_cost)
     paid = _pay(amount, record) if record.metered else Split()
     _release(record, paid, billed)
-    return costs.record_cost(prediction, price, billed, amount, paid)
+    receipt = costs.record_cost(prediction, price, billed, amount, paid)
+    if paid.credits:
+        credit_purchases.maybe_start_top_up(record.org_id)
+    return receipt

@@ -455,6 +455,13 @@ class BillingAccount(models.Model):
     # The top-up in flight (a PaymentIntent id), so that there is at most one at a time.
     top_up_in_flight = models.CharField(max_length=100, blank=True)
     top_up_started_at = models.DateTimeField(null=True, blank=True)
+    # The card a credits purchase saved (`setup_future_usage=off_session`) for auto top-ups.
+    # Checkout may name only the PaymentIntent: its payment method is then read from Stripe
+    # when the first top-up runs. `top_up_method_event_at` is the Stripe time of the event
+    # that set them, so an older event never replaces a newer card.
+    top_up_payment_method = models.CharField(max_length=100, blank=True)
+    top_up_source_intent = models.CharField(max_length=100, blank=True)
+    top_up_method_event_at = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

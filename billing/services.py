@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing import plans, stripe_client
+from billing import credit_purchases, plans, stripe_client
 from billing.models import (
     BillingAccount,
     CallCost,
@@ -326,6 +326,8 @@ def _apply_subscription(
 
 
 def _on_checkout_completed(obj: dict[str, Any], ctx: EventContext) -> str:
+    if obj.get("mode") == "payment":
+        return credit_purchases.on_checkout_completed(obj, ctx)
     if obj.get("mode") != "subscription" or not obj.get("subscription"):
         return "ignored: not a subscription checkout"
     org = _org_from({"org": obj.get("client_reference_id")}, obj.get("customer"))
@@ -389,6 +391,11 @@ HANDLERS: dict[str, Callable[[dict[str, Any], EventContext], str]] = {
     "customer.subscription.deleted": _on_subscription,
     "invoice.paid": _on_invoice,
     "invoice.payment_failed": _on_invoice,
+    # Prepaid credits: purchases, auto top-ups, refunds (billing/credit_purchases.py).
+    "checkout.session.async_payment_succeeded": credit_purchases.on_checkout_completed,
+    "payment_intent.succeeded": credit_purchases.on_payment_intent_succeeded,
+    "payment_intent.payment_failed": credit_purchases.on_payment_intent_failed,
+    "charge.refunded": credit_purchases.on_charge_refunded,
 }
 
 

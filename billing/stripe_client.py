@@ -109,6 +109,81 @@ def create_portal_session(customer_id: str, return_url: str) -> str:
     return session["url"]
 
 
+# --- Prepaid credits (issue #12) ------------------------------------------------------
+
+CREDITS_PRODUCT_NAME = "Model Portal credits"
+
+
+@dataclass(frozen=True)
+class CreditsCheckoutRequest:
+    org_id: int
+    customer_id: str
+    amount_cents: int
+    success_url: str
+    cancel_url: str
+
+
+def create_credits_checkout_session(request: CreditsCheckoutRequest) -> str:
+    """A Checkout Session in payment mode for `amount_cents` of credits; it saves the card
+    (`setup_future_usage=off_session`) for auto top-ups. The PaymentIntent carries the same
+    metadata, so its charge (and any refund of it) names the org and the kind."""
+    metadata = {"org": str(request.org_id), "kind": "credits"}
+    session = _call(
+        stripe.checkout.Session.create,
+        mode="payment",
+        customer=request.customer_id,
+        client_reference_id=str(request.org_id),
+        line_items=[
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": settings.PORTAL_CURRENCY,
+                    "unit_amount": request.amount_cents,
+                    "product_data": {"name": CREDITS_PRODUCT_NAME},
+                },
+            }
+        ],
+        metadata=metadata,
+        payment_intent_data={"metadata": metadata, "setup_future_usage": "off_session"},
+        success_url=request.success_url,
+        cancel_url=request.cancel_url,
+    )
+    return session["url"]
+
+
+@dataclass(frozen=True)
+class TopUpIntent:
+    id: str
+    status: str
+
+
+def create_top_up_payment_intent(
+    customer_id: str, payment_method_id: str, amount_cents: int, org_id: int, idempotency_key: str
+) -> TopUpIntent:
+    """Charges the saved card off-session. A declined card is an API error (raised as
+    StripeUnavailable, like any failure); the idempotency key makes a retried request
+    answer with the same PaymentIntent instead of charging twice."""
+    intent = _call(
+        stripe.PaymentIntent.create,
+        amount=amount_cents,
+        currency=settings.PORTAL_CURRENCY,
+        customer=customer_id,
+        payment_method=payment_method_id,
+        off_session=True,
+        confirm=True,
+        metadata={"org": str(org_id), "kind": "top_up"},
+        idempotency_key=idempotency_key,
+    )
+    return TopUpIntent(id=intent["id"], status=intent.get("status") or "")
+
+
+def payment_method_of_intent(payment_intent_id: str) -> str:
+    """The payment method a (credits) PaymentIntent was paid with; '' if none."""
+    intent = _call(stripe.PaymentIntent.retrieve, id=payment_intent_id)
+    method = intent.get("payment_method") or ""
+    return method["id"] if isinstance(method, dict) else method
+
+
 # --- Reading state -------------------------------------------------------------------
 
 

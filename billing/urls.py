@@ -10,5 +10,7 @@ urlpatterns = [
     path("success/", views.checkout_success, name="billing_success"),
     path("cancel/", views.checkout_cancel, name="billing_cancel"),
     path("portal/", views.customer_portal, name="billing_portal"),
+    path("credits/checkout/", views.credits_checkout, name="billing_credits_checkout"),
+    path("credits/auto-top-up/", views.credits_auto_top_up, name="billing_credits_auto_top_up"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
 ]

@@ -11,19 +11,20 @@ import stripe
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import charts, plans, services, stripe_client, usage
+from billing import charts, credit_purchases, plans, services, stripe_client, usage
 from billing.account import billing_summary
-from billing.models import Plan
+from billing.forms import AutoTopUpForm, BuyCreditsForm
+from billing.models import BillingAccount, Plan
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.middleware import error_body
 from portal.models import Role
-from portal.views import org_member_required
+from portal.views import org_member_required, run_service
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +65,28 @@ def pricing(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/pricing.html", context)
 
 
-@org_member_required()
-def overview(request: HttpRequest) -> HttpResponse:
+def _render_overview(
+    request: HttpRequest,
+    *,
+    buy_form: BuyCreditsForm | None = None,
+    top_up_form: AutoTopUpForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     org = request.org
     try:
         invoices = services.invoices_for(org)
         invoices_error = ""
     except stripe_client.StripeUnavailable as exc:
         invoices, invoices_error = [], exc.message
+    # Read only: a page view creates no account row.
+    account = BillingAccount.objects.filter(org=org).first() or BillingAccount(org=org)
+    if top_up_form is None:
+        top_up_form = AutoTopUpForm(
+            initial={
+                "amount": account.auto_top_up_amount,
+                "threshold": account.auto_top_up_threshold,
+            }
+        )
     context = {
         "summary": billing_summary(org),
         "state": plans.plan_state(org),
@@ -79,8 +94,70 @@ def overview(request: HttpRequest) -> HttpResponse:
         "invoices_error": invoices_error,
         "is_owner": request.membership.has_role(Role.OWNER),
         "billing_configured": stripe_client.is_configured(),
+        "account": account,
+        "credit_entries": credit_purchases.recent_entries(org),
+        "buy_form": buy_form or BuyCreditsForm(),
+        "top_up_form": top_up_form,
+        "currency": settings.PORTAL_CURRENCY.upper(),
     }
-    return render(request, "billing/overview.html", context)
+    return render(request, "billing/overview.html", context, status=status)
+
+
+@org_member_required()
+def overview(request: HttpRequest) -> HttpResponse:
+    return _render_overview(request)
+
+
+def _see_other(url: str) -> HttpResponse:
+    return HttpResponseRedirect(url, status=303)
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def credits_checkout(request: HttpRequest) -> HttpResponse:
+    """Buys credits: a Checkout Session in payment mode (owners only). A bad amount shows
+    the billing page again with the form's error; nothing is sent to Stripe."""
+    form = BuyCreditsForm(request.POST)
+    if not form.is_valid():
+        return _render_overview(request, buy_form=form, status=400)
+    back = request.build_absolute_uri(reverse("billing_overview"))
+    org, user = request.org, request.user
+    try:
+        url = credit_purchases.start_credits_checkout(
+            org,
+            user,
+            form.cleaned_data["amount"],
+            customer=lambda: services.ensure_customer(org, user),
+            success_url=back + "?credits=paid",
+            cancel_url=back,
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return _see_other(reverse("billing_overview"))
+    return _see_other(url)
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def credits_auto_top_up(request: HttpRequest) -> HttpResponse:
+    form = AutoTopUpForm(request.POST)
+    if not form.is_valid():
+        return _render_overview(request, top_up_form=form, status=400)
+    data = form.cleaned_data
+    enabled = data["amount"] is not None
+
+    def save() -> None:
+        credit_purchases.set_auto_top_up(
+            request.org, request.user, data["amount"], data["threshold"]
+        )
+
+    done = "Auto top-up is on." if enabled else "Auto top-up is off."
+    run_service(request, save, done)
+    return _see_other(reverse("billing_overview"))
 
 
 @org_member_required()

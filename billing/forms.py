@@ -1,0 +1,44 @@
+"""Forms of the billing page: buying credits and the auto top-up settings."""
+
+from __future__ import annotations
+
+from django import forms
+
+from billing.credit_purchases import MAX_PURCHASE, MAX_THRESHOLD, MIN_PURCHASE
+
+
+def _money_field(label: str, minimum, maximum, *, required: bool = True) -> forms.DecimalField:
+    # max_digits bounds what is parsed at all: "1e400" or a 500-digit number is an error,
+    # never a huge Decimal; NaN and Infinity are refused by DecimalField itself.
+    return forms.DecimalField(
+        label=label,
+        min_value=minimum,
+        max_value=maximum,
+        max_digits=7,
+        decimal_places=2,
+        required=required,
+    )
+
+
+class BuyCreditsForm(forms.Form):
+    amount = _money_field("Amount", MIN_PURCHASE, MAX_PURCHASE)
+
+
+class AutoTopUpForm(forms.Form):
+    """`action=off` turns auto top-up off; otherwise both values are required."""
+
+    action = forms.ChoiceField(choices=[("on", "on"), ("off", "off")], required=False)
+    amount = _money_field("Top up by", MIN_PURCHASE, MAX_PURCHASE, required=False)
+    threshold = _money_field("When credits fall below", 0, MAX_THRESHOLD, required=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("action") == "off":
+            data["amount"] = data["threshold"] = None
+            self.errors.pop("amount", None)
+            self.errors.pop("threshold", None)
+            return data
+        for name in ("amount", "threshold"):
+            if data.get(name) is None and name not in self.errors:
+                self.add_error(name, "This field is required.")
+        return data
