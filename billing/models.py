@@ -20,7 +20,6 @@ from django.db.models import Q
 from models_hub.models import ModelListing, Task
 from portal.models import Organization
 
-
 # Money per call is kept to 6 decimal places (issue #12); 12 digits leave 6 before the point.
 MONEY_DIGITS = 12
 MONEY_PLACES = 6
@@ -396,6 +395,9 @@ class MeteredCost(models.Model):
     call_cost = models.OneToOneField(CallCost, on_delete=models.CASCADE, related_name="metered")
     report = models.ForeignKey(MeterReport, on_delete=models.CASCADE, related_name="costs")
 
+    def __str__(self) -> str:
+        return f"{self.call_cost_id} in report {self.report_id}"
+
 
 class UsageCorrection(models.Model):
     """A correction of a settled call, as its own ledger entry (a settled receipt is never
@@ -414,6 +416,9 @@ class UsageCorrection(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Correction of {self.call_cost_id}: {self.reason[:50]}"
 
 
 class BillingAccount(models.Model):
@@ -505,7 +510,6 @@ class TokenSpendCap(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token}: {self.amount}"
-
 
 
 class BillingAlert(models.Model):
