@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -132,7 +132,7 @@ class AccountWebhookView(APIView):
     Audited as `org.account_webhook_changed`."""
 
     def get_permissions(self):
-        if self.request.method == "GET":
+        if self.request.method in SAFE_METHODS:
             admins = AdminInTheBrowser()
             admins.message = "Only owners and admins of the organization see its webhook."
             return [HasOrg(), CanRead(), admins]
