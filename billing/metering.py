@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import F, Sum
 
-from billing import costs, credit_purchases, credits, estimate, plans
+from billing import alerts, costs, credit_purchases, credits, estimate, plans
 from billing.models import (
     MONEY_PLACES,
     BillingAccount,
@@ -387,6 +387,20 @@ def settle(prediction: Prediction) -> CallCost | None:
     paid = _pay(amount, record) if record.metered else Split()
     _release(record, paid, billed)
     receipt = costs.record_cost(prediction, price, billed, amount, paid)
+    if paid.allowance or paid.paid:
+        _check_alerts(record)
     if paid.credits:
         credit_purchases.maybe_start_top_up(record.org_id)
     return receipt
+
+
+def _check_alerts(record: UsageRecord) -> None:
+    """50/80/100% of the plan's allowance and of the spend cap, once each per period."""
+    period = UsagePeriod.objects.get(pk=record.period_id)
+    plan = plans.plan_state(record.org).plan
+    account = BillingAccount.objects.filter(org_id=record.org_id).first()
+    alerts.check_thresholds(
+        period,
+        plan.allowance if plan is not None else None,
+        account.spend_cap if account is not None else None,
+    )

@@ -1,6 +1,11 @@
+import logging
+
 from celery import shared_task
 
-from billing import credit_purchases, services
+from billing import alerts, credit_purchases, services
+from inference.webhooks import DeliveryFailed, WebhookRefused
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
@@ -13,3 +18,21 @@ def report_overage() -> dict[str, int]:
 def start_top_up(org_id: int, claim: str) -> str:
     """Charges the auto top-up claimed by `credit_purchases.maybe_start_top_up`, once."""
     return credit_purchases.run_top_up(org_id, claim)
+
+
+@shared_task(
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def deliver_billing_alert(alert_id: int) -> None:
+    """The `billing.threshold` event of one alert to the org's account webhook; retried with
+    backoff (same webhook-id) while the receiver fails, dropped if the URL is refused."""
+    try:
+        alerts.deliver(alert_id)
+    except WebhookRefused as exc:
+        # Where the URL points now is not allowed; a retry would ask the same question.
+        logger.warning("billing alert %s webhook not sent: %s", alert_id, exc.message)

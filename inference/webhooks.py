@@ -303,20 +303,28 @@ def _send(target: WebhookTarget, addresses: list[IPAddress], body: bytes, header
     raise DeliveryFailed(f"{target.host}: could not connect") from failure
 
 
-def deliver(prediction: Prediction, event: str, attempt_id: str) -> None:
-    """One signed delivery attempt to the prediction's webhook.
+def deliver_signed(url: str, secret: str, message_id: str, payload: dict, *, event: str) -> None:
+    """One attempt to POST `payload` to `url`, signed with the org's `secret` (Standard
+    Webhooks, `message_id` as webhook-id), through the same checks as every delivery.
 
     WebhookRefused: the URL is not one we send to (never retried); DeliveryFailed: the
-    receiver was unreachable or did not answer 2xx (the task retries)."""
+    receiver was unreachable or did not answer 2xx (the caller's task retries)."""
     try:
-        target = parse_webhook_url(prediction.webhook)
+        target = parse_webhook_url(url)
         addresses = _addresses_to_contact(target)
-        body, headers = signed_request(
-            prediction.org.webhook_secret,
-            f"{prediction.id}-{event}-{attempt_id}",
-            prediction_payload(prediction),
-        )
+        body, headers = signed_request(secret, message_id, payload)
         _send(target, addresses, body, headers)
     except (WebhookRefused, DeliveryFailed):
         metrics.inc("portal_webhook_failures_total", {"event": event})
         raise
+
+
+def deliver(prediction: Prediction, event: str, attempt_id: str) -> None:
+    """One signed delivery attempt to the prediction's webhook (see `deliver_signed`)."""
+    deliver_signed(
+        prediction.webhook,
+        prediction.org.webhook_secret,
+        f"{prediction.id}-{event}-{attempt_id}",
+        prediction_payload(prediction),
+        event=event,
+    )

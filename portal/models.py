@@ -214,3 +214,32 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target}"
+
+
+# Account events an org may subscribe its account webhook to (API.md, "Outgoing webhooks").
+ACCOUNT_WEBHOOK_EVENTS = ("billing.threshold", "model.deprecated")
+# inference.webhooks.MAX_URL_LENGTH: the URL is validated there (portal does not import it).
+ACCOUNT_WEBHOOK_URL_LENGTH = 1000
+
+
+def default_account_webhook_events() -> list[str]:
+    return list(ACCOUNT_WEBHOOK_EVENTS)
+
+
+class AccountWebhook(models.Model):
+    """Where an org's account events go (`billing.threshold`, `model.deprecated`), signed
+    with the org's webhook secret like prediction webhooks. One per org; an empty URL
+    means none. Written only through `portal.account_webhooks.set_account_webhook`."""
+
+    org = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="account_webhook"
+    )
+    url = models.CharField(max_length=ACCOUNT_WEBHOOK_URL_LENGTH, blank=True)
+    events = models.JSONField(default=default_account_webhook_events)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.url or '(none)'}"
+
+    def wants(self, event: str) -> bool:
+        return bool(self.url) and event in self.events

@@ -241,6 +241,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PredictionStatusEnum": "inference.models.Status",
         "ListingStatusEnum": "models_hub.models.ListingStatus",
+        "AccountWebhookEventEnum": "portal.models.ACCOUNT_WEBHOOK_EVENTS",
     },
 }
 # Requests larger than this are answered 413 by the ASGI layer (portal/body_limit.py)

@@ -12,13 +12,14 @@ from inference import views as inference_views
 from inference.api import openai
 from portal import health, monitoring, views
 from portal.api.account import AccountView
-from portal.api.webhooks import WebhookSecretView
+from portal.api.webhooks import AccountWebhookView, WebhookSecretView
 from portal.csp import REDOC_OVERRIDES, with_policy_overrides
 
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("usage", UsageView.as_view(), name="api_usage"),
     path("webhooks/default/secret", WebhookSecretView.as_view(), name="api_webhook_secret"),
+    path("webhooks/default", AccountWebhookView.as_view(), name="api_account_webhook"),
     path("", include("models_hub.api.urls")),
     path("", include("inference.api.urls")),
 ]

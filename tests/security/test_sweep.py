@@ -141,6 +141,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "api/v1/usage": API_GET,
     # Tokens with `read`; with the session, owners and admins only (it is a secret).
     "api/v1/webhooks/default/secret": Endpoint(Access.API, role=Role.ADMIN),
+    # Read like the secret; changed by owners and admins in the browser only (no token).
+    "api/v1/webhooks/default": Endpoint(Access.API, ("GET", "PUT"), role=Role.ADMIN),
     "api/v1/models": PUBLIC,
     "api/v1/models/<slug:slug>": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
     "api/v1/predictions/<str:prediction_id>/stream": Endpoint(
