@@ -169,15 +169,13 @@ def test_sync_plans_creates_product_prices_and_meter(fake_stripe, pro_plan, free
     assert not Plan.objects.get(slug="free").stripe_price_id
 
 
-def _overage_receipt(org, echo, amount: str, period: UsagePeriod | None = None) -> CallCost:
+def _overage_receipt(org, echo, amount: str) -> CallCost:
     from django.utils import timezone
 
     prediction = Prediction.objects.create(org=org, model=echo, status=Status.SUCCEEDED)
-    period = (
-        period
-        or UsagePeriod.objects.get_or_create(
-            org=org, start=timezone.now().replace(day=1), defaults={"end": timezone.now()}
-        )[0]
+    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    period, _ = UsagePeriod.objects.get_or_create(
+        org=org, start=start, defaults={"end": timezone.now()}
     )
     UsageRecord.objects.create(prediction=prediction, org=org, period=period, model=echo)
     return CallCost.objects.create(
