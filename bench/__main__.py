@@ -226,9 +226,11 @@ def bench_admission(profile: Profile) -> Section:
     )
     for name in admission.MODES:
         section.figures.append(Figure.of(f"admissions/s, billing {name}", "adm/s", results[name]))
-    for name in ("enforced", "ledger"):
+    for name in ("enforced", "ledger", "money"):
         ratios = _pairs(results[name], results["off"])
-        section.figures.append(Figure.of(f"{name} / off, per round", TIMES, ratios))
+        # Issue #12: prices, caps and credits on keep at least 0.8 of billing off.
+        target = Target(">=", 0.8) if name == "money" else None
+        section.figures.append(Figure.of(f"{name} / off, per round", TIMES, ratios, target))
     return section
 
 

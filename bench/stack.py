@@ -42,7 +42,7 @@ from billing.services import grant_plan
 from portal.models import Organization
 team = Plan.objects.get(slug="team")
 plan, _ = Plan.objects.update_or_create(slug="bench", defaults=dict(
-    name="Bench", is_public=False, included_requests=10**9, included_tokens=10**12,
+    name="Bench", is_public=False, allowance=None,
     rate_limit_per_minute=10**7, max_concurrent_waits=10**6, max_concurrent_streams=10**6,
     tasks=team.tasks))
 plan.included_models.set(team.included_models.all())

@@ -11,6 +11,7 @@ from django.db import transaction
 from billing import credits
 from billing.models import BillingAccount, TokenSpendCap
 from billing.prices import parse_amount
+from portal.errors import NotFound
 from portal.models import ApiToken, Organization, Role
 from portal.services import audit, require_role
 
@@ -38,6 +39,23 @@ def set_spend_cap(
     BillingAccount.objects.filter(pk=account.pk).update(spend_cap=cap)
     audit(org, actor, "billing.spend_cap_set", "none" if cap is None else str(cap))
     return cap
+
+
+def token_caps(org: Organization) -> list[tuple[ApiToken, Decimal | None]]:
+    """The org's live tokens with their spend caps (None: no cap of its own)."""
+    tokens = ApiToken.objects.active().filter(org=org).order_by("name", "pk")
+    caps = dict(TokenSpendCap.objects.filter(token__org=org).values_list("token_id", "amount"))
+    return [(token, caps.get(token.pk)) for token in tokens]
+
+
+def set_org_token_spend_cap(
+    org: Organization, token_id: int, amount: object, actor: AbstractBaseUser
+) -> Decimal | None:
+    """The billing page's form: another org's token is a 404, exactly like a missing one."""
+    token = ApiToken.objects.active().filter(org=org, pk=token_id).first()
+    if token is None:
+        raise NotFound("Token not found.", code="token_not_found")
+    return set_token_spend_cap(token, amount, actor)
 
 
 @transaction.atomic

@@ -42,3 +42,11 @@ class AutoTopUpForm(forms.Form):
             if data.get(name) is None and name not in self.errors:
                 self.add_error(name, "This field is required.")
         return data
+
+
+class SpendCapForm(forms.Form):
+    """A spend cap per billing period; empty removes it."""
+
+    cap = forms.DecimalField(
+        label="Spend cap", min_value=0, max_digits=12, decimal_places=2, required=False
+    )

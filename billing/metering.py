@@ -67,19 +67,25 @@ def _typical_run(listing: ModelListing) -> tuple[int, Decimal] | None:
     return tokens, seconds
 
 
-def quote(listing: ModelListing, data: dict, price: ListingPrice | None = None) -> Quote:
-    """The worst case (the input estimate, every token `max_new_tokens` allows, the whole
-    time limit) and the expected cost (the model's typical output and run time lately,
-    half the worst case's output and time without history) of a call."""
-    price = price or price_at(listing)
+def worst_case(listing: ModelListing, data: dict, price: ListingPrice) -> Decimal:
+    """The most a call can cost: the input estimate, every token `max_new_tokens` allows,
+    the whole time limit."""
     input_tokens = estimate.input_tokens(listing, data)
     max_output = estimate.max_new_tokens(listing, data)
+    return _priced(price, input_tokens, max_output, Decimal(listing.time_limit_seconds))
+
+
+def quote(listing: ModelListing, data: dict) -> Quote:
+    """The worst case and the expected cost (the model's typical output and run time
+    lately; half the worst case's output and time without history) of a call."""
+    price = price_at(listing)
+    max_output = estimate.max_new_tokens(listing, data)
     max_seconds = Decimal(listing.time_limit_seconds)
-    worst = _priced(price, input_tokens, max_output, max_seconds)
     typical = _typical_run(listing) if (price.output_per_million or price.per_second) else None
     output, seconds = typical or (max_output // 2, max_seconds / 2)
+    input_tokens = estimate.input_tokens(listing, data)
     expected = _priced(price, input_tokens, min(output, max_output), min(seconds, max_seconds))
-    return Quote(price, worst, expected)
+    return Quote(price, worst_case(listing, data, price), expected)
 
 
 def quote_payload(result: Quote) -> dict[str, str]:
@@ -277,15 +283,16 @@ def reserve(
 ) -> UsageRecord:
     """Reserves the call's worst case; raises PaymentRequired (rolling back the whole
     admission) when any limit would be crossed. Runs in the admission's transaction."""
-    result = quote(listing, prediction.input)
-    check_max_cost(result.max_cost, max_cost, result.price.currency)
+    price = price_at(listing, prediction.created_at)
+    worst = worst_case(listing, prediction.input, price)
+    check_max_cost(worst, max_cost, price.currency)
     fields = {
         "prediction": prediction,
         "org_id": prediction.org_id,
         "model": listing,
         "token_id": prediction.token_id,
-        "price": result.price if result.price.pk else None,
-        "max_cost": result.max_cost,
+        "price": price if price.pk else None,
+        "max_cost": worst,
     }
     period = period_for(prediction.org, state)
     if state.plan is None:
@@ -295,7 +302,7 @@ def reserve(
     # below stay true until this transaction commits.
     period = UsagePeriod.objects.select_for_update().get(pk=period.pk)
     account = BillingAccount.objects.filter(org_id=prediction.org_id).first()
-    split = _split(result.max_cost, state, listing, period, account)
+    split = _split(worst, state, listing, period, account)
     if split.paid:
         _check_caps(split.paid, period, account, prediction.token_id)
     if split.credits:

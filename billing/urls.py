@@ -12,5 +12,7 @@ urlpatterns = [
     path("portal/", views.customer_portal, name="billing_portal"),
     path("credits/checkout/", views.credits_checkout, name="billing_credits_checkout"),
     path("credits/auto-top-up/", views.credits_auto_top_up, name="billing_credits_auto_top_up"),
+    path("spend-cap/", views.spend_cap, name="billing_spend_cap"),
+    path("tokens/<int:token_id>/spend-cap/", views.token_spend_cap, name="billing_token_spend_cap"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import stripe
 from django.conf import settings
@@ -17,9 +18,9 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import charts, credit_purchases, plans, services, stripe_client, usage
+from billing import caps, charts, credit_purchases, plans, services, stripe_client, usage
 from billing.account import billing_summary
-from billing.forms import AutoTopUpForm, BuyCreditsForm
+from billing.forms import AutoTopUpForm, BuyCreditsForm, SpendCapForm
 from billing.models import BillingAccount, Plan
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.middleware import error_body
@@ -99,6 +100,9 @@ def _render_overview(
         "buy_form": buy_form or BuyCreditsForm(),
         "top_up_form": top_up_form,
         "currency": settings.PORTAL_CURRENCY.upper(),
+        # Admins see the caps; owners change them.
+        "sees_caps": request.membership.has_role(Role.ADMIN),
+        "token_caps": caps.token_caps(org) if request.membership.has_role(Role.ADMIN) else [],
     }
     return render(request, "billing/overview.html", context, status=status)
 
@@ -158,6 +162,44 @@ def credits_auto_top_up(request: HttpRequest) -> HttpResponse:
     done = "Auto top-up is on." if enabled else "Auto top-up is off."
     run_service(request, save, done)
     return _see_other(reverse("billing_overview"))
+
+
+def _cap_form(request: HttpRequest) -> SpendCapForm | None:
+    """The posted cap, or None after showing the form's error as a message."""
+    form = SpendCapForm(request.POST)
+    if form.is_valid():
+        return form
+    errors = "; ".join(error for errors in form.errors.values() for error in errors)
+    messages.error(request, f"Spend cap: {errors}")
+    return None
+
+
+def _cap_text(form: SpendCapForm) -> str:
+    cap = form.cleaned_data["cap"]
+    return "removed" if cap is None else f"set to {cap}"
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def spend_cap(request: HttpRequest) -> HttpResponse:
+    """The org's spend cap per billing period (owners only)."""
+    form = _cap_form(request)
+    if form is not None:
+        save = partial(caps.set_spend_cap, request.org, form.cleaned_data["cap"], request.user)
+        run_service(request, save, f"The organization's spend cap is {_cap_text(form)}.")
+    return _see_other(reverse("billing_overview") + "#caps")
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def token_spend_cap(request: HttpRequest, token_id: int) -> HttpResponse:
+    """One API token's own spend cap (owners only; another org's token is a 404)."""
+    form = _cap_form(request)
+    if form is not None:
+        cap = form.cleaned_data["cap"]
+        save = partial(caps.set_org_token_spend_cap, request.org, token_id, cap, request.user)
+        run_service(request, save, f"The token's spend cap is {_cap_text(form)}.")
+    return _see_other(reverse("billing_overview") + "#caps")
 
 
 @org_member_required()
@@ -233,10 +275,10 @@ def _charts(days: list[dict], models: list[dict]) -> list[tuple[str, str]]:
     return [
         per_day("requests", "Requests per day"),
         per_day("total_tokens", "Tokens per day"),
-        per_day("cost", "Overage cost per day (USD)"),
+        per_day("cost", "Cost per day (USD)"),
         per_model("requests", "Requests per model"),
         per_model("total_tokens", "Tokens per model"),
-        per_model("cost", "Overage cost per model (USD)"),
+        per_model("cost", "Cost per model (USD)"),
     ]
 
 

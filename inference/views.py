@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from billing.costs import cost_of, cost_payload
 from inference.models import Prediction, Status
 from models_hub.models import ModelListing
 from portal.errors import NotFound
@@ -30,11 +31,14 @@ def prediction_list(request: HttpRequest) -> HttpResponse:
 def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
     try:
         prediction = get_for_org(
-            Prediction.objects.select_related("model", "token"), request.org, pk=prediction_id
+            Prediction.objects.select_related("model", "token", "call_cost"),
+            request.org,
+            pk=prediction_id,
         )
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    return render(request, "inference/prediction_detail.html", {"prediction": prediction})
+    context = {"prediction": prediction, "cost": cost_payload(cost_of(prediction))}
+    return render(request, "inference/prediction_detail.html", context)
 
 
 def quickstart(request: HttpRequest) -> HttpResponse:

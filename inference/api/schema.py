@@ -97,7 +97,6 @@ PRICING = {
                 "properties": {"slug": {"type": "string"}, "name": {"type": "string"}},
             },
         },
-        "overage": {"type": "object", "nullable": True},
     },
 }
 EXAMPLE_PRICING = {
@@ -107,7 +106,6 @@ EXAMPLE_PRICING = {
     "per_request": "0",
     "per_second": "0",
     "plans": [{"slug": "free", "name": "Free"}],
-    "overage": None,
 }
 SSE_EVENT = {
     "type": "object",

@@ -35,7 +35,6 @@ class PricingSerializer(serializers.Serializer):
     per_request = serializers.CharField(help_text="Per call that counts as a request.")
     per_second = serializers.CharField(help_text="Per second of run time.")
     plans = PlanRefSerializer(many=True)
-    overage = serializers.DictField(allow_null=True)
 
 
 class ModelSummarySerializer(serializers.ModelSerializer):

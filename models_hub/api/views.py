@@ -40,7 +40,6 @@ SUMMARY = {
         "per_request": "0",
         "per_second": "0",
         "plans": [{"slug": "pro", "name": "Pro"}, {"slug": "team", "name": "Team"}],
-        "overage": {"per_1k_tokens": "0.0030", "currency": "usd"},
     },
 }
 LIST_EXAMPLE = OpenApiExample(

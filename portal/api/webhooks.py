@@ -4,7 +4,7 @@ path."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
@@ -149,7 +149,13 @@ class AccountWebhookView(APIView):
 
     @extend_schema(
         request=AccountWebhookSerializer,
-        responses=AccountWebhookSerializer,
+        responses={
+            200: AccountWebhookSerializer,
+            400: OpenApiResponse(description="A bad URL or event list; nothing changed."),
+            403: OpenApiResponse(
+                description="API tokens cannot change it: an owner or admin does, signed in."
+            ),
+        },
         operation_id="webhooks_default_update",
         examples=[ACCOUNT_WEBHOOK_EXAMPLE],
     )

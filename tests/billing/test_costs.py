@@ -204,3 +204,17 @@ def test_the_done_event_carries_the_cost(owner, org, free_plan, echo):
     done = [e for e in events.read_after(prediction.id, 0) if e.type == events.TERMINAL_EVENT]
     assert done[0].data["cost"]["amount"] == "0.002"
     assert done[0].data["cost"]["paid_from"] == [{"source": "plan", "amount": "0.002"}]
+
+
+def test_the_prediction_page_shows_the_cost_and_who_paid(owner, org, free_plan, echo, client_for):
+    prices.set_price(echo, per_request="0.002")
+    prediction = run(org, owner)
+    page = client_for(owner).get(f"/predictions/{prediction.id}/").content.decode()
+    assert "when it finishes" in page
+    finish(
+        prediction, Status.CANCELED, output="x", input_tokens=3, output_tokens=5,
+        delivered_output_tokens=4,
+    )  # fmt: skip
+    page = client_for(owner).get(f"/predictions/{prediction.id}/").content.decode()
+    assert "0.002 USD" in page and "paid by plan 0.002" in page
+    assert "3 input and 4 output tokens (5 generated" in page

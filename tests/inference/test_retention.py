@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from billing.models import UsagePeriod, UsageRecord
+from billing.models import CallCost, UsagePeriod, UsageRecord
 from inference import events
 from inference.models import Prediction, Status
 from inference.retention import erase_expired_predictions
@@ -31,9 +31,10 @@ def finished(org, echo, *, ago: timedelta, status: str = Status.SUCCEEDED) -> Pr
     period, _ = UsagePeriod.objects.get_or_create(
         org=org, start=now - timedelta(days=40), defaults={"end": now + timedelta(days=1)}
     )
-    UsageRecord.objects.create(
-        prediction=prediction, org=org, period=period, model=echo, requests=1,
-        input_tokens=3, output_tokens=5, settled_at=now,
+    UsageRecord.objects.create(prediction=prediction, org=org, period=period, model=echo)
+    CallCost.objects.create(
+        prediction=prediction, org=org, model=echo, currency="usd", requests=1,
+        input_tokens=3, output_tokens=5,
     )  # fmt: skip
     events.append(prediction.id, "output", "secret")
     return prediction
@@ -57,7 +58,7 @@ def test_only_predictions_past_their_orgs_retention_are_erased(org, outsider_org
         assert prediction.data_removed_at is not None
         assert not events.log_exists(prediction.id)
         # The ledger and the metrics stay: invoices and usage charts do not change.
-        assert prediction.usage_record.output_tokens == 5
+        assert prediction.call_cost.output_tokens == 5
         assert prediction.output_tokens == 5 and prediction.status == Status.SUCCEEDED
     recent.refresh_from_db()
     running.refresh_from_db()

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from billing.models import UsagePeriod, UsageRecord
+from billing import metering
+from billing.models import CallCost, UsagePeriod, UsageRecord
 from inference import events, reaper
 from inference.models import Prediction, Status
 from inference.tasks import run_prediction
@@ -109,22 +110,21 @@ def _request_count(prediction: Prediction) -> int:
 
 
 def _assert_charged_once(org, predictions: list[Prediction]) -> None:
-    """One settled ledger row per prediction; a request is charged only for a call that
-    succeeded or delivered output; the period's counters are exactly the sums of the rows,
-    with nothing left reserved."""
-    records = {r.prediction_id: r for r in UsageRecord.objects.filter(org=org)}
+    """One reservation and one settlement entry per prediction; a request is charged only
+    for a call that succeeded or delivered output; the period's counters are exactly the
+    sums of the receipts, with nothing left reserved."""
+    reserved = set(UsageRecord.objects.filter(org=org).values_list("prediction_id", flat=True))
+    assert reserved == {p.pk for p in predictions}
+    records = {r.prediction_id: r for r in CallCost.objects.filter(org=org)}
     assert set(records) == {p.pk for p in predictions}
     for prediction in predictions:
         record = records[prediction.pk]
-        assert record.settled_at is not None
         assert record.requests == _request_count(prediction)
-        assert (record.input_tokens, record.output_tokens) == (
-            prediction.input_tokens,
-            prediction.output_tokens,
-        )
+        assert record.input_tokens == prediction.input_tokens
+        assert record.output_tokens == metering.delivered_output_tokens(prediction)
     period = UsagePeriod.objects.get(org=org)
     assert period.requests == sum(_request_count(p) for p in predictions)
-    assert (period.requests_reserved, period.tokens_reserved) == (0, 0)
+    assert (period.allowance_reserved, period.paid_reserved) == (0, 0)
     assert period.input_tokens == sum(r.input_tokens for r in records.values())
     assert period.output_tokens == sum(r.output_tokens for r in records.values())
 

@@ -103,7 +103,6 @@ def test_detail(catalog):
         "per_request": "0",
         "per_second": "0",
         "plans": [],
-        "overage": None,
     }
     assert body["runtime"]["max_params"] == {"max_new_tokens": 32}
     assert "source" not in body
@@ -153,7 +152,6 @@ def test_pricing_is_machine_readable_on_the_list_and_the_detail(catalog):
         "per_request": "0",
         "per_second": "0",
         "plans": [{"slug": pro.slug, "name": pro.name}],
-        "overage": None,
     }
     assert Client().get("/api/v1/models/chat-small").json()["pricing"] == expected
     items = {item["slug"]: item for item in Client().get("/api/v1/models").json()["results"]}

@@ -132,6 +132,13 @@ ENDPOINTS: dict[str, Endpoint] = {
     "billing/success/": MEMBER_PAGE,
     "billing/cancel/": MEMBER_PAGE,
     "billing/portal/": Endpoint(Access.PAGE, ("POST",)),
+    # Owners only: the views check the role, members and admins get 403.
+    "billing/credits/checkout/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
+    "billing/credits/auto-top-up/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
+    "billing/spend-cap/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
+    "billing/tokens/<int:token_id>/spend-cap/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.OWNER, params={"token_id": "token"}
+    ),
     "billing/stripe/webhook/": Endpoint(Access.WEBHOOK, ("POST",), role=None),
     "predictions/": MEMBER_PAGE,
     "predictions/<str:prediction_id>/": Endpoint(
@@ -149,6 +156,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         Access.API, role=None, params={"prediction_id": "prediction"}
     ),
     "api/v1/predictions$": Endpoint(Access.API, ("GET", "POST"), role=None),
+    "api/v1/predictions/quote$": API_POST,
     "api/v1/predictions/(?P<pk>[a-z0-9]+)$": Endpoint(
         Access.API, role=None, params={"pk": "prediction"}
     ),

@@ -1,0 +1,143 @@
+"""200 calls at once against limits that allow exactly 50 worst cases, through the real
+ASGI server and workers: REST, `/v1` non-streamed and `/v1` streamed. Exactly 50 are
+admitted, the other 150 get 402, and once everything settled what was paid never
+exceeds the limit and the credit balance never went below zero (issue #12)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.db.models import Sum
+
+from billing import caps, credits, metering, prices
+from billing.models import BillingAccount, CallCost, Plan, UsagePeriod, UsageRecord
+from inference.models import TERMINAL_STATUSES, Prediction
+from models_hub.demo import load_demo_catalog
+from models_hub.models import ModelListing
+from tests.conftest import fresh_window
+from tests.integration.conftest import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+CALLS = 200
+ADMITTED = 50
+PROMPT = "hello there"
+
+
+@pytest.fixture
+def paying_org(org):
+    """A team workspace on a default plan with no allowance: every call is paid, from
+    credits, and no concurrency or rate cap gets in the way of the 200."""
+    load_demo_catalog()
+    echo = ModelListing.objects.get(slug="echo")
+    prices.set_price(echo, input_per_million="1000", output_per_million="2000", per_request="0.001")
+    plan = Plan.objects.create(
+        slug="metered", name="Metered", is_default=True, allowance=Decimal(0),
+        rate_limit_per_minute=10**6, max_concurrent_waits=10**4, max_concurrent_streams=10**4,
+    )  # fmt: skip
+    plan.included_models.set([echo])
+    fresh_window()
+    return org
+
+
+def _rest(client: httpx.Client) -> int:
+    body = {"model": "echo", "input": {"prompt": PROMPT, "max_new_tokens": 10}}
+    return client.post("/api/v1/predictions", json=body).status_code
+
+
+def _chat_body(stream: bool) -> dict:
+    return {
+        "model": "echo",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 10,
+        "stream": stream,
+    }
+
+
+def _v1(client: httpx.Client) -> int:
+    return client.post("/v1/chat/completions", json=_chat_body(False)).status_code
+
+
+def _v1_stream(client: httpx.Client) -> int:
+    with client.stream("POST", "/v1/chat/completions", json=_chat_body(True)) as response:
+        response.read()  # the whole stream: the call runs to its end and settles
+        return response.status_code
+
+
+def _worst_case(path: str) -> Decimal:
+    """The call's worst case, as admission works it out (a chat adds its template's
+    tokens to the prompt's)."""
+    listing = ModelListing.objects.get(slug="echo")
+    if path == "rest":
+        data = {"prompt": PROMPT, "max_new_tokens": 10}
+    else:
+        data = {"messages": _chat_body(False)["messages"], "max_new_tokens": 10}
+    return metering.quote(listing, data).max_cost
+
+
+def _hammer(stack, token: str, call: Callable[[httpx.Client], int]) -> list[int]:
+    barrier = threading.Barrier(CALLS)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=120) as client:
+            barrier.wait()
+            return call(client)
+
+    with ThreadPoolExecutor(max_workers=CALLS) as pool:
+        return list(pool.map(one, range(CALLS)))
+
+
+def _all_settled(org) -> None:
+    def done() -> bool:
+        open_ = Prediction.objects.filter(org=org).exclude(status__in=TERMINAL_STATUSES)
+        return not open_.exists() and CallCost.objects.filter(org=org).count() == ADMITTED
+
+    wait_until(done, 120)
+
+
+def _paid(org) -> Decimal:
+    totals = CallCost.objects.filter(org=org).aggregate(
+        credits=Sum("paid_by_credits"), overage=Sum("paid_as_overage")
+    )
+    return (totals["credits"] or Decimal(0)) + (totals["overage"] or Decimal(0))
+
+
+PATHS = {"rest": _rest, "v1": _v1, "v1_stream": _v1_stream}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_spend_cap_admits_exactly_50_of_200(stack, paying_org, token_for, path):
+    org = paying_org
+    token = token_for(org, rate_limit_per_minute=10**6)
+    worst = _worst_case(path)
+    credits.grant_credits(org, worst * CALLS)
+    caps.set_spend_cap(org, worst * ADMITTED)
+
+    statuses = _hammer(stack, token, PATHS[path])
+    assert statuses.count(402) == CALLS - ADMITTED, sorted(set(statuses))
+    assert UsageRecord.objects.filter(org=org).count() == ADMITTED
+    _all_settled(org)
+    period = UsagePeriod.objects.get(org=org)
+    assert period.paid_reserved == 0
+    assert _paid(org) == period.spent <= BillingAccount.objects.get(org=org).spend_cap
+
+
+@pytest.mark.parametrize("path", ["rest", "v1_stream"])
+def test_credits_for_50_worst_cases_admit_exactly_50_of_200(stack, paying_org, token_for, path):
+    org = paying_org
+    token = token_for(org, rate_limit_per_minute=10**6)
+    worst = _worst_case(path)
+    credits.grant_credits(org, worst * ADMITTED)
+
+    statuses = _hammer(stack, token, PATHS[path])
+    assert statuses.count(402) == CALLS - ADMITTED, sorted(set(statuses))
+    _all_settled(org)
+    account = BillingAccount.objects.get(org=org)
+    assert account.credits_reserved == 0
+    assert account.balance == worst * ADMITTED - _paid(org) >= 0
