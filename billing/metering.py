@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Sum
 
 from billing import alerts, costs, credit_purchases, credits, estimate, plans
@@ -185,10 +187,10 @@ def _split(
     worst: Decimal,
     state: PlanState,
     listing: ModelListing,
+    covered: bool,
     period: UsagePeriod,
     account: BillingAccount | None,
 ) -> Split:
-    covered = not state.subscription_required and plans.includes(state.plan, listing)
     room = _allowance_room(state, period, covered)
     from_allowance = worst if room is None else min(worst, room)
     rest = worst - from_allowance
@@ -216,7 +218,10 @@ def token_spent(token_id: int, period: UsagePeriod) -> Decimal:
 
 
 def _check_caps(
-    paid: Decimal, period: UsagePeriod, account: BillingAccount | None, token_id: int | None
+    paid: Decimal,
+    period: UsagePeriod,
+    account: BillingAccount | None,
+    token_cap: TokenSpendCap | None,
 ) -> None:
     cap = account.spend_cap if account is not None else None
     if cap is not None and period.spent + period.paid_reserved + paid > cap:
@@ -227,10 +232,7 @@ def _check_caps(
             "page (/billing/).",
             code="spend_cap_reached",
         )
-    if token_id is None:
-        return
-    token_cap = TokenSpendCap.objects.filter(token_id=token_id).first()
-    if token_cap is not None and token_spent(token_id, period) + paid > token_cap.amount:
+    if token_cap is not None and token_spent(token_cap.token_id, period) + paid > token_cap.amount:
         raise PaymentRequired(
             f"This call could cost up to {_money(paid)} beyond your plan, which would "
             f"cross this API token's spend cap of {_money(token_cap.amount)} for "
@@ -298,13 +300,19 @@ def reserve(
     if state.plan is None:
         # Billing is off (no default plan at all): nothing is reserved, nobody pays.
         return UsageRecord.objects.create(period=period, metered=False, **fields)
+    # What does not change with the counters is read before the lock, so that it is
+    # held (and every other admission of the org waits) as briefly as possible.
+    covered = not state.subscription_required and plans.includes(state.plan, listing)
+    token_cap = None
+    if prediction.token_id is not None:
+        token_cap = TokenSpendCap.objects.filter(token_id=prediction.token_id).first()
     # The lock every admission and settlement of this org's period takes: the reads
     # below stay true until this transaction commits.
     period = UsagePeriod.objects.select_for_update().get(pk=period.pk)
     account = BillingAccount.objects.filter(org_id=prediction.org_id).first()
-    split = _split(worst, state, listing, period, account)
+    split = _split(worst, state, listing, covered, period, account)
     if split.paid:
-        _check_caps(split.paid, period, account, prediction.token_id)
+        _check_caps(split.paid, period, account, token_cap)
     if split.credits:
         _hold_credits(account, split.credits)
     if split.allowance or split.paid:
@@ -394,13 +402,17 @@ def settle(prediction: Prediction) -> CallCost | None:
     paid = _pay(amount, record) if record.metered else Split()
     _release(record, paid, billed)
     receipt = costs.record_cost(prediction, price, billed, amount, paid)
+    # After commit: the period's lock (which every admission of the org waits for) is
+    # held no longer than the counters need; alerts and top-ups are once-only by their
+    # own unique key and claim.
     if paid.allowance or paid.paid:
-        _check_alerts(record)
+        transaction.on_commit(partial(_check_alerts, record))
     if paid.credits:
-        credit_purchases.maybe_start_top_up(record.org_id)
+        transaction.on_commit(partial(credit_purchases.maybe_start_top_up, record.org_id))
     return receipt
 
 
+@transaction.atomic
 def _check_alerts(record: UsageRecord) -> None:
     """50/80/100% of the plan's allowance and of the spend cap, once each per period."""
     period = UsagePeriod.objects.get(pk=record.period_id)

@@ -71,7 +71,11 @@ class CredentialsRevoked(AuthenticationFailed):
 def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Slot:
     """For async callers, which run it in a worker thread (thread_sensitive=False): the
     plan lookup's database connection is closed before it returns, or that thread would
-    keep it checked out of the pool while the wait or stream lasts, and after."""
+    keep it checked out of the pool while the wait or stream lasts, and after.
+
+    Callers give back their request thread's connection (the token lookup's) first: a
+    request holding one connection while its slot's lookup waits for a second deadlocks
+    the pool once as many requests arrive at once as it has connections."""
     try:
         return concurrency.acquire(principal.org, kind)
     finally:
@@ -110,6 +114,7 @@ class StreamGuard:
     @classmethod
     async def open(cls, principal: Principal) -> StreamGuard:
         """RateLimited (429) when the org already holds all its stream slots."""
+        await release_db_connection()
         # Not thread-sensitive: it must not queue behind the request's own thread.
         slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
             principal, concurrency.Kind.STREAM

@@ -226,6 +226,7 @@ async def _admit_and_wait(
     """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
     holds one of the org's wait slots (taken before admission, so that an org at its cap
     is refused before anything is created) and no pooled connection while it waits."""
+    await release_db_connection()
     slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
         principal, concurrency.Kind.WAIT
     )
