@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,6 +23,7 @@ from models_hub.models import ModelListing
 from models_hub.validation import validate_input
 from portal import metrics, ratelimit
 from portal.auth import Principal
+from portal.connections import give_back_db_connection
 from portal.errors import (
     InvalidInput,
     NotAllowed,
@@ -349,16 +350,9 @@ def admit_and_wait(principal: Principal, request: PredictionRequest, seconds: in
     created) and neither a pooled database nor a pooled Redis connection while it waits."""
     with concurrency.held(principal.org, concurrency.Kind.WAIT) as slot:
         prediction = admit(principal, request)
-        _give_back_db_connection()
+        give_back_db_connection()
         events.wait_for_terminal(
             prediction.id, seconds, tick=concurrency.renew_every(), on_tick=slot.renew
         )
     prediction.refresh_from_db()
     return prediction
-
-
-def _give_back_db_connection() -> None:
-    # Inside a transaction the connection cannot be given back; a request has none open
-    # here (admission has committed), only a test that wraps everything in one does.
-    if not connection.in_atomic_block:
-        connection.close()

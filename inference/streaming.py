@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
 from inference import concurrency, events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
 from portal.auth import Principal, still_valid
+from portal.connections import give_back_db_connection
 from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed
 from portal.scoping import get_for_org
 
@@ -45,11 +46,7 @@ watchable = sync_to_async(_watchable)
 
 # A stream lives for minutes; Django returns a request's database connection only when
 # the response ends, so streams give theirs back as soon as their lookups are done.
-def _close_db_connection() -> None:
-    connection.close()  # this request's thread's connection, looked up at call time
-
-
-release_db_connection = sync_to_async(_close_db_connection)
+release_db_connection = sync_to_async(give_back_db_connection)
 
 
 def _final_event_if_expired(prediction_id: str) -> events.Event | None:
@@ -79,7 +76,7 @@ def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Sl
     try:
         return concurrency.acquire(principal.org, kind)
     finally:
-        _close_db_connection()
+        give_back_db_connection()
 
 
 def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
@@ -91,7 +88,7 @@ def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
         # either, so the stream goes on and the next check decides.
         return True
     finally:
-        _close_db_connection()
+        give_back_db_connection()
 
 
 @dataclass
