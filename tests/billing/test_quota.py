@@ -14,7 +14,14 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing import caps, costs, credits, metering, prices
-from billing.models import CallCost, CreditEntry, Subscription, UsagePeriod, UsageRecord
+from billing.models import (
+    BillingAlert,
+    CallCost,
+    CreditEntry,
+    Subscription,
+    UsagePeriod,
+    UsageRecord,
+)
 from inference import reaper
 from inference.models import Prediction, Status
 from inference.runners import get_runner
@@ -480,3 +487,16 @@ def test_200_simultaneous_calls_against_an_allowance_of_50(owner, org, free_plan
     p = period(org)
     assert (p.allowance_used, p.allowance_reserved, p.requests) == (WORST * 50, 0, 50)
     assert CallCost.objects.filter(org=org).aggregate(total=Sum("amount"))["total"] == WORST * 50
+
+
+@pytest.mark.django_db
+def test_settlement_fires_the_allowance_alerts_it_crosses(
+    owner, org, free_plan, priced, django_capture_on_commit_callbacks
+):
+    free_plan.allowance = Decimal("0.03")
+    free_plan.save()
+    prediction = run(org, owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        finish(prediction, Status.SUCCEEDED, input_tokens=4, output_tokens=10)  # 0.025: 83%
+    fired = BillingAlert.objects.filter(org=org, subject="allowance")
+    assert sorted(fired.values_list("threshold", flat=True)) == [50, 80]
