@@ -91,3 +91,38 @@ def billing_summary(org: Organization) -> dict[str, Any]:
         "currency": settings.PORTAL_CURRENCY,
         "period": {"start": _iso(state.period_start), "end": _iso(state.period_end)},
     }
+
+
+def _money(amount: Decimal) -> str:
+    text = decimal_string(amount)
+    currency = settings.PORTAL_CURRENCY
+    return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
+
+
+def terms_for(org: Organization | None, listing) -> str | None:
+    """How the viewer's org would pay for a call to `listing` (the model page's "for you"
+    line); None when signed out or with billing off."""
+    if org is None:
+        return None
+    state = plans.plan_state(org)
+    plan = state.plan
+    if plan is None:
+        return None
+    account = BillingAccount.objects.filter(org=org).first()
+    balance = account.balance if account else Decimal(0)
+    credits = f"your credits pay ({_money(balance)} left)" if balance > 0 else ""
+    if state.subscription_required or not plans.includes(plan, listing):
+        if credits:
+            return f"Not in your plan: {credits} at these prices."
+        return "Not in your plan: buy credits to pay per call, or choose a plan that includes it."
+    if plan.allowance is None:
+        return f"Included in your {plan.name} plan."
+    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
+    used = (period.allowance_used + period.allowance_reserved) if period else Decimal(0)
+    left = max(Decimal(0), plan.allowance - used)
+    beyond = credits or ("overage at these prices" if plan.overage_allowed else "")
+    then = f"; beyond it, {beyond}" if beyond else ""
+    return (
+        f"Paid from your {plan.name} plan's allowance at these prices "
+        f"({_money(left)} left this period){then}."
+    )

@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from billing.account import terms_for
 from models_hub import catalog, services
 from models_hub.forms import CatalogFilterForm, EditListingForm, ListingForm
 from models_hub.models import ModelListing, Tag
@@ -96,6 +97,7 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "snippets": snippets_for(listing, request.build_absolute_uri("/")),
         "pricing": pricing,
         "price_lines": catalog.price_lines(pricing),
+        "your_terms": terms_for(org, listing),
         "can_manage": can_manage(request, listing),
     }
     return render(request, "models_hub/detail.html", context)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing import credits
 from billing.models import CallCost, Subscription, UsagePeriod, UsageRecord
 from billing.services import grant_plan
 from inference.models import Prediction, Status
@@ -298,3 +299,14 @@ def test_account_without_plans_says_billing_is_off(org, token_for, api_client):
     body = api_client(token_for(org)).get("/api/v1/account").json()
     assert body["plan"] is None
     assert body["quota"]["allowance"]["remaining"] is None
+
+
+def test_the_model_page_says_how_the_viewer_pays(owner, org, free_plan, echo, client, client_for):
+    personal = client_for(owner).get("/models/echo/").content.decode()
+    assert "Paid from your Free plan&#x27;s allowance at these prices ($1 left" in personal
+    team = client_for(owner, org).get("/models/echo/").content.decode()
+    assert "Not in your plan: buy credits to pay per call" in team
+    credits.grant_credits(org, "12.5")
+    team = client_for(owner, org).get("/models/echo/").content.decode()
+    assert "Not in your plan: your credits pay ($12.5 left) at these prices." in team
+    assert "For you:" not in client.get("/models/echo/").content.decode()
