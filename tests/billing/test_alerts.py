@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connections, transaction
@@ -25,7 +23,7 @@ from billing.models import BillingAlert, UsagePeriod
 from billing.tasks import deliver_billing_alert
 from portal import account_webhooks
 from portal.models import AuditLog, Organization, Role
-from tests.conftest import make_user
+from tests.conftest import WebhookReceiver, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -246,40 +244,8 @@ def test_a_failing_mail_server_does_not_stop_the_webhook(org, owner, period, che
 # --- The account webhook ------------------------------------------------------------
 
 
-class Receiver:
-    """A real loopback HTTP server; answers the queued statuses, then 204."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(outer.statuses.pop(0) if outer.statuses else 204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/billing-hook"
-
-
 @pytest.fixture
-def receiver(settings) -> Iterator[Receiver]:
-    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = True  # the receiver is on loopback
-    receiver = Receiver()
-    threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-
-
-@pytest.fixture
-def hooked(org, owner, receiver) -> Receiver:
+def hooked(org, owner, receiver) -> WebhookReceiver:
     account_webhooks.set_account_webhook(org, owner, receiver.url, ["billing.threshold"])
     return receiver
 
