@@ -404,11 +404,12 @@ def settle(prediction: Prediction) -> CallCost | None:
     receipt = costs.record_cost(prediction, price, billed, amount, paid)
     # After commit: the period's lock (which every admission of the org waits for) is
     # held no longer than the counters need; alerts and top-ups are once-only by their
-    # own unique key and claim.
+    # own unique key and claim, and a failure of either (logged) never fails the call.
     if paid.allowance or paid.paid:
-        transaction.on_commit(partial(_check_alerts, record))
+        transaction.on_commit(partial(_check_alerts, record), robust=True)
     if paid.credits:
-        transaction.on_commit(partial(credit_purchases.maybe_start_top_up, record.org_id))
+        top_up = partial(credit_purchases.maybe_start_top_up, record.org_id)
+        transaction.on_commit(top_up, robust=True)
     return receipt
 
 
