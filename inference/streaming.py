@@ -7,7 +7,10 @@ token or a removed member stops receiving (API.md: WebSocket close 4401).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,10 +21,12 @@ from django.db import DatabaseError
 from inference import concurrency, events
 from inference.models import Prediction
 from inference.payloads import prediction_payload
-from portal.auth import Principal, still_valid
+from portal.auth import Principal, invalid_principals, principal_key
 from portal.connections import give_back_db_connection
 from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed
 from portal.scoping import get_for_org
+
+logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15
 
@@ -79,34 +84,21 @@ def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Sl
         give_back_db_connection()
 
 
-def _renew_and_recheck(slot: concurrency.Slot, principal: Principal) -> bool:
-    slot.renew()
-    try:
-        return still_valid(principal)
-    except DatabaseError:
-        # Unverifiable now; and while the database is down no revocation can be written
-        # either, so the stream goes on and the next check decides.
-        return True
-    finally:
-        give_back_db_connection()
+def sweep_interval() -> float:
+    """How often a process renews its streams' slots and re-checks their callers."""
+    return min(settings.STREAM_PRINCIPAL_RECHECK_SECONDS, concurrency.renew_every())
 
 
-@dataclass
+@dataclass(eq=False)
 class StreamGuard:
-    """An open stream's slot and caller; `check()` renews the one and re-checks the other
-    once per `interval`, and raises CredentialsRevoked once the caller is no longer valid."""
+    """An open stream's slot and caller. The process's `_Sweeper` renews the one and
+    re-checks the other every `sweep_interval()`; `check()` raises CredentialsRevoked once
+    the caller is no longer valid."""
 
     principal: Principal
     slot: concurrency.Slot
-    interval: float = field(
-        default_factory=lambda: min(
-            settings.STREAM_PRINCIPAL_RECHECK_SECONDS, concurrency.renew_every()
-        )
-    )
-    next_check: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.next_check = time.monotonic() + self.interval
+    interval: float = field(default_factory=sweep_interval)
+    revoked: bool = False
 
     @classmethod
     async def open(cls, principal: Principal) -> StreamGuard:
@@ -116,20 +108,79 @@ class StreamGuard:
         slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
             principal, concurrency.Kind.STREAM
         )
-        return cls(principal, slot)
+        guard = cls(principal, slot)
+        _sweeper().add(guard)
+        return guard
 
-    async def check(self) -> None:
-        if time.monotonic() < self.next_check:
-            return
-        self.next_check = time.monotonic() + self.interval
-        renew = sync_to_async(_renew_and_recheck, thread_sensitive=False)
-        if not await renew(self.slot, self.principal):
+    def check(self) -> None:
+        if self.revoked:
             raise CredentialsRevoked(
                 "The credentials this stream was opened with were revoked or have expired."
             )
 
     async def release(self) -> None:
+        """Gives the slot back; a second call (an error path after a finally) is harmless."""
+        _sweeper().discard(self)
         await sync_to_async(self.slot.release, thread_sensitive=False)()
+
+
+def _sweep(guards: list[StreamGuard]) -> list[StreamGuard]:
+    """Renews the slots of `guards`; answers those whose caller is no longer valid."""
+    concurrency.renew_all([guard.slot for guard in guards])
+    try:
+        invalid = invalid_principals(guard.principal for guard in guards)
+    except DatabaseError:
+        # Unverifiable now; and while the database is down no revocation can be written
+        # either, so the streams go on and the next sweep decides.
+        return []
+    finally:
+        give_back_db_connection()
+    return [guard for guard in guards if principal_key(guard.principal) in invalid]
+
+
+class _Sweeper:
+    """The open streams of one event loop (a web process has one). A single task renews
+    and re-checks them all every interval, in a few round trips: per stream, that work
+    was a thread hop, a Redis call and a query every few seconds, which kept a process
+    holding 5000 idle streams busy doing nothing else. The task ends with the last stream."""
+
+    def __init__(self) -> None:
+        self.guards: set[StreamGuard] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, guard: StreamGuard) -> None:
+        self.guards.add(guard)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run(guard.interval))
+
+    def discard(self, guard: StreamGuard) -> None:
+        self.guards.discard(guard)
+        if not self.guards and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self, interval: float) -> None:
+        sweep = sync_to_async(_sweep, thread_sensitive=False)
+        while True:
+            await asyncio.sleep(interval)
+            guards = list(self.guards)
+            try:
+                revoked = await sweep(guards)
+            except Exception:
+                # One failed sweep (Redis down past its retries) must not end the next.
+                logger.exception("Sweeping %d open streams failed", len(guards))
+                continue
+            for guard in revoked:
+                guard.revoked = True
+
+
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweeper() -> _Sweeper:
+    return _sweepers.setdefault(asyncio.get_running_loop(), _Sweeper())
 
 
 async def guarded_tail(
@@ -139,7 +190,7 @@ async def guarded_tail(
     keep-alive" (at most KEEPALIVE_SECONDS apart)."""
     last_sent = time.monotonic()
     async for event in events.tail(prediction_id, after, idle_seconds=guard.interval):
-        await guard.check()
+        guard.check()
         now = time.monotonic()
         if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import time
 import uuid
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -42,6 +43,19 @@ redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+
+# Many leases at once, each in its own set: KEYS[i] holds ARGV[i + 1].
+_RENEW_SLOTS_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now_ms + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+# Bounds one script's run (Redis serves nobody else meanwhile).
+RENEW_SLOTS_PER_CALL = 1000
 
 # One IPv6 host usually holds a whole /64: counting single addresses would let it rotate.
 IPV6_PREFIX = 64
@@ -118,6 +132,16 @@ def acquire_slot(key: str, limit: int, lease_seconds: float) -> str | None:
 def renew_slot(key: str, slot_id: str, lease_seconds: float) -> None:
     # Re-adds a lease that lapsed (the holder stalled past it): it is still open.
     sync_client().eval(_RENEW_SLOT_SCRIPT, 1, key, int(lease_seconds * 1000), slot_id)
+
+
+def renew_slots(slots: Sequence[tuple[str, str]], lease_seconds: float) -> None:
+    """`renew_slot` for many (key, slot id) pairs in few round trips."""
+    lease_ms = int(lease_seconds * 1000)
+    for start in range(0, len(slots), RENEW_SLOTS_PER_CALL):
+        chunk = slots[start : start + RENEW_SLOTS_PER_CALL]
+        keys = [key for key, _ in chunk]
+        ids = [slot_id for _, slot_id in chunk]
+        sync_client().eval(_RENEW_SLOTS_SCRIPT, len(keys), *keys, lease_ms, *ids)
 
 
 def release_slot(key: str, slot_id: str) -> None:
