@@ -111,7 +111,7 @@ def terms_for(org: Organization | None, listing) -> str | None:
     account = BillingAccount.objects.filter(org=org).first()
     balance = account.balance if account else Decimal(0)
     credits = f"your credits pay ({_money(balance)} left)" if balance > 0 else ""
-    if state.subscription_required or not plans.includes(plan, listing):
+    if state.subscription_required or not plans.includes(plan, listing, state.stamp):
         if credits:
             return f"Not in your plan: {credits} at these prices."
         return "Not in your plan: buy credits to pay per call, or choose a plan that includes it."

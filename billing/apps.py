@@ -9,5 +9,9 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         import stripe
 
+        from billing import hot
+
+        hot.connect()
+
         if settings.STRIPE_API_BASE:
             stripe.api_base = settings.STRIPE_API_BASE

@@ -17,7 +17,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 
 from billing import alerts, costs, credit_purchases, credits, estimate, plans
 from billing.models import (
@@ -35,6 +35,7 @@ from billing.prices import decimal_string, parse_amount, price_at
 from inference.models import Prediction, Status
 from models_hub.models import ModelListing
 from portal.errors import InvalidInput, PaymentRequired
+from portal.hotcache import HotCache
 from portal.models import Organization
 
 ZERO = Decimal(0)
@@ -118,17 +119,44 @@ def _money(amount: Decimal, currency: str | None = None) -> str:
     return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
 
 
-def period_for(org: Organization, state: PlanState) -> UsagePeriod:
-    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
-    if period is not None:
-        return period
+def _periods_of(org: Organization, state: PlanState) -> QuerySet[UsagePeriod]:
+    return UsagePeriod.objects.filter(org=org, start=state.period_start)
+
+
+def _create_period(org: Organization, state: PlanState) -> None:
     # ON CONFLICT DO NOTHING: concurrent first admissions of a period all end up with
     # the one row, none of them fails.
     UsagePeriod.objects.bulk_create(
         [UsagePeriod(org=org, start=state.period_start, end=state.period_end)],
         ignore_conflicts=True,
     )
-    return UsagePeriod.objects.get(org=org, start=state.period_start)
+
+
+def period_for(org: Organization, state: PlanState) -> UsagePeriod:
+    period = _periods_of(org, state).first()
+    if period is not None:
+        return period
+    _create_period(org, state)
+    return _periods_of(org, state).get()
+
+
+def _locked_period(
+    org: Organization, state: PlanState
+) -> tuple[UsagePeriod, BillingAccount | None]:
+    """The org's period row, locked (the lock every admission and settlement of the
+    period takes), and its billing account as of then, in one query. The account row is
+    not locked: credits only ever change by conditional UPDATE."""
+    rows = _periods_of(org, state).select_for_update(of=("self",))
+    rows = rows.select_related("org__billing_account")
+    period = rows.first()
+    if period is None:
+        _create_period(org, state)
+        period = rows.get()
+    try:
+        account = period.org.billing_account
+    except BillingAccount.DoesNotExist:
+        account = None
+    return period, account
 
 
 def _allowance_room(state: PlanState, period: UsagePeriod, covered: bool) -> Decimal | None:
@@ -204,6 +232,17 @@ def _split(
     if rest and not (covered and state.plan.overage_allowed):
         raise _shortfall(state, listing, covered, account)
     return Split(from_allowance, from_credits, rest)
+
+
+# Set by owners, read by every call of the token: see billing.hot.
+_token_caps: HotCache[TokenSpendCap | None] = HotCache()
+
+
+def _token_cap(token_id: int | None, state: PlanState) -> TokenSpendCap | None:
+    if token_id is None:
+        return None
+    load = TokenSpendCap.objects.filter(token_id=token_id).first
+    return _token_caps.get(token_id, state.stamp, load)
 
 
 def token_spent(token_id: int, period: UsagePeriod) -> Decimal:
@@ -285,7 +324,7 @@ def reserve(
 ) -> UsageRecord:
     """Reserves the call's worst case; raises PaymentRequired (rolling back the whole
     admission) when any limit would be crossed. Runs in the admission's transaction."""
-    price = price_at(listing, prediction.created_at)
+    price = price_at(listing, prediction.created_at, state.stamp)
     worst = worst_case(listing, prediction.input, price)
     check_max_cost(worst, max_cost, price.currency)
     fields = {
@@ -296,20 +335,16 @@ def reserve(
         "price": price if price.pk else None,
         "max_cost": worst,
     }
-    period = period_for(prediction.org, state)
     if state.plan is None:
         # Billing is off (no default plan at all): nothing is reserved, nobody pays.
+        period = period_for(prediction.org, state)
         return UsageRecord.objects.create(period=period, metered=False, **fields)
     # What does not change with the counters is read before the lock, so that it is
     # held (and every other admission of the org waits) as briefly as possible.
-    covered = not state.subscription_required and plans.includes(state.plan, listing)
-    token_cap = None
-    if prediction.token_id is not None:
-        token_cap = TokenSpendCap.objects.filter(token_id=prediction.token_id).first()
-    # The lock every admission and settlement of this org's period takes: the reads
-    # below stay true until this transaction commits.
-    period = UsagePeriod.objects.select_for_update().get(pk=period.pk)
-    account = BillingAccount.objects.filter(org_id=prediction.org_id).first()
+    covered = not state.subscription_required and plans.includes(state.plan, listing, state.stamp)
+    token_cap = _token_cap(prediction.token_id, state)
+    # The reads below stay true until this transaction commits.
+    period, account = _locked_period(prediction.org, state)
     split = _split(worst, state, listing, covered, period, account)
     if split.paid:
         _check_caps(split.paid, period, account, token_cap)

@@ -14,8 +14,10 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.utils import timezone
 
+from billing import hot
 from billing.models import Interval, Plan, Subscription, SubscriptionStatus
 from models_hub.models import ModelListing
+from portal.hotcache import HotCache, Stamp
 from portal.models import Organization
 
 PAID_ACCESS = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
@@ -33,6 +35,9 @@ class PlanState:
     # A team workspace without a paid plan: `plan` is the default one, but its allowance
     # belongs to personal workspaces, so nothing may be spent until the org subscribes.
     subscription_required: bool = False
+    # What the cached rows above were read under; lookups later in the same call (the
+    # listing's price) reuse it instead of asking Redis again.
+    stamp: Stamp | None = None
 
     @property
     def metered(self) -> bool:
@@ -41,6 +46,16 @@ class PlanState:
 
 def default_plan() -> Plan | None:
     return Plan.objects.filter(is_default=True).first()
+
+
+# Read by every admission, changed by operators and webhooks: see billing.hot.
+_default_plan: HotCache[Plan | None] = HotCache(max_entries=1)
+_subscription: HotCache[Subscription | None] = HotCache()
+_plan_models: HotCache[frozenset[int]] = HotCache()
+
+
+def _subscription_of(org: Organization) -> Subscription | None:
+    return Subscription.objects.select_related("plan").filter(org=org).first()
 
 
 def _calendar_month(now: datetime) -> tuple[datetime, datetime]:
@@ -76,21 +91,31 @@ def _in_grace(sub: Subscription, now: datetime) -> bool:
 
 
 def plan_state(org: Organization, now: datetime | None = None) -> PlanState:
+    """The plan in force for `org` at `now`; its rows come from the process's cache."""
     now = now or timezone.now()
-    sub = Subscription.objects.select_related("plan").filter(org=org).first()
+    stamp = hot.stamp_for(org.pk)
+    sub = _subscription.get(org.pk, stamp, lambda: _subscription_of(org))
     if sub is not None and (sub.status in PAID_ACCESS or _in_grace(sub, now)):
         start, end = _subscription_period(sub, now)
-        return PlanState(sub.plan, sub, start, end, in_grace=sub.status == "past_due")
+        past_due = sub.status == "past_due"
+        return PlanState(sub.plan, sub, start, end, in_grace=past_due, stamp=stamp)
     start, end = _calendar_month(now)
-    plan = default_plan()
+    plan = _default_plan.get(None, hot.config_part(stamp), default_plan)
     withheld = plan is not None and not org.free_allowance
-    return PlanState(plan, sub, start, end, subscription_required=withheld)
+    return PlanState(plan, sub, start, end, subscription_required=withheld, stamp=stamp)
 
 
-def includes(plan: Plan, listing: ModelListing) -> bool:
+def _model_ids(plan: Plan) -> frozenset[int]:
+    return frozenset(plan.included_models.values_list("pk", flat=True))
+
+
+def includes(plan: Plan, listing: ModelListing, stamp: Stamp | None = None) -> bool:
+    """Whether `plan` covers `listing`; pass the call's `PlanState.stamp` where there is
+    one (it saves a Redis round trip)."""
     if listing.task in plan.tasks:
         return True
-    return plan.included_models.filter(pk=listing.pk).exists()
+    current = hot.config_part(stamp) if stamp is not None else hot.config_stamp()
+    return listing.pk in _plan_models.get(plan.pk, current, lambda: _model_ids(plan))
 
 
 def plans_including(listing: ModelListing, *, public_only: bool = True) -> list[Plan]:

@@ -13,9 +13,11 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from billing import hot
 from billing.models import MONEY_DIGITS, MONEY_PLACES, ListingPrice
 from models_hub.models import ModelListing
 from portal.errors import InvalidInput
+from portal.hotcache import HotCache, Stamp
 
 PARTS = ("input_per_million", "output_per_million", "per_request", "per_second")
 _MAX = Decimal(10) ** (MONEY_DIGITS - MONEY_PLACES)
@@ -49,11 +51,26 @@ def free_price(listing: ModelListing) -> ListingPrice:
     return ListingPrice(listing=listing, currency=settings.PORTAL_CURRENCY)
 
 
-def price_at(listing: ModelListing, when: datetime | None = None) -> ListingPrice:
+# A listing's whole price history, oldest first: read by every admission, changed by
+# `set_price` (see billing.hot).
+_history: HotCache[list[ListingPrice]] = HotCache()
+
+
+def _history_of(listing: ModelListing) -> list[ListingPrice]:
+    return list(ListingPrice.objects.filter(listing=listing).order_by("effective_from", "pk"))
+
+
+def price_at(
+    listing: ModelListing, when: datetime | None = None, stamp: Stamp | None = None
+) -> ListingPrice:
     """The price in force at `when` (now by default): the row with the latest
-    `effective_from` at or before it, the later-created one on a tie; free if none."""
-    row = _latest_before(when or timezone.now()).filter(listing=listing).first()
-    return row or free_price(listing)
+    `effective_from` at or before it, the later-created one on a tie; free if none.
+    `stamp` is the call's `PlanState.stamp`, where there is one."""
+    when = when or timezone.now()
+    current = hot.config_part(stamp) if stamp is not None else hot.config_stamp()
+    history = _history.get(listing.pk, current, lambda: _history_of(listing))
+    in_force = [row for row in history if row.effective_from <= when]
+    return in_force[-1] if in_force else free_price(listing)
 
 
 def prices_at(
@@ -96,7 +113,10 @@ def set_price(
     effective_from = effective_from or now
     if effective_from < now:
         raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
-    previous = price_at(listing, effective_from)
+    # From the database, not the cache: a change committed while this one waited for the
+    # lock may not have reached the cache's generation yet.
+    previous = _latest_before(effective_from).filter(listing=listing).first()
+    previous = previous or free_price(listing)
     return ListingPrice.objects.create(
         listing=listing,
         currency=settings.PORTAL_CURRENCY,

@@ -71,7 +71,7 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
             "your personal workspace.",
             code="subscription_required",
         )
-    covered = not state.subscription_required and plans.includes(plan, listing)
+    covered = not state.subscription_required and plans.includes(plan, listing, state.stamp)
     if not covered and not _pays_with_credits(org):
         names = _plan_names(listing)
         where = f" It is included in: {names}." if names else ""

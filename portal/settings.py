@@ -287,6 +287,9 @@ CONCURRENCY_SLOT_LEASE_SECONDS = env_int("CONCURRENCY_SLOT_LEASE_SECONDS", 15)
 # Open streams re-resolve their caller this often and end once the token is revoked or
 # expired or the membership is gone (SSE `error` event, WebSocket close 4401).
 STREAM_PRINCIPAL_RECHECK_SECONDS = env_int("STREAM_PRINCIPAL_RECHECK_SECONDS", 5)
+# Plans, subscriptions and prices are cached per process and invalidated by every write
+# (portal.hotcache); this bounds an entry's life should an invalidation ever be lost.
+HOT_CACHE_MAX_AGE_SECONDS = env_int("HOT_CACHE_MAX_AGE_SECONDS", 300)
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from portal import services
+from portal import hotcache, services
 from portal.models import Organization, Role
 from portal.redis_client import sync_client
 
@@ -22,12 +22,15 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 def clear_counters() -> None:
     """Cache entries and rate-limit windows; never the broker's queues or worker presence,
-    which live in the same Redis database while the integration stack runs."""
+    which live in the same Redis database while the integration stack runs. A new cache
+    epoch retires what any process cached of rows the last test's rollback removed."""
     client = sync_client()
-    for pattern in (f"{settings.CACHES['default']['KEY_PREFIX']}:*", "rl:*"):
+    patterns = (f"{settings.CACHES['default']['KEY_PREFIX']}:*", "rl:*", hotcache.KEY_PREFIX + "*")
+    for pattern in patterns:
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
+    hotcache.new_epoch()
 
 
 def fresh_window(window_seconds: int = 60, margin: float = 5.0) -> None:

@@ -30,7 +30,9 @@ def many_streams(settings):
 
 def _guards(principal, count: int) -> list[streaming.StreamGuard]:
     return [
-        streaming.StreamGuard(principal, concurrency.acquire(principal.org, concurrency.Kind.STREAM))
+        streaming.StreamGuard(
+            principal, concurrency.acquire(principal.org, concurrency.Kind.STREAM)
+        )
         for _ in range(count)
     ]
 
@@ -39,9 +41,7 @@ def _lease_ends(guards: list[streaming.StreamGuard]) -> list[float]:
     return [sync_client().zscore(guard.slot.key, guard.slot.id) for guard in guards]
 
 
-def test_one_sweep_renews_every_slot_and_rechecks_all_tokens_in_one_query(
-    many_streams, org, owner
-):
+def test_one_sweep_renews_every_slot_and_rechecks_all_tokens_in_one_query(many_streams, org, owner):
     issued = [services.issue_token(org, owner, f"t{i}") for i in range(3)]
     principals = [resolve_bearer(f"Bearer {token.plaintext}") for token in issued]
     guards = [guard for p in principals for guard in _guards(p, STREAMS // 3)]
