@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from portal.redis_client import sync_client
 
@@ -61,9 +61,24 @@ def _set_new_generations(scopes: tuple[str, ...]) -> None:
         logger.warning("Could not bump cache generations of %s", scopes)
 
 
+# The outermost atomic block of a transaction that bumped a scope. Until it ends, its
+# lookups bypass the caches: they must see its own writes, and a rollback (which nobody
+# is told of) would otherwise leave its rows cached under the new generation. Django
+# reuses an `atomic` decorator's block, so a later transaction may bypass them too:
+# slower, never stale.
+_DIRTY_BLOCK = "_hotcache_dirty_block"
+
+
+def _in_writing_transaction() -> bool:
+    blocks = connection.atomic_blocks
+    return bool(blocks) and getattr(connection, _DIRTY_BLOCK, None) is blocks[0]
+
+
 def bump(*scopes: str) -> None:
     """After a write to rows under `scopes`: now, and again once the transaction commits
     (a lookup in between may have cached the old row under the first new generation)."""
+    if connection.in_atomic_block:
+        setattr(connection, _DIRTY_BLOCK, connection.atomic_blocks[0])
     _set_new_generations(scopes)
     transaction.on_commit(partial(_set_new_generations, scopes))
 
@@ -83,7 +98,7 @@ class HotCache(Generic[T]):
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, current: Stamp | None, load: Callable[[], T]) -> T:
-        if current is None:
+        if current is None or _in_writing_transaction():
             return load()
         now = time.monotonic()
         entry = self._entries.get(key)

@@ -380,7 +380,9 @@ def test_a_team_whose_subscription_ended_needs_a_new_one_or_credits(
     team = portal_services.create_org("Lapsed team", owner)
     Subscription.objects.create(org=team, plan=pro_plan, status="active")
     assert run(team, owner).status == Status.STARTING
-    Subscription.objects.filter(org=team).update(status="canceled")
+    sub = Subscription.objects.get(org=team)
+    sub.status = "canceled"
+    sub.save()
     with pytest.raises(PaymentRequired) as caught:
         run(team, owner)
     assert caught.value.code == "subscription_required"

@@ -92,7 +92,9 @@ def test_admin_grant_is_refused_for_a_stripe_subscription(org, pro_plan, team_pl
 
     grant_plan(org, team_plan, None)
     assert Subscription.objects.get(org=org).plan == team_plan
-    Subscription.objects.filter(org=org).update(stripe_subscription_id="sub_live")
+    sub = Subscription.objects.get(org=org)
+    sub.stripe_subscription_id = "sub_live"
+    sub.save()
     with pytest.raises(Conflict):
         grant_plan(org, pro_plan, None)
 

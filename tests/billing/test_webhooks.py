@@ -167,8 +167,9 @@ def test_past_due_keeps_the_plan_during_grace_then_falls_back(
     post_event(make_event("invoice.payment_failed", {"id": "in_1", "subscription": "sub_1"}))
     state = plans.plan_state(org)
     assert (state.plan, state.in_grace) == (pro_plan, True)
-    Subscription.objects.filter(org=org).update(past_due_since=plans.timezone.now()
-                                                - plans.grace_period() * 2)  # fmt: skip
+    sub = Subscription.objects.get(org=org)
+    sub.past_due_since = plans.timezone.now() - plans.grace_period() * 2
+    sub.save()
     assert plans.plan_state(org).plan == free_plan
 
 

@@ -3,19 +3,20 @@ ASGI server and workers: exactly that many are admitted, the others get 402, and
 everything settled what was paid never exceeds the limit and the credit balance never
 went below zero (issue #12).
 
-REST takes 200 calls against 50 worst cases. `/v1` (non-streamed and streamed) takes 40
-against 10: with 200, one web process with 20 pooled connections and two CPU cores times
-requests out before admission even starts (the spine's issue, #14); the limits are
-checked the same way whatever the path."""
+Every path takes 200 calls against 50 worst cases: REST, `/v1` (non-streamed and
+streamed), and REST watched to its end over the prediction's WebSocket (how the playground
+and Replicate-style clients follow a call)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import httpx
 import pytest
+import websockets.sync.client as ws_client
 from django.db.models import Sum
 
 from billing import caps, credits, metering, prices
@@ -29,7 +30,7 @@ from tests.integration.conftest import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # Path -> (calls at once, worst cases the limit allows).
-LOAD = {"rest": (200, 50), "v1": (40, 10), "v1_stream": (40, 10)}
+LOAD = {path: (200, 50) for path in ("rest", "rest_ws", "v1", "v1_stream")}
 PROMPT = "hello there"
 
 
@@ -57,6 +58,20 @@ def _rest(client: httpx.Client) -> int:
     return client.post("/api/v1/predictions", json=body).status_code
 
 
+def _rest_ws(client: httpx.Client) -> int:
+    """Created over REST, then followed over its WebSocket until `done`."""
+    body = {"model": "echo", "input": {"prompt": PROMPT, "max_new_tokens": 10}}
+    response = client.post("/api/v1/predictions", json=body)
+    if response.status_code != 201:
+        return response.status_code
+    url = response.json()["urls"]["websocket"]
+    headers = {"Authorization": client.headers["Authorization"]}
+    with ws_client.connect(url, additional_headers=headers, open_timeout=60) as socket:
+        while json.loads(socket.recv(timeout=120))["type"] != "done":
+            pass
+    return response.status_code
+
+
 def _chat_body(stream: bool) -> dict:
     return {
         "model": "echo",
@@ -80,7 +95,7 @@ def _worst_case(path: str) -> Decimal:
     """The call's worst case, as admission works it out (a chat adds its template's
     tokens to the prompt's)."""
     listing = ModelListing.objects.get(slug="echo")
-    if path == "rest":
+    if path.startswith("rest"):
         data = {"prompt": PROMPT, "max_new_tokens": 10}
     else:
         data = {"messages": _chat_body(False)["messages"], "max_new_tokens": 10}
@@ -117,7 +132,7 @@ def _paid(org) -> Decimal:
     return (totals["credits"] or Decimal(0)) + (totals["overage"] or Decimal(0))
 
 
-PATHS = {"rest": _rest, "v1": _v1, "v1_stream": _v1_stream}
+PATHS = {"rest": _rest, "rest_ws": _rest_ws, "v1": _v1, "v1_stream": _v1_stream}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -138,7 +153,7 @@ def test_a_spend_cap_admits_exactly_its_worst_cases(stack, paying_org, token_for
     assert _paid(org) == period.spent <= BillingAccount.objects.get(org=org).spend_cap
 
 
-@pytest.mark.parametrize("path", ["rest", "v1_stream"])
+@pytest.mark.parametrize("path", ["rest", "rest_ws", "v1_stream"])
 def test_credits_admit_exactly_the_worst_cases_they_cover(stack, paying_org, token_for, path):
     org = paying_org
     token = token_for(org, rate_limit_per_minute=10**6)

@@ -110,7 +110,9 @@ def test_quota_rejections_are_counted(org, token_for, api_client):
     load_demo_catalog()
     load_demo_plans()
     grant_plan(org, Plan.objects.get(slug="pro"), None)  # a team workspace needs a plan
-    Plan.objects.update(rate_limit_per_minute=1)
+    for plan in Plan.objects.all():
+        plan.rate_limit_per_minute = 1
+        plan.save()
     api = api_client(token_for(org))
     body = {"model": "echo", "input": {"prompt": "x"}}
     fresh_window()  # both in one fixed window
