@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Sum
 
-from billing import alerts, costs, credit_purchases, credits, estimate, plans
+from billing import alerts, costs, counters, credit_purchases, credits, estimate, plans
 from billing.models import (
     MONEY_PLACES,
     BillingAccount,
@@ -144,19 +144,12 @@ def _locked_period(
     org: Organization, state: PlanState
 ) -> tuple[UsagePeriod, BillingAccount | None]:
     """The org's period row, locked (the lock every admission and settlement of the
-    period takes), and its billing account as of then, in one query. The account row is
-    not locked: credits only ever change by conditional UPDATE."""
-    rows = _periods_of(org, state).select_for_update(of=("self",))
-    rows = rows.select_related("org__billing_account")
-    period = rows.first()
-    if period is None:
+    period takes), and its billing account as of then, in one query."""
+    locked = counters.lock_period(org.pk, state.period_start)
+    if locked is None:
         _create_period(org, state)
-        period = rows.get()
-    try:
-        account = period.org.billing_account
-    except BillingAccount.DoesNotExist:
-        account = None
-    return period, account
+        locked = counters.lock_period(org.pk, state.period_start)
+    return locked
 
 
 def _allowance_room(state: PlanState, period: UsagePeriod, covered: bool) -> Decimal | None:
@@ -281,10 +274,7 @@ def _check_caps(
 
 
 def _hold_credits(account: BillingAccount, amount: Decimal) -> None:
-    held = BillingAccount.objects.filter(
-        pk=account.pk, balance__gte=F("credits_reserved") + amount
-    ).update(credits_reserved=F("credits_reserved") + amount)
-    if not held:
+    if not counters.hold_credits(account.pk, amount):
         raise PaymentRequired(
             "Your credit balance does not cover this call's worst case.",
             code="insufficient_credits",
@@ -351,10 +341,7 @@ def reserve(
     if split.credits:
         _hold_credits(account, split.credits)
     if split.allowance or split.paid:
-        UsagePeriod.objects.filter(pk=period.pk).update(
-            allowance_reserved=F("allowance_reserved") + split.allowance,
-            paid_reserved=F("paid_reserved") + split.paid,
-        )
+        counters.add_reserved(period.pk, split.allowance, split.paid)
     return UsageRecord.objects.create(
         period=period,
         reserved_allowance=split.allowance,
