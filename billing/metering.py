@@ -27,6 +27,7 @@ from billing.models import (
     CreditEntry,
     ListingPrice,
     TokenSpendCap,
+    UsageCorrection,
     UsagePeriod,
     UsageRecord,
 )
@@ -243,10 +244,15 @@ def token_spent(token_id: int, period: UsagePeriod) -> Decimal:
     settled = CallCost.objects.filter(
         prediction__usage_record__period=period, prediction__token_id=token_id
     ).aggregate(total=Sum(F("paid_by_credits") + F("paid_as_overage")))["total"]
+    # Given back since (negative amounts): the cap gets that room back.
+    corrected = UsageCorrection.objects.filter(
+        call_cost__prediction__usage_record__period=period,
+        call_cost__prediction__token_id=token_id,
+    ).aggregate(total=Sum(F("credits_amount") + F("overage_amount")))["total"]
     in_flight = UsageRecord.objects.filter(
         period=period, token_id=token_id, prediction__call_cost__isnull=True
     ).aggregate(total=Sum(F("reserved_credits") + F("reserved_overage")))["total"]
-    return (settled or ZERO) + (in_flight or ZERO)
+    return (settled or ZERO) + (corrected or ZERO) + (in_flight or ZERO)
 
 
 def _check_caps(

@@ -55,6 +55,16 @@ def echo(listings) -> ModelListing:
 
 
 @pytest.fixture
+def priced(echo):
+    """Echo at prices whose worst case for 10 new tokens is 0.025 (tests/billing/test_quota.py)."""
+    from billing import prices
+
+    return prices.set_price(
+        echo, input_per_million="1000", output_per_million="2000", per_request="0.001"
+    )
+
+
+@pytest.fixture
 def free_plan(listings) -> Plan:
     plan = Plan.objects.create(
         slug="free", name="Free", is_default=True, allowance=Decimal("1"),

@@ -13,7 +13,7 @@ from django.db import connections
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import caps, costs, credits, metering, prices
+from billing import caps, costs, credits, metering
 from billing.models import (
     BillingAlert,
     CallCost,
@@ -80,13 +80,6 @@ def test_model_outside_the_plan_is_402_naming_the_plans_that_include_it(
 # $0.001 per request. run()'s default input ("hello there", 10 new tokens) estimates 4
 # input tokens, so its worst case is 0.004 + 0.020 + 0.001 = 0.025.
 WORST = Decimal("0.025")
-
-
-@pytest.fixture
-def priced(echo):
-    return prices.set_price(
-        echo, input_per_million="1000", output_per_million="2000", per_request="0.001"
-    )
 
 
 def cost(prediction: Prediction) -> CallCost:
