@@ -4,15 +4,20 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import prices, services
+from billing import corrections, prices, services
 from billing.models import (
+    BillingAccount,
+    BillingAlert,
     CallCost,
+    CreditEntry,
     Customer,
     ListingPrice,
     MeterReport,
     Plan,
     StripeEvent,
     Subscription,
+    TokenSpendCap,
+    UsageCorrection,
     UsagePeriod,
     UsageRecord,
 )
@@ -186,3 +191,86 @@ class CallCostAdmin(ReadOnlyAdmin):
     search_fields = ["prediction__id", "org__name"]
     list_select_related = ["org", "model"]
     readonly_fields = [f.name for f in CallCost._meta.fields]
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(ReadOnlyAdmin):
+    """Balances change only with a credit entry (grant_credits, purchases, usage)."""
+
+    list_display = [
+        "org", "balance", "credits_reserved", "spend_cap", "auto_top_up_amount",
+        "auto_top_up_threshold", "top_up_in_flight", "updated_at",
+    ]  # fmt: skip
+    search_fields = ["org__name", "org__slug"]
+    list_select_related = ["org"]
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["org", "kind", "amount", "balance_after", "reference", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["org__name", "reference"]
+    list_select_related = ["org"]
+
+
+@admin.register(TokenSpendCap)
+class TokenSpendCapAdmin(ReadOnlyAdmin):
+    list_display = ["token", "amount", "updated_at"]
+
+
+@admin.register(BillingAlert)
+class BillingAlertAdmin(ReadOnlyAdmin):
+    list_display = [f.name for f in BillingAlert._meta.fields if f.name != "id"]
+
+
+class UsageCorrectionForm(forms.ModelForm):
+    prediction = forms.CharField(help_text="The settled call's prediction id.")
+    amount = forms.CharField(
+        required=False, help_text="Decimal; empty gives back all the call paid from its "
+        "plan and credits (overage is corrected in Stripe).",
+    )  # fmt: skip
+
+    class Meta:
+        model = UsageCorrection
+        fields = ["reason"]
+
+    def clean(self) -> dict:
+        """The correction is made here, in the admin's transaction, so that the service's
+        refusal (too much, nothing left, no such call) shows on the form."""
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            self.correction = corrections.give_back(
+                data["prediction"], data["reason"], data.get("amount") or None, actor=self.actor
+            )
+        except PortalError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return data
+
+
+@admin.register(UsageCorrection)
+class UsageCorrectionAdmin(ReadOnlyAdmin):
+    """Added through `corrections.give_back` (the refund_call command's service), never
+    edited: a correction of a correction is another one."""
+
+    list_display = [
+        "call_cost", "org", "credits_amount", "plan_amount", "overage_amount", "reason",
+        "created_by", "created_at",
+    ]  # fmt: skip
+    search_fields = ["call_cost__prediction__id", "org__name"]
+    list_select_related = ["org", "call_cost", "created_by"]
+    form = UsageCorrectionForm
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.add_usagecorrection")
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        form.actor = request.user
+        return form
+
+    def save_model(self, request: HttpRequest, obj: UsageCorrection, form, change: bool) -> None:
+        saved = form.correction
+        for field in UsageCorrection._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))

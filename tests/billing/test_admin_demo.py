@@ -40,7 +40,8 @@ def test_admin_lists_every_billing_model(admin_client, org, free_plan, pro_plan)
         stripe_event_id="evt_a", type="x", created=1, payload={}, status="failed", error="boom"
     )
     for name in ("plan", "subscription", "customer", "stripeevent", "usageperiod",
-                 "usagerecord", "meterreport", "listingprice", "callcost"):  # fmt: skip
+                 "usagerecord", "meterreport", "listingprice", "callcost", "billingaccount",
+                 "creditentry", "tokenspendcap", "billingalert", "usagecorrection"):  # fmt: skip
         assert admin_client.get(f"/admin/billing/{name}/").status_code == 200, name
     assert b"boom" in admin_client.get("/admin/billing/stripeevent/1/change/").content
 

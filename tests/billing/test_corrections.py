@@ -127,3 +127,22 @@ def test_the_refund_call_command(settled):
     )
     with pytest.raises(CommandError, match="Nothing"):
         call_command("refund_call", "--prediction", settled.id, "--reason", "bad")
+
+
+@pytest.mark.django_db
+def test_an_operator_gives_back_from_admin_and_sees_refusals_on_the_form(client, org, settled):
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-12345678")
+    client.force_login(root)
+    url = "/admin/billing/usagecorrection/add/"
+    assert client.get(url).status_code == 200
+    refused = client.post(url, {"prediction": settled.id, "amount": "1", "reason": "x"})
+    assert refused.status_code == 200 and b"At most 0.015" in refused.content
+    assert not UsageCorrection.objects.exists()
+
+    done = client.post(url, {"prediction": settled.id, "amount": "", "reason": "bad output"})
+    assert done.status_code == 302
+    correction = UsageCorrection.objects.get()
+    assert (correction.credits_amount, correction.created_by) == (Decimal("-0.005"), root)
+    assert client.get(f"/admin/billing/usagecorrection/{correction.pk}/change/").status_code == 200
