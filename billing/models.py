@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -547,3 +547,124 @@ class BillingAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.org}: {self.subject} {self.threshold}%"
+
+
+# --- Publishers ------------------------------------------------------------------------
+
+
+class PublisherAccount(models.Model):
+    """An org's Stripe Connect Express account (the publisher side of the marketplace),
+    mirrored from Stripe's `account.updated` events; Stripe is the source of truth."""
+
+    org = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="publisher_account"
+    )
+    stripe_account_id = models.CharField(max_length=100, unique=True)
+    charges_enabled = models.BooleanField(default=False)
+    payouts_enabled = models.BooleanField(default=False)
+    details_submitted = models.BooleanField(default=False)
+    fee_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+        help_text="The platform's fee for this publisher; empty: PLATFORM_FEE_PERCENT.",
+    )
+    # The `created` time of the last Stripe event applied: an older one never overwrites.
+    last_event_at = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.stripe_account_id}"
+
+    @property
+    def onboarded(self) -> bool:
+        """Stripe can pay this publisher out: it may sell paid prices and plans."""
+        return self.details_submitted and self.payouts_enabled
+
+
+class Payout(models.Model):
+    """One Connect transfer of a publisher's balance for one calendar month (UTC). The
+    unique key makes a payout run, however often it is started, pay each publisher once
+    per month; a failed transfer stays here and is retried with the same idempotency key."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+        FAILED = "failed"
+
+    publisher = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    period_start = models.DateField(help_text="The first day of the month paid out.")
+    cutoff = models.DateTimeField(help_text="Entries created before this are included.")
+    amount = models.DecimalField(
+        max_digits=TOTAL_DIGITS, decimal_places=2, validators=[MinValueValidator(Decimal(0))]
+    )
+    currency = models.CharField(max_length=3, default=_portal_currency)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    stripe_transfer_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start", "publisher"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["publisher", "period_start"], name="uniq_payout_publisher_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher}: {self.period_start:%Y-%m} {self.amount}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"payout-{self.publisher_id}-{self.period_start:%Y-%m}"
+
+
+class RoyaltyEntry(models.Model):
+    """Append-only: what a customer was charged for a publisher's listing, the publisher's
+    share and the platform's fee (they add up to the charge). Refunds and disputes are
+    reversing entries (negative amounts); nothing is ever edited."""
+
+    class Kind(models.TextChoices):
+        USAGE = "usage"
+        SUBSCRIPTION = "subscription"
+        REFUND = "refund"
+        DISPUTE = "dispute"
+        DISPUTE_WON = "dispute_won"
+
+    publisher = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    listing = models.ForeignKey(
+        ModelListing, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    customer = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # What the entry is for ("usage:<prediction id>", "invoice:<id>", ...): unique, so a
+    # retried settlement or a replayed event records nothing twice.
+    reference = models.CharField(max_length=160, unique=True)
+    currency = models.CharField(max_length=3, default=_portal_currency)
+    customer_charge = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6)
+    publisher_share = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6)
+    platform_fee = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=6)
+    fee_percent = models.DecimalField(max_digits=5, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "royalty entries"
+        indexes = [models.Index(fields=["publisher", "created_at"], name="royalty_pub_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(customer_charge=models.F("publisher_share") + models.F("platform_fee")),
+                name="royalty_parts_add_up",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.publisher}: {self.kind} {self.customer_charge}"

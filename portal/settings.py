@@ -6,6 +6,7 @@ turns DEBUG off and refuses to start without a strong `SECRET_KEY` (see `_requir
 """
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import certifi
@@ -322,6 +323,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.report_overage",
         "schedule": env_int("METER_REPORT_INTERVAL_SECONDS", 300),
     },
+    # Pays last month out once its entries are past the hold; a run that finds the month
+    # paid (or the hold not over) does nothing, so hourly is safe and retries failures.
+    "pay-publishers": {
+        "task": "billing.tasks.pay_publishers",
+        "schedule": env_int("PAYOUT_INTERVAL_SECONDS", 3600),
+    },
 }
 # Concurrent generations of one model in one worker run as a batch when this is above 1
 # (a GPU worker on Celery's threads pool, see docker-compose.yml).
@@ -345,6 +352,11 @@ BILLING_PAST_DUE_GRACE_DAYS = env_int("BILLING_PAST_DUE_GRACE_DAYS", 7)
 # The portal's one currency (ISO 4217, lower case as Stripe writes it): every listing
 # price and every call's cost is in it.
 PORTAL_CURRENCY = env("PORTAL_CURRENCY", "usd").lower()
+# Publishers (Stripe Connect): the platform's share of every charge for a publisher's
+# listing (operators override it per publisher in admin), and the monthly payout's rules.
+PLATFORM_FEE_PERCENT = Decimal(env("PLATFORM_FEE_PERCENT", "20"))
+PAYOUT_MINIMUM = Decimal(env("PAYOUT_MINIMUM", "25"))
+PAYOUT_HOLD_DAYS = env_int("PAYOUT_HOLD_DAYS", 7)
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"
