@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Sum
 
-from billing import credits
+from billing import credits, royalties
 from billing.models import CallCost, CreditEntry, UsageCorrection, UsagePeriod, UsageRecord
 from billing.prices import decimal_string, parse_amount
 from portal.errors import InvalidInput, NotFound
@@ -80,7 +80,9 @@ def give_back(
     together they never give back more than it paid."""
     reason = _clean_reason(reason)
     record = UsageRecord.objects.filter(prediction_id=prediction_id).first()
-    cost = CallCost.objects.select_related("org").filter(prediction_id=prediction_id).first()
+    cost = (
+        CallCost.objects.select_related("org", "model").filter(prediction_id=prediction_id).first()
+    )
     if record is None or cost is None:
         raise NotFound("No settled call with this prediction id.", code="call_not_found")
     # The lock settlement takes: the sums below stay true until this commits.
@@ -110,5 +112,6 @@ def give_back(
             note=reason,
             actor=actor,
         )
+    royalties.reverse_correction(correction, cost)
     audit(cost.org, actor, "billing.call_corrected", prediction_id, amount=str(amount))
     return correction

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Sum
 
-from billing import alerts, costs, counters, credit_purchases, credits, estimate, plans
+from billing import alerts, costs, counters, credit_purchases, credits, estimate, plans, royalties
 from billing.models import (
     MONEY_PLACES,
     BillingAccount,
@@ -430,6 +430,7 @@ def settle(prediction: Prediction) -> CallCost | None:
     paid = _pay(amount, record) if record.metered else Split()
     _release(record, paid, billed)
     receipt = costs.record_cost(prediction, price, billed, amount, paid)
+    royalties.record_call(receipt, prediction.model)
     # After commit: the period's lock (which every admission of the org waits for) is
     # held no longer than the counters need; alerts and top-ups are once-only by their
     # own unique key and claim, and a failure of either (logged) never fails the call.

@@ -111,7 +111,10 @@ def _model_ids(plan: Plan) -> frozenset[int]:
 
 def includes(plan: Plan, listing: ModelListing, stamp: Stamp | None = None) -> bool:
     """Whether `plan` covers `listing`; pass the call's `PlanState.stamp` where there is
-    one (it saves a Redis round trip)."""
+    one (it saves a Redis round trip). A publisher's listing is never covered: each of
+    its calls is charged at its price, so that the publisher is paid for it."""
+    if listing.org_id is not None:
+        return False
     if listing.task in plan.tasks:
         return True
     current = hot.config_part(stamp) if stamp is not None else hot.config_stamp()
@@ -119,6 +122,8 @@ def includes(plan: Plan, listing: ModelListing, stamp: Stamp | None = None) -> b
 
 
 def plans_including(listing: ModelListing, *, public_only: bool = True) -> list[Plan]:
+    if listing.org_id is not None:
+        return []  # see `includes`
     plans = Plan.objects.filter(is_public=True) if public_only else Plan.objects.all()
     # Tasks are a JSON list: filtered here, since SQLite (the embedded default) has no
     # JSON containment lookup.
