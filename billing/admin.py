@@ -13,7 +13,10 @@ from billing.models import (
     Customer,
     ListingPrice,
     MeterReport,
+    Payout,
     Plan,
+    PublisherAccount,
+    RoyaltyEntry,
     StripeEvent,
     Subscription,
     TokenSpendCap,
@@ -274,3 +277,50 @@ class UsageCorrectionAdmin(ReadOnlyAdmin):
         saved = form.correction
         for field in UsageCorrection._meta.concrete_fields:
             setattr(obj, field.attname, getattr(saved, field.attname))
+
+
+@admin.register(PublisherAccount)
+class PublisherAccountAdmin(admin.ModelAdmin):
+    """Mirrors Stripe (account.updated); operators set only the publisher's fee."""
+
+    list_display = [
+        "org", "stripe_account_id", "details_submitted", "charges_enabled", "payouts_enabled",
+        "fee_percent", "updated_at",
+    ]  # fmt: skip
+    search_fields = ["org__name", "org__slug", "stripe_account_id"]
+    list_select_related = ["org"]
+    fields = [
+        "org", "stripe_account_id", "details_submitted", "charges_enabled", "payouts_enabled",
+        "fee_percent", "created_at", "updated_at",
+    ]  # fmt: skip
+    readonly_fields = [f for f in fields if f != "fee_percent"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # created by onboarding, never by hand
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(RoyaltyEntry)
+class RoyaltyEntryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at", "publisher", "listing", "customer", "kind", "customer_charge",
+        "publisher_share", "platform_fee", "fee_percent", "reference",
+    ]  # fmt: skip
+    list_filter = ["kind"]
+    search_fields = ["publisher__name", "reference", "listing__slug"]
+    list_select_related = ["publisher", "listing", "customer"]
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    """Failed transfers are retried by the hourly payout run; their error shows here."""
+
+    list_display = [
+        "period_start", "publisher", "amount", "currency", "status", "attempts",
+        "stripe_transfer_id", "error", "updated_at",
+    ]  # fmt: skip
+    list_filter = ["status", "period_start"]
+    search_fields = ["publisher__name", "stripe_transfer_id"]
+    list_select_related = ["publisher"]

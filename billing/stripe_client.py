@@ -326,3 +326,23 @@ def report_meter_event(customer_id: str, cents: int, identifier: str, timestamp:
         timestamp=timestamp,
         payload={"stripe_customer_id": customer_id, "value": str(cents)},
     )
+
+
+# --- Connect payouts -----------------------------------------------------------------
+
+
+def create_transfer(
+    destination: str, amount_cents: int, currency: str, idempotency_key: str, metadata: dict
+) -> str:
+    """A transfer from the platform's balance to a publisher's Connect account (separate
+    charges and transfers); the idempotency key makes a retried payout answer with the
+    same transfer instead of paying twice."""
+    transfer = _call(
+        stripe.Transfer.create,
+        amount=amount_cents,
+        currency=currency,
+        destination=destination,
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+    )
+    return transfer["id"]

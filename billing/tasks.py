@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from billing import alerts, credit_purchases, services
+from billing import alerts, credit_purchases, payouts, services
 from inference.webhooks import DeliveryFailed, WebhookRefused
 
 logger = logging.getLogger(__name__)
@@ -36,3 +36,9 @@ def deliver_billing_alert(alert_id: int) -> None:
     except WebhookRefused as exc:
         # Where the URL points now is not allowed; a retry would ask the same question.
         logger.warning("billing alert %s webhook not sent: %s", alert_id, exc.message)
+
+
+@shared_task(ignore_result=True)
+def pay_publishers() -> int:
+    """Beat: last month's Connect transfers once the hold is over; retries failed ones."""
+    return len(payouts.pay_publishers())

@@ -41,7 +41,8 @@ def test_admin_lists_every_billing_model(admin_client, org, free_plan, pro_plan)
     )
     for name in ("plan", "subscription", "customer", "stripeevent", "usageperiod",
                  "usagerecord", "meterreport", "listingprice", "callcost", "billingaccount",
-                 "creditentry", "tokenspendcap", "billingalert", "usagecorrection"):  # fmt: skip
+                 "creditentry", "tokenspendcap", "billingalert", "usagecorrection",
+                 "publisheraccount", "royaltyentry", "payout"):  # fmt: skip
         assert admin_client.get(f"/admin/billing/{name}/").status_code == 200, name
     assert b"boom" in admin_client.get("/admin/billing/stripeevent/1/change/").content
 
