@@ -35,7 +35,7 @@ class UsageRange:
     group_by: str
 
 
-def _parse_moment(raw: str, param: str, *, end: bool) -> datetime:
+def parse_moment(raw: str, param: str, *, end: bool) -> datetime:
     """A date (a whole UTC day; an end date includes that day) or an ISO 8601 datetime."""
     try:
         day = parse_date(raw) if len(raw) == 10 else None
@@ -71,9 +71,9 @@ def parse_range(org: Organization, params: dict[str, Any]) -> UsageRange:
     start = state.period_start
     end = state.period_end
     if params.get("start"):
-        start = _parse_moment(str(params["start"]), "start", end=False)
+        start = parse_moment(str(params["start"]), "start", end=False)
     if params.get("end"):
-        end = _parse_moment(str(params["end"]), "end", end=True)
+        end = parse_moment(str(params["end"]), "end", end=True)
     if end <= start:
         raise InvalidInput("end must be after start.", param="end")
     if end - start > MAX_RANGE:

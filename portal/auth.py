@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 
 from portal.errors import AuthenticationFailed
-from portal.models import ApiToken, Membership, Organization, TokenScope
+from portal.models import ROLE_RANK, ApiToken, Membership, Organization, Role, TokenScope
 from portal.tokens import find_active_token
 
 SESSION_ORG_KEY = "current_org_id"
@@ -70,7 +70,18 @@ def resolve_session(user: AbstractBaseUser, session_org_id: int | None) -> Princ
     membership = current_membership(user, session_org_id)
     if membership is None:
         return None
-    return Principal(org=membership.org, user=user, token=None, scopes=ALL_SCOPES)
+    return Principal(org=membership.org, user=user, token=None, scopes=_session_scopes(membership))
+
+
+# Revenue is for owners and admins (issue #13); tokens get the scope only from admins up,
+# the least role that may issue a token.
+PUBLISHER_ROLE = Role.ADMIN
+
+
+def _session_scopes(membership: Membership) -> frozenset[str]:
+    if ROLE_RANK[membership.role] >= ROLE_RANK[PUBLISHER_ROLE]:
+        return ALL_SCOPES
+    return ALL_SCOPES - {TokenScope.PUBLISHER}
 
 
 PrincipalKey = tuple[str, int | None, int | None]

@@ -136,6 +136,7 @@ class Invitation(models.Model):
 class TokenScope(models.TextChoices):
     PREDICT = "predict", "Run predictions"
     READ = "read", "Read predictions, models and usage"
+    PUBLISHER = "publisher", "Read publisher earnings, ledger and stats"
 
 
 class ApiTokenQuerySet(models.QuerySet):

@@ -7,7 +7,7 @@ from drf_spectacular.views import (
 )
 
 from billing import views as billing_views
-from billing.api.views import UsageView
+from billing.api.views import PublisherLedgerView, UsageView
 from inference import views as inference_views
 from inference.api import openai
 from portal import health, monitoring, views
@@ -18,6 +18,7 @@ from portal.csp import REDOC_OVERRIDES, with_policy_overrides
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("usage", UsageView.as_view(), name="api_usage"),
+    path("publisher/ledger", PublisherLedgerView.as_view(), name="api_publisher_ledger"),
     path("webhooks/default/secret", WebhookSecretView.as_view(), name="api_webhook_secret"),
     path("webhooks/default", AccountWebhookView.as_view(), name="api_account_webhook"),
     path("", include("models_hub.api.urls")),

@@ -4,8 +4,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import usage
-from portal.api.permissions import CanRead, HasOrg
+from billing import publisher_ledger, usage
+from portal.api.pagination import CursorlessPagination
+from portal.api.permissions import CanRead, CanReadEarnings, HasOrg
 
 _ROW = {
     "predictions": 42,
@@ -58,3 +59,26 @@ class UsageView(APIView):
         org = request.auth.org
         usage_range = usage.parse_range(org, request.query_params)
         return Response(usage.usage_report(org, usage_range))
+
+
+class PublisherLedgerView(APIView):
+    """The calling org's royalty entries and payout transfers, newest first, paginated."""
+
+    permission_classes = [HasOrg, CanReadEarnings]
+
+    @extend_schema(
+        operation_id="publisher_ledger_list",
+        parameters=[
+            OpenApiParameter("start", str, description="YYYY-MM-DD or ISO 8601; optional."),
+            OpenApiParameter("end", str, description="YYYY-MM-DD (inclusive) or ISO 8601."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request) -> Response:
+        start, end = publisher_ledger.parse_range(request.query_params)
+        rows = publisher_ledger.ledger_rows(request.auth.org, start, end)
+        paginator = CursorlessPagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response([publisher_ledger.row_payload(row) for row in page])

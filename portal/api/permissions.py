@@ -27,3 +27,8 @@ class CanRead(ScopePermission):
 class CanPredict(ScopePermission):
     required_scope = "predict"
     message = "This token lacks the 'predict' scope."
+
+
+class CanReadEarnings(ScopePermission):
+    required_scope = "publisher"
+    message = "This token lacks the 'publisher' scope (owners and admins in the browser)."
