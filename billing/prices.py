@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from billing import hot
+from billing import hot, publishers
 from billing.models import MONEY_DIGITS, MONEY_PLACES, ListingPrice
 from models_hub.models import ModelListing
 from portal.errors import InvalidInput
@@ -117,12 +117,15 @@ def set_price(
     # lock may not have reached the cache's generation yet.
     previous = _latest_before(effective_from).filter(listing=listing).first()
     previous = previous or free_price(listing)
+    new_parts = {name: amounts.get(name, getattr(previous, name)) for name in PARTS}
+    # The whole new price, parts kept from the previous one included, is what customers pay.
+    publishers.require_onboarded_for_paid_price(listing, new_parts, actor)
     return ListingPrice.objects.create(
         listing=listing,
         currency=settings.PORTAL_CURRENCY,
         effective_from=effective_from,
         created_by=actor if actor is not None and actor.pk else None,
-        **{name: amounts.get(name, getattr(previous, name)) for name in PARTS},
+        **new_parts,
     )
 
 

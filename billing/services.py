@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing import credit_purchases, plans, stripe_client
+from billing import credit_purchases, plans, publishers, stripe_client
 from billing.models import (
     BillingAccount,
     CallCost,
@@ -396,6 +396,8 @@ HANDLERS: dict[str, Callable[[dict[str, Any], EventContext], str]] = {
     "payment_intent.succeeded": credit_purchases.on_payment_intent_succeeded,
     "payment_intent.payment_failed": credit_purchases.on_payment_intent_failed,
     "charge.refunded": credit_purchases.on_charge_refunded,
+    # Publishers' Connect accounts (billing/publishers.py).
+    "account.updated": publishers.apply_account_updated,
 }
 
 

@@ -184,6 +184,36 @@ def payment_method_of_intent(payment_intent_id: str) -> str:
     return method["id"] if isinstance(method, dict) else method
 
 
+# --- Connect: publisher accounts (issue #13) ------------------------------------------
+
+
+def create_express_account(org_id: int, email: str) -> str:
+    """A Connect Express account for the org's payouts. The idempotency key makes a retry
+    after a lost answer (or a rolled-back first attempt) get the same account back."""
+    account = _call(
+        stripe.Account.create,
+        type="express",
+        email=email or None,
+        metadata={"org": str(org_id)},
+        capabilities={"transfers": {"requested": True}},
+        idempotency_key=f"connect-account-{org_id}",
+    )
+    return account["id"]
+
+
+def create_account_link(account_id: str, refresh_url: str, return_url: str) -> str:
+    """A one-time link into Stripe's hosted onboarding; it expires within minutes, so one is
+    made for every visit."""
+    link = _call(
+        stripe.AccountLink.create,
+        account=account_id,
+        type="account_onboarding",
+        refresh_url=refresh_url,
+        return_url=return_url,
+    )
+    return link["url"]
+
+
 # --- Reading state -------------------------------------------------------------------
 
 

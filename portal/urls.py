@@ -52,6 +52,7 @@ urlpatterns = [
     path("models/", include("models_hub.urls")),
     path("pricing/", billing_views.pricing, name="pricing"),
     path("billing/", include("billing.urls")),
+    path("publisher/", include("billing.publisher_urls")),
     path("predictions/", include("inference.urls")),
     path("api/v1/", include(api_v1)),
     path("v1/models", openai.list_models, name="openai_models"),

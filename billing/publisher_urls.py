@@ -1,0 +1,13 @@
+from django.urls import path
+
+from billing import publisher_views
+
+urlpatterns = [
+    path("", publisher_views.publisher_page, name="publisher"),
+    path("onboarding/", publisher_views.onboarding, name="publisher_onboarding"),
+    path(
+        "onboarding/refresh/",
+        publisher_views.onboarding_refresh,
+        name="publisher_onboarding_refresh",
+    ),
+]
