@@ -259,6 +259,29 @@ def list_invoices(customer_id: str, limit: int = 24) -> list[InvoiceSummary]:
 # --- Webhooks ------------------------------------------------------------------------
 
 
+def _webhook_secrets() -> list[str]:
+    """The platform endpoint's secret, and the Connect endpoint's: Stripe signs events of
+    connected accounts (`account.updated`) with the secret of the endpoint they go to,
+    which may be this same URL registered a second time, for Connect."""
+    secrets = [settings.STRIPE_WEBHOOK_SECRET, settings.STRIPE_CONNECT_WEBHOOK_SECRET]
+    return [secret for secret in secrets if secret]
+
+
+def _verify_signature(body: str, signature: str) -> None:
+    secrets = _webhook_secrets()
+    if not secrets:
+        raise stripe.SignatureVerificationError("No webhook secret is configured.", signature)
+    for secret in secrets[:-1]:
+        try:
+            stripe.WebhookSignature.verify_header(
+                body, signature, secret, WEBHOOK_TOLERANCE_SECONDS
+            )
+            return
+        except stripe.SignatureVerificationError:
+            continue
+    stripe.WebhookSignature.verify_header(body, signature, secrets[-1], WEBHOOK_TOLERANCE_SECONDS)
+
+
 def construct_event(payload: bytes, signature: str) -> dict[str, Any]:
     """The verified event as a dict; raises SignatureVerificationError (bad or stale
     signature) or ValueError (not a JSON object).
@@ -267,9 +290,7 @@ def construct_event(payload: bytes, signature: str) -> dict[str, Any]:
     JSON is an object: verify the signature over the raw body first, then parse.
     """
     body = payload.decode("utf-8")
-    stripe.WebhookSignature.verify_header(
-        body, signature, settings.STRIPE_WEBHOOK_SECRET, WEBHOOK_TOLERANCE_SECONDS
-    )
+    _verify_signature(body, signature)
     event = json.loads(body)
     if not isinstance(event, dict):
         raise ValueError("not a JSON object")

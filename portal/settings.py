@@ -344,6 +344,8 @@ PREDICTION_LEASE_SECONDS = env_int("PREDICTION_LEASE_SECONDS", 30)
 # Without a secret key the portal runs on free and admin-granted plans only.
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+# The Connect webhook endpoint's own secret (events of publishers' accounts), if any.
+STRIPE_CONNECT_WEBHOOK_SECRET = env("STRIPE_CONNECT_WEBHOOK_SECRET")
 # Another Stripe-compatible server (localstripe in development); empty is Stripe itself.
 STRIPE_API_BASE = env("STRIPE_API_BASE")
 STRIPE_METER_EVENT_NAME = env("STRIPE_METER_EVENT_NAME", "model_portal_overage_cents")

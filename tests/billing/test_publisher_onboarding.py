@@ -241,6 +241,14 @@ def test_a_bad_signature_is_400_and_changes_nothing(post_event, account):
     assert not StripeEvent.objects.exists()
 
 
+def test_an_event_signed_by_the_connect_endpoints_secret_is_applied(settings, post_event, account):
+    """Stripe signs connected accounts' events with the Connect endpoint's own secret."""
+    settings.STRIPE_CONNECT_WEBHOOK_SECRET = "whsec_connect"
+    event = make_event("account.updated", account_obj())
+    assert post_event(event, secret="whsec_connect").status_code == 200
+    assert flags(account) == (True, True, True)
+
+
 # --- Roles and tenancy ----------------------------------------------------------------
 
 
