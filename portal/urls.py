@@ -7,7 +7,7 @@ from drf_spectacular.views import (
 )
 
 from billing import views as billing_views
-from billing.api.views import PublisherLedgerView, UsageView
+from billing.api.views import PublisherLedgerView, PublisherStatsView, UsageView
 from inference import views as inference_views
 from inference.api import openai
 from portal import health, monitoring, views
@@ -19,6 +19,7 @@ api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("usage", UsageView.as_view(), name="api_usage"),
     path("publisher/ledger", PublisherLedgerView.as_view(), name="api_publisher_ledger"),
+    path("publisher/stats", PublisherStatsView.as_view(), name="api_publisher_stats"),
     path("webhooks/default/secret", WebhookSecretView.as_view(), name="api_webhook_secret"),
     path("webhooks/default", AccountWebhookView.as_view(), name="api_account_webhook"),
     path("", include("models_hub.api.urls")),

@@ -4,7 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import publisher_ledger, usage
+from billing import publisher_ledger, publisher_stats, usage
 from portal.api.pagination import CursorlessPagination
 from portal.api.permissions import CanRead, CanReadEarnings, HasOrg
 
@@ -82,3 +82,26 @@ class PublisherLedgerView(APIView):
         paginator = CursorlessPagination()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response([publisher_ledger.row_payload(row) for row in page])
+
+
+class PublisherStatsView(APIView):
+    """Per listing of the calling org, by UTC day: calls, unique orgs, tokens, revenue,
+    publisher share, error rate, p50/p95 latency."""
+
+    permission_classes = [HasOrg, CanReadEarnings]
+
+    @extend_schema(
+        operation_id="publisher_stats_retrieve",
+        parameters=[
+            OpenApiParameter(
+                "start", str, description="YYYY-MM-DD or ISO 8601; default: 30 days ago."
+            ),
+            OpenApiParameter(
+                "end", str, description="YYYY-MM-DD (inclusive) or ISO 8601; default: today."
+            ),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request) -> Response:
+        start, end = publisher_stats.parse_range(request.query_params)
+        return Response(publisher_stats.stats(request.auth.org, start, end))
