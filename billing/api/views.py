@@ -61,6 +61,50 @@ class UsageView(APIView):
         return Response(usage.usage_report(org, usage_range))
 
 
+LEDGER_EXAMPLE = OpenApiExample(
+    "Entries and a transfer",
+    response_only=True,
+    value={
+        "count": 2,
+        "next": None,
+        "previous": None,
+        "results": [
+            {
+                "object": "transfer", "id": 7, "created_at": "2026-11-08T01:00:00Z",
+                "status": "paid", "period": "2026-10", "amount": "26.5", "currency": "usd",
+                "stripe_transfer_id": "tr_1",
+            },
+            {
+                "object": "royalty_entry", "id": 912, "created_at": "2026-10-31T12:00:00Z",
+                "kind": "usage", "model": "acme-llm", "customer_charge": "0.015",
+                "publisher_share": "0.012", "platform_fee": "0.003", "fee_percent": "20",
+                "currency": "usd",
+            },
+        ],
+    },
+)  # fmt: skip
+STATS_EXAMPLE = OpenApiExample(
+    "One listing, one day",
+    response_only=True,
+    value={
+        "object": "publisher_stats",
+        "start": "2026-11-01T00:00:00Z",
+        "end": "2026-11-02T00:00:00Z",
+        "listings": [
+            {
+                "model": "acme-llm", "name": "Acme LLM",
+                "days": [{
+                    "date": "2026-11-01", "calls": 120, "unique_orgs": 7,
+                    "input_tokens": 5400, "output_tokens": 20100, "revenue": "1.8",
+                    "publisher_share": "1.44", "error_rate": 0.0083,
+                    "latency_ms": {"p50": 840.0, "p95": 2210.5},
+                }],
+            }
+        ],
+    },
+)  # fmt: skip
+
+
 class PublisherLedgerView(APIView):
     """The calling org's royalty entries and payout transfers, newest first, paginated."""
 
@@ -75,6 +119,7 @@ class PublisherLedgerView(APIView):
             OpenApiParameter("page_size", int),
         ],
         responses=OpenApiTypes.OBJECT,
+        examples=[LEDGER_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         start, end = publisher_ledger.parse_range(request.query_params)
@@ -101,6 +146,7 @@ class PublisherStatsView(APIView):
             ),
         ],
         responses=OpenApiTypes.OBJECT,
+        examples=[STATS_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         start, end = publisher_stats.parse_range(request.query_params)
