@@ -4,6 +4,7 @@ from billing import publisher_views
 
 urlpatterns = [
     path("", publisher_views.publisher_page, name="publisher"),
+    path("ledger.csv", publisher_views.ledger_csv, name="publisher_ledger_csv"),
     path("onboarding/", publisher_views.onboarding, name="publisher_onboarding"),
     path(
         "onboarding/refresh/",
