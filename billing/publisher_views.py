@@ -22,10 +22,10 @@ from billing import payouts, publishers, royalties, stripe_client
 from billing.models import Payout, RoyaltyEntry
 from billing.prices import decimal_string
 from billing.publisher_ledger import ledger_rows, parse_range, row_payload
-from billing.views import _csv_safe
 from portal.auth import PUBLISHER_ROLE
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.models import Organization, Role
+from portal.spreadsheets import formula_safe
 from portal.views import org_member_required
 
 LATEST_ROWS = 50
@@ -114,7 +114,7 @@ def _csv_row(payload: dict[str, Any]) -> list[str]:
 
 def _csv_cell(column: str, value: object) -> str:
     text = "" if value is None else str(value)
-    return _csv_safe(text) if column in CSV_TEXT_COLUMNS else text
+    return formula_safe(text) if column in CSV_TEXT_COLUMNS else text
 
 
 def _to_onboarding(request: HttpRequest) -> HttpResponse:

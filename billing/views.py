@@ -25,6 +25,7 @@ from billing.models import BillingAccount, Plan
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.middleware import error_body
 from portal.models import Role
+from portal.spreadsheets import formula_safe
 from portal.views import org_member_required, run_service
 
 logger = logging.getLogger(__name__)
@@ -300,13 +301,8 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
         key = row[group_by]
         if group_by == "token":
             key = f"{key['name']} (mp_{key['prefix']})" if key else "browser"
-        writer.writerow([_csv_safe(str(key)), *(row[c] for c in columns)])
+        writer.writerow([formula_safe(str(key)), *(row[c] for c in columns)])
     return response
-
-
-def _csv_safe(value: str) -> str:
-    """Token names are user input: a leading =, +, - or @ would run as a spreadsheet formula."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 @csrf_exempt
