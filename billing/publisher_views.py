@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import csv
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -22,8 +21,9 @@ from billing import payouts, publishers, royalties, stripe_client
 from billing.models import Payout, RoyaltyEntry
 from billing.prices import decimal_string
 from billing.publisher_ledger import ledger_rows, parse_range, row_payload
+from billing.views import redirect_to_service
 from portal.auth import PUBLISHER_ROLE
-from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
+from portal.errors import InvalidInput
 from portal.models import Organization, Role
 from portal.spreadsheets import formula_safe
 from portal.views import org_member_required
@@ -122,16 +122,8 @@ def _to_onboarding(request: HttpRequest) -> HttpResponse:
     page = reverse("publisher")
     refresh_url = request.build_absolute_uri(reverse("publisher_onboarding_refresh"))
     return_url = request.build_absolute_uri(page) + "?onboarding=done"
-    try:
-        url = publishers.start_onboarding(request.org, request.user, refresh_url, return_url)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-    except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from exc
-    except PortalError as exc:
-        messages.error(request, exc.message)
-        return redirect(page)
-    return redirect(url)
+    start = partial(publishers.start_onboarding, request.org, request.user, refresh_url, return_url)
+    return redirect_to_service(request, start, page)
 
 
 @org_member_required()

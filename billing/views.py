@@ -31,7 +31,7 @@ from portal.views import org_member_required, run_service
 logger = logging.getLogger(__name__)
 
 
-def _redirect_to_service(
+def redirect_to_service(
     request: HttpRequest, action: Callable[[], str], fallback: str
 ) -> HttpResponse:
     """Redirects to the URL a service returns; 404/403 propagate, other errors are shown."""
@@ -214,14 +214,14 @@ def checkout(request: HttpRequest, plan: str) -> HttpResponse:
             request.org, request.user, plan, success + "?session_id={CHECKOUT_SESSION_ID}", cancel
         )
 
-    return _redirect_to_service(request, start, "pricing")
+    return redirect_to_service(request, start, "pricing")
 
 
 @org_member_required()
 @require_POST
 def customer_portal(request: HttpRequest) -> HttpResponse:
     back = request.build_absolute_uri(reverse("billing_overview"))
-    return _redirect_to_service(
+    return redirect_to_service(
         request,
         lambda: services.open_customer_portal(request.org, request.user, back),
         "billing_overview",
