@@ -11,8 +11,7 @@ from django.db.models import CharField, DateField, DecimalField, F, QuerySet, Va
 
 from billing.models import Payout, RoyaltyEntry
 from billing.prices import decimal_string
-from billing.usage import MAX_RANGE, parse_moment
-from portal.errors import InvalidInput
+from billing.usage import check_range, parse_moment
 from portal.models import Organization
 
 # The columns both kinds of row share, in order (a UNION needs one shape).
@@ -34,10 +33,8 @@ def parse_range(params: dict[str, Any]) -> tuple[datetime | None, datetime | Non
     """Optional `start` / `end` (dates or ISO 8601); without them, the whole ledger."""
     start = parse_moment(str(params["start"]), "start", end=False) if params.get("start") else None
     end = parse_moment(str(params["end"]), "end", end=True) if params.get("end") else None
-    if start and end and end <= start:
-        raise InvalidInput("end must be after start.", param="end")
-    if start and end and end - start > MAX_RANGE:
-        raise InvalidInput("The range may span at most 400 days.", param="start")
+    if start and end:
+        check_range(start, end)
     return start, end
 
 

@@ -17,10 +17,9 @@ from django.utils import timezone
 
 from billing.models import RoyaltyEntry
 from billing.prices import decimal_string
-from billing.usage import parse_moment
+from billing.usage import check_range, parse_moment
 from inference.models import TERMINAL_STATUSES, Prediction, Status
 from models_hub.models import ModelListing
-from portal.errors import InvalidInput
 from portal.models import Organization
 
 DEFAULT_DAYS = 30
@@ -41,10 +40,7 @@ def parse_range(params: dict[str, Any]) -> tuple[datetime, datetime]:
         if params.get("start")
         else end - timedelta(days=DEFAULT_DAYS)
     )
-    if end <= start:
-        raise InvalidInput("end must be after start.", param="end")
-    if end - start > MAX_RANGE:
-        raise InvalidInput("The range may span at most 93 days.", param="start")
+    check_range(start, end, MAX_RANGE)
     return start, end
 
 

@@ -74,11 +74,16 @@ def parse_range(org: Organization, params: dict[str, Any]) -> UsageRange:
         start = parse_moment(str(params["start"]), "start", end=False)
     if params.get("end"):
         end = parse_moment(str(params["end"]), "end", end=True)
+    check_range(start, end)
+    return UsageRange(start, end, group_by)
+
+
+def check_range(start: datetime, end: datetime, longest: timedelta = MAX_RANGE) -> None:
+    """400 unless `end` comes after `start` and the range spans at most `longest`."""
     if end <= start:
         raise InvalidInput("end must be after start.", param="end")
-    if end - start > MAX_RANGE:
-        raise InvalidInput("The range may span at most 400 days.", param="start")
-    return UsageRange(start, end, group_by)
+    if end - start > longest:
+        raise InvalidInput(f"The range may span at most {longest.days} days.", param="start")
 
 
 def _ledger(org: Organization, usage_range: UsageRange):

@@ -4,6 +4,7 @@ is retried; below the minimum or negative, the balance carries forward."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,12 +33,15 @@ def publisher(outsider):
     return org
 
 
-def earn(publisher, share: str, when: datetime, n: int = [0]) -> RoyaltyEntry:
+_references = itertools.count(1)
+
+
+def earn(publisher, share: str, when: datetime) -> RoyaltyEntry:
     """An entry of `share` for the publisher, created at `when`."""
-    n[0] += 1
+    reference = f"t:{next(_references)}"
     share_d = Decimal(share)
     entry = RoyaltyEntry.objects.create(
-        publisher=publisher, kind="usage" if share_d > 0 else "refund", reference=f"t:{n[0]}",
+        publisher=publisher, kind="usage" if share_d > 0 else "refund", reference=reference,
         customer_charge=share_d, publisher_share=share_d, platform_fee=0, fee_percent=0,
     )  # fmt: skip
     RoyaltyEntry.objects.filter(pk=entry.pk).update(created_at=when)
