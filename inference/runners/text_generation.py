@@ -35,6 +35,9 @@ from portal.errors import InvalidInput
 FALLBACK_MAX_NEW_TOKENS = 256
 # Tokenizers report a huge sentinel when they do not know the model's context.
 UNKNOWN_CONTEXT = 10**7
+# Below this, sampling cannot be told from argmax, and float32 logits divided by the
+# temperature overflow to inf (a temperature under ~1e-45 is zero in float32).
+MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class GenerationParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
 
 def resolve_params(spec: ModelSpec, data: dict[str, Any]) -> GenerationParams:
@@ -242,7 +245,7 @@ def select_token(
     processors: LogitsProcessorList,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Greedy when there are no processors (temperature 0), else a seeded sample."""
+    """Greedy when there are no processors (temperature about 0), else a seeded sample."""
     # fp32 first: on CPU an argmax over a bf16 vocabulary is several times slower.
     scores = logits.float()
     if not processors:

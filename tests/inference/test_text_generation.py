@@ -113,3 +113,13 @@ def test_closing_the_stream_early_is_clean(smollm2_spec, smollm2):
     first = next(event for event in stream if event.type == "output")
     stream.close()
     assert first.data
+
+
+@pytest.mark.parametrize("temperature", [1.5e-109, 1e-40])
+def test_a_vanishing_temperature_decodes_greedily(smollm2_spec, smollm2, temperature):
+    # Found by fuzzing /v1/completions: logits divided by a temperature that rounds to
+    # zero in float32 became inf and NaN, and sampling failed with a 500.
+    data = {**PROMPT, "max_new_tokens": 6}
+    _, greedy = run(smollm2_spec, data)
+    _, tiny = run(smollm2_spec, {**data, "temperature": temperature, "seed": 1})
+    assert tiny.output == greedy.output
