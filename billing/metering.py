@@ -17,7 +17,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, Sum
 
 from billing import alerts, costs, counters, credit_purchases, credits, estimate, plans, royalties
 from billing.models import (
@@ -120,10 +120,6 @@ def _money(amount: Decimal, currency: str | None = None) -> str:
     return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
 
 
-def _periods_of(org: Organization, state: PlanState) -> QuerySet[UsagePeriod]:
-    return UsagePeriod.objects.filter(org=org, start=state.period_start)
-
-
 def _create_period(org: Organization, state: PlanState) -> None:
     # ON CONFLICT DO NOTHING: concurrent first admissions of a period all end up with
     # the one row, none of them fails.
@@ -133,12 +129,13 @@ def _create_period(org: Organization, state: PlanState) -> None:
     )
 
 
-def period_for(org: Organization, state: PlanState) -> UsagePeriod:
-    period = _periods_of(org, state).first()
-    if period is not None:
-        return period
-    _create_period(org, state)
-    return _periods_of(org, state).get()
+def _period_id(org: Organization, state: PlanState) -> int:
+    """The org's period row, unlocked: what an unmetered entry needs is its id."""
+    found = counters.period_id(org.pk, state.period_start)
+    if found is None:
+        _create_period(org, state)
+        found = counters.period_id(org.pk, state.period_start)
+    return found
 
 
 def _locked_period(
@@ -279,14 +276,6 @@ def _check_caps(
         )
 
 
-def _hold_credits(account: BillingAccount, amount: Decimal) -> None:
-    if not counters.hold_credits(account.pk, amount):
-        raise PaymentRequired(
-            "Your credit balance does not cover this call's worst case.",
-            code="insufficient_credits",
-        )
-
-
 def parse_max_cost(value: object) -> Decimal | None:
     """A client's `max_cost`: a decimal string (API.md) or a JSON number (what OpenAI SDK
     users send as an extra field); None when absent."""
@@ -333,8 +322,8 @@ def reserve(
     }
     if state.plan is None:
         # Billing is off (no default plan at all): nothing is reserved, nobody pays.
-        period = period_for(prediction.org, state)
-        return UsageRecord.objects.create(period=period, metered=False, **fields)
+        period_id = _period_id(prediction.org, state)
+        return counters.insert_record(UsageRecord(period_id=period_id, metered=False, **fields))
     # What does not change with the counters is read before the lock, so that it is
     # held (and every other admission of the org waits) as briefly as possible.
     covered = not state.subscription_required and plans.includes(state.plan, listing, state.stamp)
@@ -344,17 +333,27 @@ def reserve(
     split = _split(worst, state, listing, covered, period, account)
     if split.paid:
         _check_caps(split.paid, period, account, token_cap)
-    if split.credits:
-        _hold_credits(account, split.credits)
-    if split.allowance or split.paid:
-        counters.add_reserved(period.pk, split.allowance, split.paid)
-    return UsageRecord.objects.create(
+    record = UsageRecord(
         period=period,
         reserved_allowance=split.allowance,
         reserved_credits=split.credits,
         reserved_overage=split.overage,
         **fields,
     )
+    reservation = counters.Reservation(
+        account_id=account.pk if split.credits else None,
+        credits=split.credits,
+        period_id=period.pk,
+        allowance=split.allowance,
+        paid=split.paid,
+    )
+    if not counters.write_reservation(record, reservation):
+        # Only a refund taking back credits since the period lock was taken does this.
+        raise PaymentRequired(
+            "Your credit balance does not cover this call's worst case.",
+            code="insufficient_credits",
+        )
+    return record
 
 
 # --- Settlement --------------------------------------------------------------------
