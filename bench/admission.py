@@ -127,9 +127,10 @@ def mode(name: str, org: Any) -> Iterator[None]:
     from billing.models import Plan
 
     Plan.objects.all().delete()
-    saved = (quota.check_entitlement, quota.reserve, quota.settle)
+    saved = (quota.check_entitlement, quota.rate_limits, quota.reserve, quota.settle)
     if name == "off":
         quota.check_entitlement = lambda *args: None
+        quota.rate_limits = lambda *args: []
         quota.reserve = lambda *args: None
     elif name == "enforced":
         Plan.objects.create(
@@ -141,7 +142,7 @@ def mode(name: str, org: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        quota.check_entitlement, quota.reserve, quota.settle = saved
+        quota.check_entitlement, quota.rate_limits, quota.reserve, quota.settle = saved
         if name == "money":
             _money_off(org)
 

@@ -1,9 +1,9 @@
 """Entitlement and quota hooks of the prediction pipeline.
 
-Admission calls `check_entitlement` before validating the input, and `reserve` inside the
-transaction that creates the prediction; `finish` calls `settle` inside the transaction
-that makes it terminal. The work happens in `billing.services`; this module is the
-pipeline's fixed interface.
+Admission calls `check_entitlement` before validating the input, counts `rate_limits`
+with the caller's own, and calls `reserve` inside the transaction that creates the
+prediction; `finish` calls `settle` inside the transaction that makes it terminal. The
+work happens in `billing.services`; this module is the pipeline's fixed interface.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from billing import metering, plans, services
+from portal import ratelimit
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -25,9 +26,15 @@ _CHECKED_STATE = "_billing_checked_state"
 
 
 def check_entitlement(org: Organization, listing: ModelListing) -> None:
-    """Raises PaymentRequired when the org's plan does not include the model, and
-    RateLimited beyond the plan's requests per minute."""
+    """Raises PaymentRequired when the org's plan does not include the model."""
     setattr(org, _CHECKED_STATE, services.check_entitlement(org, listing))
+
+
+def rate_limits(org: Organization) -> list[ratelimit.Limit]:
+    """The plan's per-minute limit, for admission to count with the caller's own."""
+    state = getattr(org, _CHECKED_STATE, None) or plans.plan_state(org)
+    limit = services.plan_rate_limit(org, state)
+    return [] if limit is None else [limit]
 
 
 def reserve(prediction: Prediction, listing: ModelListing, max_cost: Decimal | None = None) -> None:

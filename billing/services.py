@@ -37,7 +37,7 @@ from billing.models import (
 from billing.plans import PAID_ACCESS, PlanState
 from models_hub.models import ModelListing
 from portal import ratelimit
-from portal.errors import Conflict, InvalidInput, NotFound, PaymentRequired, RateLimited
+from portal.errors import Conflict, InvalidInput, NotFound, PaymentRequired
 from portal.models import Organization, Role
 from portal.services import audit, require_role
 
@@ -57,8 +57,9 @@ def _pays_with_credits(org: Organization) -> bool:
 
 def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
     """The plan in force, if the org may call the model (its plan covers it, or it has
-    credits to pay per call) and the plan's rate limit allows one more call. Whether the
-    money suffices is settled at reservation (`metering.reserve`)."""
+    credits to pay per call). Whether the money suffices is settled at reservation
+    (`metering.reserve`); the plan's rate limit is counted with the caller's
+    (`plan_rate_limit`)."""
     state = plans.plan_state(org)
     plan = state.plan
     if plan is None:
@@ -82,14 +83,20 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
             code="model_not_in_plan",
             param="model",
         )
-    retry_after = ratelimit.hit(f"plan:{org.pk}", plan.rate_limit_per_minute)
-    if retry_after is not None:
-        raise RateLimited(
-            f"Your {plan.name} plan allows {plan.rate_limit_per_minute} requests per minute.",
-            retry_after=retry_after,
-            code="plan_rate_limited",
-        )
     return state
+
+
+def plan_rate_limit(org: Organization, state: PlanState) -> ratelimit.Limit | None:
+    """The plan's requests per minute, counted with the caller's own limit."""
+    plan = state.plan
+    if plan is None:
+        return None
+    return ratelimit.Limit(
+        name=f"plan:{org.pk}",
+        per_minute=plan.rate_limit_per_minute,
+        message=f"Your {plan.name} plan allows {plan.rate_limit_per_minute} requests per minute.",
+        code="plan_rate_limited",
+    )
 
 
 # --- Customers, checkout, portal ---------------------------------------------------

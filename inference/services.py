@@ -67,7 +67,7 @@ def quote(principal: Principal, model: str, data: dict) -> metering.Quote:
     return metering.quote(listing, validate_input(listing, data))
 
 
-def _check_rate_limit(principal: Principal) -> None:
+def _caller_limit(principal: Principal) -> ratelimit.Limit:
     if principal.token is None:
         name = f"user:{principal.user.pk}"
         limit = settings.DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE
@@ -76,17 +76,24 @@ def _check_rate_limit(principal: Principal) -> None:
         limit = (
             principal.token.rate_limit_per_minute or settings.DEFAULT_TOKEN_RATE_LIMIT_PER_MINUTE
         )
-    retry_after = ratelimit.hit(name, limit)
-    if retry_after is not None:
-        raise RateLimited(
-            f"Rate limit of {limit} requests per minute exceeded.", retry_after=retry_after
-        )
+    return ratelimit.Limit(name, limit, f"Rate limit of {limit} requests per minute exceeded.")
+
+
+def _check_rate_limits(principal: Principal) -> None:
+    """The caller's limit and the plan's, counted in one round trip."""
+    plan_limits = quota.rate_limits(principal.org)
+    try:
+        ratelimit.enforce([_caller_limit(principal), *plan_limits])
+    except RateLimited as exc:
+        if any(limit.code == exc.code for limit in plan_limits):
+            metrics.inc("portal_quota_rejections_total", {"code": exc.code})
+        raise
 
 
 def _check_entitlement(principal: Principal, listing: ModelListing) -> None:
     try:
         quota.check_entitlement(principal.org, listing)
-    except (PaymentRequired, RateLimited) as exc:
+    except PaymentRequired as exc:
         metrics.inc("portal_quota_rejections_total", {"code": exc.code})
         raise
 
@@ -107,7 +114,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
-    _check_rate_limit(principal)
+    _check_rate_limits(principal)
     if not queue_has_worker(listing.queue):
         raise Unavailable(
             f"No worker is serving the {listing.queue!r} queue for {listing.slug} right now; "

@@ -9,10 +9,12 @@ import ipaddress
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import HttpRequest
 
+from portal.errors import RateLimited
 from portal.redis_client import sync_client
 
 # Count and first-hit expiry in one step: no window ever lives without a TTL.
@@ -20,6 +22,16 @@ _HIT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
+"""
+
+# Every counter of one request at once, each with its first-hit expiry.
+_HIT_ALL_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return counts
 """
 
 # Concurrency slots: a sorted set of slot ids scored by lease expiry (Redis server time, in
@@ -68,7 +80,32 @@ def hit(name: str, limit: int, window_seconds: int = 60) -> int | None:
     count = int(sync_client().eval(_HIT_SCRIPT, 1, key, window_seconds + 1))
     if count <= limit:
         return None
+    return _seconds_left(window, window_seconds)
+
+
+def _seconds_left(window: int, window_seconds: int) -> int:
     return max(1, int((window + 1) * window_seconds - time.time()) + 1)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A per-minute limit on a counter, and what a caller beyond it is told."""
+
+    name: str
+    per_minute: int
+    message: str
+    code: str = RateLimited.code
+
+
+def enforce(limits: Sequence[Limit]) -> None:
+    """Counts one request against every limit in one round trip (a call may be under
+    several: its token's and its plan's); RateLimited for the first one exceeded."""
+    window = int(time.time() // 60)
+    keys = [f"rl:{limit.name}:{window}" for limit in limits]
+    counts = sync_client().eval(_HIT_ALL_SCRIPT, len(keys), *keys, 61)
+    for limit, count in zip(limits, counts, strict=True):
+        if int(count) > limit.per_minute:
+            raise RateLimited(limit.message, retry_after=_seconds_left(window, 60), code=limit.code)
 
 
 # --- Per client IP ---------------------------------------------------------------------
