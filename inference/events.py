@@ -111,6 +111,8 @@ async def tail(
     key = stream_key(prediction_id)
     last = f"{after_seq}-0"
     try:
+        if after_seq and await _ended_by(client, key, after_seq):
+            return
         while True:
             try:
                 response = await client.xread(
@@ -122,6 +124,14 @@ async def tail(
                 yield None
                 continue
             if not response:
+                # A resume beyond the log's end: its terminal event may come at a seq
+                # below the one asked for, which XREAD would never return.
+                if (
+                    after_seq
+                    and last == f"{after_seq}-0"
+                    and await _ended_by(client, key, after_seq)
+                ):
+                    return
                 yield None
                 continue
             for entry_id, fields in response[0][1]:
@@ -132,6 +142,16 @@ async def tail(
                     return
     finally:
         await client.aclose()
+
+
+async def _ended_by(client: aioredis.Redis, key: str, seq: int) -> bool:
+    """Whether the log's terminal event is at or before `seq`: a client resuming there
+    already has everything there will ever be."""
+    newest = await client.xrevrange(key, count=1)
+    if not newest:
+        return False
+    event = _decode(*newest[0])
+    return event.type == TERMINAL_EVENT and event.seq <= seq
 
 
 def wait_for_terminal(

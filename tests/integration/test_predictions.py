@@ -127,6 +127,25 @@ def test_late_join_replays_everything_and_resume_has_no_gap(api):
         assert resumed == [e for e in full if e[0] > middle]
 
 
+def test_a_resume_at_or_after_done_ends_at_once(stack, api):
+    """A client that already has `done` (or asks beyond it) gets nothing more, and the
+    stream ends instead of sending keep-alives until it times out."""
+    prediction = create(api, prompt=ECHO_PROMPT)
+    url = f"/api/v1/predictions/{prediction['id']}/stream"
+    done = read_sse(api, url)[-1][0]
+    for after in (done, done + 10):
+        started = time.monotonic()
+        assert read_sse(api, url, headers={"Last-Event-ID": str(after)}) == []
+        assert read_sse(api, f"{url}?from={after}") == []
+        ws_url = f"{stack.ws_url}/ws/predictions/{prediction['id']}/?from={after}"
+        headers = {"Authorization": f"Bearer {api.token}"}
+        with ws_client.connect(ws_url, additional_headers=headers) as ws:
+            with pytest.raises(websockets.exceptions.ConnectionClosedOK) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1000
+        assert time.monotonic() - started < 5
+
+
 def test_reconnect_mid_stream_continues_exactly_once(api):
     prediction = create(api, prompt=" ".join(["word"] * 40), tokens_per_second=40)
     url = f"/api/v1/predictions/{prediction['id']}/stream"
