@@ -10,38 +10,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from billing import metering, plans, services
+from billing import metering, services
 from portal import ratelimit
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    from billing.plans import PlanState
     from inference.models import Prediction
     from models_hub.models import ModelListing
     from portal.models import Organization
 
-# The plan checked at admission is the plan the reservation is made under, even if a
-# webhook changes it in between: admit passes the same org instance to both hooks.
-_CHECKED_STATE = "_billing_checked_state"
+
+def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
+    """The plan in force; raises PaymentRequired when it does not include the model.
+    Admission passes what it returns to the other hooks: the plan checked is the plan
+    the call is limited and reserved under, even if a webhook changes it meanwhile."""
+    return services.check_entitlement(org, listing)
 
 
-def check_entitlement(org: Organization, listing: ModelListing) -> None:
-    """Raises PaymentRequired when the org's plan does not include the model."""
-    setattr(org, _CHECKED_STATE, services.check_entitlement(org, listing))
-
-
-def rate_limits(org: Organization) -> list[ratelimit.Limit]:
+def rate_limits(org: Organization, state: PlanState) -> list[ratelimit.Limit]:
     """The plan's per-minute limit, for admission to count with the caller's own."""
-    state = getattr(org, _CHECKED_STATE, None) or plans.plan_state(org)
     limit = services.plan_rate_limit(org, state)
     return [] if limit is None else [limit]
 
 
-def reserve(prediction: Prediction, listing: ModelListing, max_cost: Decimal | None = None) -> None:
+def reserve(
+    prediction: Prediction,
+    listing: ModelListing,
+    state: PlanState,
+    max_cost: Decimal | None = None,
+) -> None:
     """Reserves the prediction's worst-case cost against every limit that applies (402 if
     one would be crossed, `max_cost` included)."""
-    org = prediction.org
-    state = getattr(org, _CHECKED_STATE, None) or plans.plan_state(org)
     metering.reserve(prediction, listing, state, max_cost)
 
 

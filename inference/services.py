@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import metering, quota
+from billing.plans import PlanState
 from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
@@ -79,9 +80,9 @@ def _caller_limit(principal: Principal) -> ratelimit.Limit:
     return ratelimit.Limit(name, limit, f"Rate limit of {limit} requests per minute exceeded.")
 
 
-def _check_rate_limits(principal: Principal) -> None:
+def _check_rate_limits(principal: Principal, state: PlanState) -> None:
     """The caller's limit and the plan's, counted in one round trip."""
-    plan_limits = quota.rate_limits(principal.org)
+    plan_limits = quota.rate_limits(principal.org, state)
     try:
         ratelimit.enforce([_caller_limit(principal), *plan_limits])
     except RateLimited as exc:
@@ -90,9 +91,9 @@ def _check_rate_limits(principal: Principal) -> None:
         raise
 
 
-def _check_entitlement(principal: Principal, listing: ModelListing) -> None:
+def _check_entitlement(principal: Principal, listing: ModelListing) -> PlanState:
     try:
-        quota.check_entitlement(principal.org, listing)
+        return quota.check_entitlement(principal.org, listing)
     except PaymentRequired as exc:
         metrics.inc("portal_quota_rejections_total", {"code": exc.code})
         raise
@@ -110,11 +111,11 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     listing = find_listing(principal, request.model)
     if not principal.allows_model(listing.slug):
         raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
-    _check_entitlement(principal, listing)
+    state = _check_entitlement(principal, listing)
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
-    _check_rate_limits(principal)
+    _check_rate_limits(principal, state)
     if not queue_has_worker(listing.queue):
         raise Unavailable(
             f"No worker is serving the {listing.queue!r} queue for {listing.slug} right now; "
@@ -133,7 +134,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             webhook=webhook,
             webhook_events_filter=events_filter,
         )
-        _reserve_quota(prediction, listing, request.max_cost)
+        _reserve_quota(prediction, listing, state, request.max_cost)
         transaction.on_commit(lambda: _dispatch(prediction, listing))
     logger.info(
         "prediction admitted: %s on %s",
@@ -144,9 +145,11 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     return prediction
 
 
-def _reserve_quota(prediction: Prediction, listing: ModelListing, max_cost: Decimal | None) -> None:
+def _reserve_quota(
+    prediction: Prediction, listing: ModelListing, state: PlanState, max_cost: Decimal | None
+) -> None:
     try:
-        quota.reserve(prediction, listing, max_cost)
+        quota.reserve(prediction, listing, state, max_cost)
     except PaymentRequired as exc:
         metrics.inc("portal_quota_rejections_total", {"code": exc.code})
         raise

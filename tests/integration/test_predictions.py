@@ -139,9 +139,11 @@ def test_a_resume_at_or_after_done_ends_at_once(stack, api):
         assert read_sse(api, f"{url}?from={after}") == []
         ws_url = f"{stack.ws_url}/ws/predictions/{prediction['id']}/?from={after}"
         headers = {"Authorization": f"Bearer {api.token}"}
-        with ws_client.connect(ws_url, additional_headers=headers) as ws:
-            with pytest.raises(websockets.exceptions.ConnectionClosedOK) as closed:
-                ws.recv(timeout=10)
+        with (
+            ws_client.connect(ws_url, additional_headers=headers) as ws,
+            pytest.raises(websockets.exceptions.ConnectionClosedOK) as closed,
+        ):
+            ws.recv(timeout=10)
         assert closed.value.rcvd.code == 1000
         assert time.monotonic() - started < 5
 
