@@ -34,7 +34,8 @@ def parse_amount(value: object, name: str) -> Decimal:
         raise InvalidInput(f"{name} is not a decimal number: {value!r}.", param=name) from None
     if not amount.is_finite() or amount < 0:
         raise InvalidInput(f"{name} must be a number of zero or more.", param=name)
-    if amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES)) or amount >= _MAX:
+    # The bound first: quantizing a huge amount ("1e400") exceeds Decimal's precision.
+    if amount >= _MAX or amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
         raise InvalidInput(
             f"{name} takes at most {MONEY_PLACES} decimal places and is below {_MAX}.",
             param=name,
