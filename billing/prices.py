@@ -4,7 +4,7 @@ moment. Rows are only ever added (see `ListingPrice`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
@@ -16,8 +16,10 @@ from django.utils import timezone
 from billing import hot, publishers
 from billing.models import MONEY_DIGITS, MONEY_PLACES, ListingPrice
 from models_hub.models import ModelListing
-from portal.errors import InvalidInput
+from portal.auth import PUBLISHER_ROLE
+from portal.errors import InvalidInput, NotFound
 from portal.hotcache import HotCache, Stamp
+from portal.services import require_role
 
 PARTS = ("input_per_million", "output_per_million", "per_request", "per_second")
 _MAX = Decimal(10) ** (MONEY_DIGITS - MONEY_PLACES)
@@ -94,11 +96,13 @@ def set_price(
     *,
     effective_from: datetime | None = None,
     actor: AbstractBaseUser | None = None,
+    notice: timedelta = timedelta(0),
     **parts: object,
 ) -> ListingPrice:
     """Adds a price from `effective_from` (now by default; a future date is allowed, a
-    past one is not: it would reprice calls already made). Parts left out keep the value
-    of the price in force at that date. Nothing is written if any part is invalid."""
+    past one is not: it would reprice calls already made), at least `notice` ahead. Parts
+    left out keep the value of the price in force at that date. Nothing is written if any
+    part is invalid."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InvalidInput(f"Unknown price parts: {', '.join(sorted(unknown))}.")
@@ -114,6 +118,13 @@ def set_price(
     effective_from = effective_from or now
     if effective_from < now:
         raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
+    if effective_from < now + notice:
+        hours = notice / timedelta(hours=1)
+        raise InvalidInput(
+            f"A price change takes effect at least {hours:g} hours ahead, so that the "
+            "customers who call this model can see it coming.",
+            param="effective_from",
+        )
     # From the database, not the cache: a change committed while this one waited for the
     # lock may not have reached the cache's generation yet.
     previous = _latest_before(effective_from).filter(listing=listing).first()
@@ -127,6 +138,26 @@ def set_price(
         effective_from=effective_from,
         created_by=actor if actor is not None and actor.pk else None,
         **new_parts,
+    )
+
+
+def publisher_notice() -> timedelta:
+    """How far ahead a publisher must announce a price change (operators need not)."""
+    return timedelta(hours=settings.PRICE_CHANGE_NOTICE_HOURS)
+
+
+def schedule_publisher_price(
+    listing: ModelListing, actor: AbstractBaseUser, effective_from: datetime, **parts: object
+) -> ListingPrice:
+    """A publisher's price change (owners and admins of the listing's org): it takes effect
+    at `effective_from`, at least `publisher_notice()` ahead, so that no customer pays a
+    new price it could not see coming. Operators price through `set_price` directly."""
+    if listing.org_id is None:
+        # The operator's own listings: no org of publishers may price them.
+        raise NotFound("Model not found.")
+    require_role(listing.org, actor, PUBLISHER_ROLE)
+    return set_price(
+        listing, effective_from=effective_from, actor=actor, notice=publisher_notice(), **parts
     )
 
 
