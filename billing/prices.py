@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -151,14 +152,24 @@ def schedule_publisher_price(
 ) -> ListingPrice:
     """A publisher's price change (owners and admins of the listing's org): it takes effect
     at `effective_from`, at least `publisher_notice()` ahead, so that no customer pays a
-    new price it could not see coming. Operators price through `set_price` directly."""
+    new price it could not see coming; the customers it affects are e-mailed once it is
+    committed. Operators price through `set_price` directly."""
     if listing.org_id is None:
         # The operator's own listings: no org of publishers may price them.
         raise NotFound("Model not found.")
     require_role(listing.org, actor, PUBLISHER_ROLE)
-    return set_price(
+    price = set_price(
         listing, effective_from=effective_from, actor=actor, notice=publisher_notice(), **parts
     )
+    transaction.on_commit(partial(_announce, price.pk), robust=True)
+    return price
+
+
+def _announce(price_id: int) -> None:
+    # Imported here: billing.tasks imports modules that import this one.
+    from billing.tasks import announce_price_change
+
+    announce_price_change.delay(price_id)
 
 
 def decimal_string(amount: Decimal) -> str:

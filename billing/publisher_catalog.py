@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from billing.models import ListingPrice
 from billing.prices import prices_at
@@ -17,7 +17,8 @@ from inference.models import Prediction
 from models_hub.models import ModelListing
 from portal.models import Organization
 
-# The customers a price change affects: the orgs that called the listing this recently.
+# The customers a price change affects: the other orgs that called the listing this
+# recently (the publisher's own org made the change).
 AFFECTED_WINDOW = timedelta(days=30)
 
 
@@ -29,14 +30,26 @@ class ListingPrices:
     affected_orgs: int
 
 
+def _recent_calls(now: datetime) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(created_at__gte=now - AFFECTED_WINDOW).order_by()
+
+
 def recent_callers(org: Organization, now: datetime) -> dict[int, int]:
-    """Per listing of the org: the number of distinct orgs that called it lately."""
+    """Per listing of the org: the number of customer orgs that called it lately."""
     rows = (
-        Prediction.objects.filter(model__org=org, created_at__gte=now - AFFECTED_WINDOW)
+        _recent_calls(now)
+        .filter(model__org=org)
+        .exclude(org=org)
         .values("model_id")
         .annotate(orgs=Count("org", distinct=True))
     )
     return {row["model_id"]: row["orgs"] for row in rows}
+
+
+def recent_caller_orgs(listing: ModelListing, now: datetime) -> list[int]:
+    """The ids of the customer orgs that called the listing lately."""
+    calls = _recent_calls(now).filter(model=listing).exclude(org_id=listing.org_id)
+    return list(calls.values_list("org_id", flat=True).distinct())
 
 
 def listing_prices(org: Organization, now: datetime) -> list[ListingPrices]:

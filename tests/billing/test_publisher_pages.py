@@ -15,12 +15,13 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from billing import prices
-from billing.models import ListingPrice, PublisherAccount, RoyaltyEntry
+from billing import price_notices, prices, tasks
+from billing.models import ListingPrice, PriceChangeNotice, PublisherAccount, RoyaltyEntry
 from inference.models import Prediction
 from models_hub.models import ListingStatus, ModelListing
 from portal.errors import InvalidInput, NotAllowed, NotFound
-from portal.models import Role
+from portal.models import Organization, Role
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -166,12 +167,7 @@ def test_a_change_less_than_24_hours_ahead_is_refused(listing, org, owner, clien
 def test_a_change_25_hours_ahead_is_scheduled_and_shown_with_who_it_affects(
     listing, org, owner, outsider_org, client_for, onboarded
 ):
-    # Two orgs called it within 30 days; a third one, long ago, is not affected.
-    call(listing, org, timezone.now() - timedelta(days=1))
-    call(listing, outsider_org, timezone.now() - timedelta(days=29))
-    call(listing, outsider_org, timezone.now() - timedelta(days=2))
-    other = type(org).objects.create(name="Old customer", slug="old-customer")
-    call(listing, other, timezone.now() - timedelta(days=31))
+    customers(listing, org, outsider_org)
     when = ahead(25)
     client = client_for(owner, org)
     response = client.post(price_url(listing.slug), form_data(when))
@@ -209,6 +205,40 @@ def test_nothing_changes_before_the_effective_date(listing, owner, onboarded, cl
     # The public catalog keeps showing the price in force.
     pricing = client.get(f"/api/v1/models/{listing.slug}").json()["pricing"]
     assert (pricing["input_per_million"], pricing["per_request"]) == ("1", "0")
+
+
+def customers(listing, org, outsider_org) -> None:
+    """Two customer orgs called the listing within 30 days; a third one called it long
+    ago, and the publisher's own calls are not a customer's."""
+    call(listing, org, timezone.now() - timedelta(days=1))
+    call(listing, outsider_org, timezone.now() - timedelta(days=29))
+    call(listing, outsider_org, timezone.now() - timedelta(days=2))
+    recent = Organization.objects.create(name="Beta Co", slug="beta-co")
+    recent.memberships.create(user=make_user("beta@example.com"), role=Role.OWNER)
+    call(listing, recent, timezone.now() - timedelta(hours=1))
+    old = Organization.objects.create(name="Old customer", slug="old-customer")
+    old.memberships.create(user=make_user("old@example.com"), role=Role.OWNER)
+    call(listing, old, timezone.now() - timedelta(days=31))
+
+
+def test_the_customers_it_affects_are_emailed_once(
+    listing, org, owner, outsider_org, onboarded, mailoutbox, monkeypatch,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    customers(listing, org, outsider_org)
+    monkeypatch.setattr(tasks.announce_price_change, "delay", price_notices.announce)
+    when = ahead(25)
+    with django_capture_on_commit_callbacks(execute=True):
+        price = prices.schedule_publisher_price(listing, owner, when, **NEW_PRICE)
+    assert sorted(mail.to[0] for mail in mailoutbox) == ["beta@example.com", "outsider@example.com"]
+    [first, _] = mailoutbox
+    assert listing.name in first.subject
+    assert f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in first.body
+    assert "per 1M input tokens: 1 -> 2.5 USD" in first.body
+    # A redelivered task tells no one twice.
+    assert price_notices.announce(price.pk) == 0
+    assert len(mailoutbox) == 2
+    assert PriceChangeNotice.objects.filter(price=price).count() == 2
 
 
 # --- Onboarding and bad input -------------------------------------------------------------
