@@ -50,3 +50,27 @@ class SpendCapForm(forms.Form):
     cap = forms.DecimalField(
         label="Spend cap", min_value=0, max_digits=12, decimal_places=2, required=False
     )
+
+
+# Longer input is refused here, before it is parsed as a number at all.
+AMOUNT_MAX_LENGTH = 32
+
+
+def _price_part(label: str) -> forms.CharField:
+    # Text, not DecimalField: `prices.parse_amount` is the one judge of a price part, the
+    # same for this page, the CLI and admin.
+    return forms.CharField(label=label, max_length=AMOUNT_MAX_LENGTH, strip=True)
+
+
+class PublisherPriceForm(forms.Form):
+    """A publisher's new pay-as-you-go price for one listing, and when it takes effect."""
+
+    input_per_million = _price_part("Per 1M input tokens")
+    output_per_million = _price_part("Per 1M output tokens")
+    per_request = _price_part("Per request")
+    per_second = _price_part("Per second")
+    effective_from = forms.DateTimeField(
+        label="Takes effect (UTC)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )

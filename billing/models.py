@@ -549,6 +549,23 @@ class BillingAlert(models.Model):
         return f"{self.org}: {self.subject} {self.threshold}%"
 
 
+class PriceChangeNotice(models.Model):
+    """A scheduled price change announced to one customer org (e-mail to its owners): the
+    unique key makes each change reach each org once, however often it is sent."""
+
+    price = models.ForeignKey(ListingPrice, on_delete=models.CASCADE, related_name="+")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["price", "org"], name="uniq_price_change_notice")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org}: price {self.price_id}"
+
+
 # --- Publishers ------------------------------------------------------------------------
 
 

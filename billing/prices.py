@@ -4,8 +4,9 @@ moment. Rows are only ever added (see `ListingPrice`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,8 +17,10 @@ from django.utils import timezone
 from billing import hot, publishers
 from billing.models import MONEY_DIGITS, MONEY_PLACES, ListingPrice
 from models_hub.models import ModelListing
-from portal.errors import InvalidInput
+from portal.auth import PUBLISHER_ROLE
+from portal.errors import InvalidInput, NotFound
 from portal.hotcache import HotCache, Stamp
+from portal.services import require_role
 
 PARTS = ("input_per_million", "output_per_million", "per_request", "per_second")
 _MAX = Decimal(10) ** (MONEY_DIGITS - MONEY_PLACES)
@@ -34,7 +37,8 @@ def parse_amount(value: object, name: str) -> Decimal:
         raise InvalidInput(f"{name} is not a decimal number: {value!r}.", param=name) from None
     if not amount.is_finite() or amount < 0:
         raise InvalidInput(f"{name} must be a number of zero or more.", param=name)
-    if amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES)) or amount >= _MAX:
+    # The bound first: quantizing a huge amount ("1e400") exceeds Decimal's precision.
+    if amount >= _MAX or amount != amount.quantize(Decimal(1).scaleb(-MONEY_PLACES)):
         raise InvalidInput(
             f"{name} takes at most {MONEY_PLACES} decimal places and is below {_MAX}.",
             param=name,
@@ -93,11 +97,13 @@ def set_price(
     *,
     effective_from: datetime | None = None,
     actor: AbstractBaseUser | None = None,
+    notice: timedelta = timedelta(0),
     **parts: object,
 ) -> ListingPrice:
     """Adds a price from `effective_from` (now by default; a future date is allowed, a
-    past one is not: it would reprice calls already made). Parts left out keep the value
-    of the price in force at that date. Nothing is written if any part is invalid."""
+    past one is not: it would reprice calls already made), at least `notice` ahead. Parts
+    left out keep the value of the price in force at that date. Nothing is written if any
+    part is invalid."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise InvalidInput(f"Unknown price parts: {', '.join(sorted(unknown))}.")
@@ -113,6 +119,13 @@ def set_price(
     effective_from = effective_from or now
     if effective_from < now:
         raise InvalidInput("A price cannot take effect in the past.", param="effective_from")
+    if effective_from < now + notice:
+        hours = notice / timedelta(hours=1)
+        raise InvalidInput(
+            f"A price change takes effect at least {hours:g} hours ahead, so that the "
+            "customers who call this model can see it coming.",
+            param="effective_from",
+        )
     # From the database, not the cache: a change committed while this one waited for the
     # lock may not have reached the cache's generation yet.
     previous = _latest_before(effective_from).filter(listing=listing).first()
@@ -127,6 +140,36 @@ def set_price(
         created_by=actor if actor is not None and actor.pk else None,
         **new_parts,
     )
+
+
+def publisher_notice() -> timedelta:
+    """How far ahead a publisher must announce a price change (operators need not)."""
+    return timedelta(hours=settings.PRICE_CHANGE_NOTICE_HOURS)
+
+
+def schedule_publisher_price(
+    listing: ModelListing, actor: AbstractBaseUser, effective_from: datetime, **parts: object
+) -> ListingPrice:
+    """A publisher's price change (owners and admins of the listing's org): it takes effect
+    at `effective_from`, at least `publisher_notice()` ahead, so that no customer pays a
+    new price it could not see coming; the customers it affects are e-mailed once it is
+    committed. Operators price through `set_price` directly."""
+    if listing.org_id is None:
+        # The operator's own listings: no org of publishers may price them.
+        raise NotFound("Model not found.")
+    require_role(listing.org, actor, PUBLISHER_ROLE)
+    price = set_price(
+        listing, effective_from=effective_from, actor=actor, notice=publisher_notice(), **parts
+    )
+    transaction.on_commit(partial(_announce, price.pk), robust=True)
+    return price
+
+
+def _announce(price_id: int) -> None:
+    # Imported here: billing.tasks imports modules that import this one.
+    from billing.tasks import announce_price_change
+
+    announce_price_change.delay(price_id)
 
 
 def decimal_string(amount: Decimal) -> str:

@@ -1,29 +1,44 @@
-"""The publisher page: the org's Stripe Connect status, the way into Stripe's hosted
+"""The publisher pages: the org's Stripe Connect status, the way into Stripe's hosted
 onboarding for owners, and (for owners and admins) its earnings, payouts and ledger, with
-the ledger as CSV. Views stay thin: `billing.publishers` decides and enforces roles."""
+the ledger as CSV; its listings with their prices, where owners and admins schedule price
+changes; and its analytics with charts and CSV. Views stay thin: `billing.publishers` and
+`billing.prices` decide and enforce roles."""
 
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import payouts, publishers, royalties, stripe_client
-from billing.models import Payout, RoyaltyEntry
+from billing import (
+    charts,
+    payouts,
+    prices,
+    publisher_catalog,
+    publisher_stats,
+    publishers,
+    royalties,
+    stripe_client,
+)
+from billing.forms import PublisherPriceForm
+from billing.models import ListingPrice, Payout, RoyaltyEntry
 from billing.prices import decimal_string
 from billing.publisher_ledger import ledger_rows, parse_range, row_payload
 from billing.views import redirect_to_service
+from models_hub.models import ModelListing
 from portal.auth import PUBLISHER_ROLE
-from portal.errors import InvalidInput
+from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.models import Organization, Role
 from portal.spreadsheets import formula_safe
 from portal.views import org_member_required
@@ -137,3 +152,185 @@ def onboarding(request: HttpRequest) -> HttpResponse:
 def onboarding_refresh(request: HttpRequest) -> HttpResponse:
     """Where Stripe sends the browser when a link expired or was used: a new link."""
     return _to_onboarding(request)
+
+
+# --- Listings and prices ----------------------------------------------------------------
+
+
+@org_member_required()
+@require_GET
+def listings_page(request: HttpRequest) -> HttpResponse:
+    return _render_listings(request)
+
+
+@org_member_required(PUBLISHER_ROLE)
+@require_POST
+def schedule_price(request: HttpRequest, slug: str) -> HttpResponse:
+    # Another org's listing is looked up exactly like a missing one: both 404.
+    listing = ModelListing.objects.filter(org=request.org, slug=slug).first()
+    if listing is None:
+        raise Http404("Model not found.")
+    form = PublisherPriceForm(request.POST, auto_id=_form_id(slug))
+    if form.is_valid():
+        try:
+            price = prices.schedule_publisher_price(listing, request.user, **form.cleaned_data)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        except NotAllowed as exc:
+            raise PermissionDenied(exc.message) from exc
+        except PortalError as exc:
+            field = exc.param if exc.param in form.fields else None
+            form.add_error(field, exc.message)
+        else:
+            when = f"{price.effective_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            messages.success(request, f"New price for {listing.name} scheduled from {when}.")
+            return redirect("publisher_listings")
+    return _render_listings(request, failed=(slug, form), status=400)
+
+
+def _form_id(slug: str) -> str:
+    # One form per listing on the page: field ids must not collide.
+    return f"id_{slug}_%s"
+
+
+def _new_price_form(item: publisher_catalog.ListingPrices, now: datetime) -> PublisherPriceForm:
+    """Prefilled with the latest price (scheduled or current) and the earliest whole hour
+    the notice allows."""
+    latest = item.scheduled[-1] if item.scheduled else item.current
+    earliest = (now + prices.publisher_notice()).astimezone(UTC)
+    earliest = earliest.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    initial = {part: decimal_string(getattr(latest, part)) for part in prices.PARTS}
+    return PublisherPriceForm(
+        initial={**initial, "effective_from": earliest}, auto_id=_form_id(item.listing.slug)
+    )
+
+
+def _price_cells(price: ListingPrice) -> dict[str, Any]:
+    # Unsaved: the listing never had a price, and is free.
+    cells = {"effective_from": price.effective_from if price.pk else None}
+    return {**cells, **{part: decimal_string(getattr(price, part)) for part in prices.PARTS}}
+
+
+def _render_listings(
+    request: HttpRequest,
+    failed: tuple[str, PublisherPriceForm] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    now = timezone.now()
+    can_edit = request.membership.has_role(PUBLISHER_ROLE)
+    rows = []
+    for item in publisher_catalog.listing_prices(request.org, now):
+        form = None
+        if failed is not None and failed[0] == item.listing.slug:
+            form = failed[1]
+        elif can_edit:
+            form = _new_price_form(item, now)
+        rows.append(
+            {
+                "item": item,
+                "current": _price_cells(item.current),
+                "scheduled": [_price_cells(price) for price in item.scheduled],
+                "form": form,
+            }
+        )
+    context = {
+        "rows": rows,
+        "can_edit": can_edit,
+        "notice_hours": settings.PRICE_CHANGE_NOTICE_HOURS,
+        "affected_days": publisher_catalog.AFFECTED_WINDOW.days,
+        "currency": settings.PORTAL_CURRENCY,
+    }
+    return render(request, "billing/publisher_listings.html", context, status=status)
+
+
+# --- Analytics --------------------------------------------------------------------------
+
+ANALYTICS_COLUMNS = ("date", "model", "calls", "unique_orgs", "input_tokens", "output_tokens")
+REVENUE_COLUMNS = ("revenue", "publisher_share")
+QUALITY_COLUMNS = ("error_rate", "p50_ms", "p95_ms")
+
+
+@org_member_required()
+@require_GET
+def analytics_page(request: HttpRequest) -> HttpResponse:
+    sees_revenue = request.membership.has_role(PUBLISHER_ROLE)
+    try:
+        start, end = publisher_stats.parse_range(request.GET)
+    except InvalidInput as exc:
+        context = {"error": exc.message, **_range_inputs(request, None)}
+        return render(request, "billing/publisher_analytics.html", context, status=400)
+    body = publisher_stats.stats(request.org, start, end)
+    days = list(publisher_catalog.days_between(start, end))
+    context = {
+        "listings": [_analytics_listing(item, days, sees_revenue) for item in body["listings"]],
+        "sees_revenue": sees_revenue,
+        "currency": settings.PORTAL_CURRENCY,
+        **_range_inputs(request, (start, end)),
+    }
+    return render(request, "billing/publisher_analytics.html", context)
+
+
+def _range_inputs(request: HttpRequest, period: tuple[datetime, datetime] | None) -> dict[str, str]:
+    """The date inputs' values: as typed, else the range shown (its end is exclusive)."""
+    shown = {}
+    if period is not None:
+        shown = {
+            "start": f"{period[0].astimezone(UTC):%Y-%m-%d}",
+            "end": f"{(period[1] - timedelta(microseconds=1)).astimezone(UTC):%Y-%m-%d}",
+        }
+    return {
+        "start": request.GET.get("start") or shown.get("start", ""),
+        "end": request.GET.get("end") or shown.get("end", ""),
+    }
+
+
+def _analytics_listing(
+    item: dict[str, Any], days: list[date], sees_revenue: bool
+) -> dict[str, Any]:
+    by_day = {day["date"]: day for day in item["days"]}
+
+    def series(title: str, key: str) -> tuple[str, str]:
+        bars = []
+        for day in days:
+            value = by_day.get(day.isoformat(), {}).get(key, 0)
+            bars.append(charts.Bar(day.isoformat(), float(value), str(value)))
+        return title, charts.column_chart(f"{item['name']}: {title.lower()}", bars)
+
+    shown = [series("Calls per day", "calls")]
+    if sees_revenue:
+        shown.append(series("Revenue per day", "revenue"))
+    # Revenue leaves the server only for owners and admins.
+    rows = item["days"] if sees_revenue else [_without_revenue(day) for day in item["days"]]
+    return {"model": item["model"], "name": item["name"], "days": rows, "charts": shown}
+
+
+def _without_revenue(day: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in day.items() if key not in REVENUE_COLUMNS}
+
+
+@org_member_required()
+@require_GET
+def analytics_csv(request: HttpRequest) -> HttpResponse:
+    """The stats API's figures, one row per listing and day; the money columns for owners
+    and admins only."""
+    try:
+        start, end = publisher_stats.parse_range(request.GET)
+    except InvalidInput as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    sees_revenue = request.membership.has_role(PUBLISHER_ROLE)
+    columns = (*ANALYTICS_COLUMNS, *(REVENUE_COLUMNS if sees_revenue else ()), *QUALITY_COLUMNS)
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="publisher-analytics.csv"'
+    writer = csv.writer(response)
+    writer.writerow(columns)
+    body = publisher_stats.stats(request.org, start, end)
+    for listing, day in publisher_catalog.stats_rows(body):
+        latency = day["latency_ms"]
+        cells = {
+            **day,
+            "model": formula_safe(listing["model"]),
+            "p50_ms": latency["p50"],
+            "p95_ms": latency["p95"],
+        }
+        writer.writerow(["" if cells[name] is None else str(cells[name]) for name in columns])
+    return response

@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from billing import alerts, credit_purchases, payouts, services
+from billing import alerts, credit_purchases, payouts, price_notices, services
 from inference.webhooks import DeliveryFailed, WebhookRefused
 
 logger = logging.getLogger(__name__)
@@ -42,3 +42,9 @@ def deliver_billing_alert(alert_id: int) -> None:
 def pay_publishers() -> int:
     """Beat: last month's Connect transfers once the hold is over; retries failed ones."""
     return len(payouts.pay_publishers())
+
+
+@shared_task(ignore_result=True)
+def announce_price_change(price_id: int) -> int:
+    """E-mails the customers a scheduled price change affects, each org once."""
+    return price_notices.announce(price_id)

@@ -359,6 +359,9 @@ PORTAL_CURRENCY = env("PORTAL_CURRENCY", "usd").lower()
 PLATFORM_FEE_PERCENT = Decimal(env("PLATFORM_FEE_PERCENT", "20"))
 PAYOUT_MINIMUM = Decimal(env("PAYOUT_MINIMUM", "25"))
 PAYOUT_HOLD_DAYS = env_int("PAYOUT_HOLD_DAYS", 7)
+# How far ahead a publisher's price change must be announced (issue #13); operators may
+# still price any listing at once (`manage.py set_price`, admin).
+PRICE_CHANGE_NOTICE_HOURS = env_int("PRICE_CHANGE_NOTICE_HOURS", 24)
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"

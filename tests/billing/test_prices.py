@@ -96,7 +96,7 @@ def test_concurrent_partial_changes_keep_each_others_parts(echo):
     ("value", "why"),
     [("-0.1", "zero or more"), ("abc", "not a decimal"), ("NaN", "zero or more"),
      ("Infinity", "zero or more"), ("0.0000001", "6 decimal places"),
-     ("1000000", "below"), (0.5, "decimal string")],
+     ("1000000", "below"), ("1e400", "below"), (0.5, "decimal string")],
 )  # fmt: skip
 def test_bad_amounts_are_refused_and_nothing_is_written(echo, value, why):
     with pytest.raises(InvalidInput) as caught:

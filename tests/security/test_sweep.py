@@ -154,6 +154,14 @@ ENDPOINTS: dict[str, Endpoint] = {
     "publisher/": MEMBER_PAGE,
     "publisher/ledger.csv": ADMIN_PAGE,
     "publisher/onboarding/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
+    # Members read the listings and analytics (without money); owners and admins schedule
+    # prices. Another org's listing is a 404 like a missing one.
+    "publisher/listings/": MEMBER_PAGE,
+    "publisher/listings/<slug:slug>/price/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "listing"}
+    ),
+    "publisher/analytics/": MEMBER_PAGE,
+    "publisher/analytics.csv": MEMBER_PAGE,
     # Stripe sends an expired onboarding link here: a new link, by redirect.
     "publisher/onboarding/refresh/": Endpoint(Access.PAGE, role=Role.OWNER, owner_status=302),
     "api/v1/account": API_GET,
