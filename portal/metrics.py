@@ -3,7 +3,12 @@
 Web processes and Celery workers (and their prefork children) are separate processes,
 often on separate hosts; each one adds to the same Redis hashes and `/metrics` renders
 them in the text exposition format. Recording never breaks the request or task that
-records: a Redis error drops the sample.
+records: a Redis error drops the samples.
+
+Recording costs no I/O: samples are summed in process and a background thread writes
+them every METRICS_FLUSH_SECONDS in one pipeline (a Redis round trip per request and
+several per prediction were a measurable part of each call's CPU). `render` writes this
+process's own first, so what it shows includes everything recorded here before it.
 
 Layout: one hash per metric. Counters: field = label string, value = total. Histograms:
 field = label string + bucket index (non-cumulative counts), plus `sum` and `count`
@@ -13,8 +18,11 @@ stops refreshing, and its gauge drops out).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -104,35 +112,100 @@ def _key(name: str) -> str:
     return PREFIX + name
 
 
-def _safely(action) -> None:
+# --- Recording ------------------------------------------------------------------------
+
+
+class _Pending:
+    """What this process recorded since its last flush: increments summed per hash field,
+    gauges by their latest value."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.increments: dict[tuple[str, str], float] = defaultdict(float)
+        self.gauges: dict[tuple[str, str], str] = {}
+        self.flusher: threading.Thread | None = None
+
+    def take(self) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], str]]:
+        with self.lock:
+            taken = self.increments, self.gauges
+            self.increments, self.gauges = defaultdict(float), {}
+        return taken
+
+
+_pending = _Pending()
+
+
+def _forget_parents_samples() -> None:
+    # A forked child (a Celery prefork worker) must not write its parent's samples again,
+    # nor wait on a lock a parent's thread held at the fork.
+    global _pending
+    _pending = _Pending()
+
+
+os.register_at_fork(after_in_child=_forget_parents_samples)
+
+
+def _add(name: str, amounts: dict[str, float]) -> None:
+    pending = _pending
+    with pending.lock:
+        for field, amount in amounts.items():
+            pending.increments[(_key(name), field)] += amount
+        _ensure_flusher(pending)
+
+
+def _ensure_flusher(pending: _Pending) -> None:
+    """The process's flushing thread, started by its first sample (called under the lock)."""
+    if pending.flusher is None:
+        pending.flusher = threading.Thread(target=_flush_forever, name="metrics", daemon=True)
+        pending.flusher.start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(settings.METRICS_FLUSH_SECONDS)
+        try:
+            flush()
+        except Exception:
+            # The thread must outlive any one failure, or samples would pile up unwritten.
+            logger.exception("metrics flush failed")
+
+
+def flush() -> None:
+    """Writes this process's samples to Redis now; on a Redis error they are dropped."""
+    increments, gauges = _pending.take()
+    if not increments and not gauges:
+        return
     try:
-        action()
+        with sync_client().pipeline(transaction=False) as pipe:
+            for (key, field), amount in increments.items():
+                pipe.hincrbyfloat(key, field, amount)
+            for (key, field), value in gauges.items():
+                pipe.hset(key, field, value)
+            pipe.execute()
     except redis.RedisError:
-        logger.debug("metrics sample dropped", exc_info=True)
+        logger.debug("metrics samples dropped", exc_info=True)
+
+
+atexit.register(flush)
 
 
 def inc(name: str, labels: dict[str, str], amount: float = 1) -> None:
-    _safely(lambda: sync_client().hincrbyfloat(_key(name), label_string(labels), amount))
+    _add(name, {label_string(labels): amount})
 
 
 def observe(name: str, labels: dict[str, str], value: float) -> None:
     buckets = METRICS[name][2]
     index = next((i for i, bound in enumerate(buckets) if value <= bound), len(buckets))
     field = label_string(labels)
-
-    def record() -> None:
-        with sync_client().pipeline(transaction=False) as pipe:
-            pipe.hincrby(_key(name), f"{field}{SEP}{index}", 1)
-            pipe.hincrbyfloat(_key(name), f"{field}{SEP}sum", value)
-            pipe.hincrby(_key(name), f"{field}{SEP}count", 1)
-            pipe.execute()
-
-    _safely(record)
+    _add(name, {f"{field}{SEP}{index}": 1, f"{field}{SEP}sum": value, f"{field}{SEP}count": 1})
 
 
 def set_gauge(name: str, labels: dict[str, str], value: float, ttl_seconds: float) -> None:
     expires = time.time() + ttl_seconds
-    _safely(lambda: sync_client().hset(_key(name), label_string(labels), f"{value} {expires}"))
+    pending = _pending
+    with pending.lock:
+        pending.gauges[(_key(name), label_string(labels))] = f"{value} {expires}"
+        _ensure_flusher(pending)
 
 
 # --- Exposition ----------------------------------------------------------------------
@@ -188,6 +261,7 @@ def _metric_lines(name: str, kind: str, buckets: tuple[float, ...], raw: dict) -
 
 def render() -> str:
     """Every metric in the Prometheus text format (version 0.0.4)."""
+    flush()
     with sync_client().pipeline(transaction=False) as pipe:
         for name in METRICS:
             pipe.hgetall(_key(name))

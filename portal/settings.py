@@ -389,6 +389,8 @@ USE_TZ = True
 
 # `/metrics` is open under DEBUG; otherwise to staff and to this bearer token (Prometheus).
 METRICS_TOKEN = env("METRICS_TOKEN", "")
+# How often each process writes what it recorded to Redis (see portal/metrics.py).
+METRICS_FLUSH_SECONDS = float(env("METRICS_FLUSH_SECONDS", "1"))
 
 # JSON lines in production (for the log pipeline), readable text in development.
 LOG_FORMAT = env("LOG_FORMAT", "json" if PRODUCTION else "text")

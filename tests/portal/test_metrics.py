@@ -1,6 +1,10 @@
 """`/metrics`: what the processes record in Redis, rendered for Prometheus."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -18,11 +22,13 @@ from tests.conftest import fresh_window
 
 pytestmark = pytest.mark.django_db
 TOKEN = "scrape-" + "x" * 40
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
 def _clean_metrics():
     def clear() -> None:
+        metrics.flush()  # what this process recorded before belongs to no test here
         client = sync_client()
         keys = list(client.scan_iter(match=f"{metrics.PREFIX}*", count=1000))
         if keys:
@@ -123,3 +129,49 @@ def test_quota_rejections_are_counted(org, token_for, api_client):
     assert response.status_code == 429, response.content
     assert response.json()["error"]["code"] == "plan_rate_limited"
     assert sample(metrics.render(), 'portal_quota_rejections_total{code="plan_rate_limited"}') == 1
+
+
+RECORD_IN_A_PROCESS = """
+import os, sys, time
+import django
+django.setup()
+from portal import metrics
+metrics.inc("portal_webhook_failures_total", {"event": sys.argv[1]})
+if sys.argv[2] == "crash":
+    time.sleep(1.5)  # the background flush writes it; nothing at exit
+    os._exit(0)
+"""
+
+
+def recorded_by(event: str) -> float | None:
+    raw = sync_client().hget(f"{metrics.PREFIX}portal_webhook_failures_total", f'event="{event}"')
+    return None if raw is None else float(raw)
+
+
+@pytest.mark.parametrize(("exit_", "flush_seconds"), [("crash", "0.2"), ("exit", "600")])
+def test_other_processes_samples_reach_redis_without_a_render(exit_, flush_seconds):
+    """Another process's samples (a worker's, a web process's) are written by its
+    background flush, or at exit, never only when that process renders."""
+    env = {**os.environ, "METRICS_FLUSH_SECONDS": flush_seconds}
+    env.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    event = f"subprocess-{exit_}"
+    done = subprocess.run(
+        [sys.executable, "-c", RECORD_IN_A_PROCESS, event, exit_],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert recorded_by(event) == 1
+
+
+def test_a_forked_child_never_writes_its_parents_samples_again():
+    metrics.inc("portal_webhook_failures_total", {"event": "fork"})
+    child = os.fork()
+    if child == 0:
+        try:
+            metrics.inc("portal_webhook_failures_total", {"event": "fork"})
+            metrics.flush()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    metrics.flush()
+    assert recorded_by("fork") == 2  # the parent's one and the child's own one
