@@ -29,6 +29,8 @@ REDIS_RETRY_SECONDS = 0.5
 
 # Seq and append in one atomic step, so several writers (worker, canceler, reaper) never
 # reuse a seq and readers always see seqs in increasing order.
+# KEYS[3], when given, is a flag the appender watches (a worker, its cancel flag): the
+# reply says whether it is set, which saves the worker a round trip per token.
 _APPEND_SCRIPT = """
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'd', ARGV[2])
@@ -36,7 +38,9 @@ if ARGV[1] == 'done' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-return seq
+local flagged = 0
+if KEYS[3] then flagged = redis.call('EXISTS', KEYS[3]) end
+return {seq, flagged}
 """
 
 
@@ -69,10 +73,22 @@ def _append_script(client: redis.Redis) -> Script:
 
 def append(prediction_id: str, type_: str, data: object) -> int:
     """Appends one event and returns its seq."""
+    seq, _ = _append(prediction_id, type_, data, [])
+    return seq
+
+
+def append_watching(prediction_id: str, type_: str, data: object, flag_key: str) -> bool:
+    """Appends one event and says whether `flag_key` is set, in one round trip."""
+    _, flagged = _append(prediction_id, type_, data, [flag_key])
+    return flagged
+
+
+def _append(prediction_id: str, type_: str, data: object, watched: list[str]) -> tuple[int, bool]:
     script = _append_script(sync_client())
-    keys = [stream_key(prediction_id), _seq_key(prediction_id)]
+    keys = [stream_key(prediction_id), _seq_key(prediction_id), *watched]
     args = [type_, json.dumps(data), STREAM_MAX_EVENTS, RETENTION_SECONDS]
-    return int(script(keys=keys, args=args))
+    seq, flagged = script(keys=keys, args=args)
+    return int(seq), bool(flagged)
 
 
 def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
-from inference import events, services
+from inference import services
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.runners.base import EventType, FinishReason, Result
@@ -96,10 +96,18 @@ class Delivery:
         self.canceled = False
         self.streamed = False
         self.tokens = 0
+        # The flag as the last append found it, if none was asked since: one round trip
+        # per token instead of two.
+        self._flag_from_append: bool | None = None
 
     def should_cancel(self) -> bool:
-        self.canceled = self.canceled or self._cancel_requested()
+        if not self.canceled:
+            flag, self._flag_from_append = self._flag_from_append, None
+            self.canceled = self._cancel_requested() if flag is None else flag
         return self.canceled
+
+    def appended(self, cancel_flagged: bool) -> None:
+        self._flag_from_append = cancel_flagged
 
     def delivered(self, tokens: int) -> None:
         self.streamed = True
@@ -120,12 +128,12 @@ def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     result: Result | None = None
     for event in runner.run(spec, prediction.input, delivery.should_cancel):
         if event.type == EventType.OUTPUT:
-            events.append(prediction.id, "output", event.data)
+            delivery.appended(services.append_checking_cancel(prediction.id, "output", event.data))
             delivery.delivered(event.tokens)
             services.notify_output(prediction)
         elif event.type == EventType.LOG:
             log_lines.append(event.data)
-            events.append(prediction.id, "log", event.data)
+            delivery.appended(services.append_checking_cancel(prediction.id, "log", event.data))
         else:
             result = event.data
     if result is None:

@@ -302,6 +302,11 @@ def cancel_requested(prediction_id: str) -> bool:
     return bool(events.sync_client().exists(_cancel_key(prediction_id)))
 
 
+def append_checking_cancel(prediction_id: str, type_: str, data: object) -> bool:
+    """A worker's event appended, and whether a cancel was requested, in one round trip."""
+    return events.append_watching(prediction_id, type_, data, _cancel_key(prediction_id))
+
+
 def cancel(prediction: Prediction) -> Prediction:
     """Idempotent. A queued prediction is canceled at once; a running one is flagged and
     its worker stops within one token and finishes it as canceled."""
