@@ -3,14 +3,15 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from models_hub import services
-from models_hub.models import ModelListing, Tag
-from portal.errors import Conflict
+from models_hub import services, versions
+from models_hub.forms import DeprecateVersionForm
+from models_hub.models import CALLABLE_STATUSES, SNAPSHOT_FIELDS, ModelListing, ModelVersion, Tag
+from portal.errors import Conflict, PortalError
 
 
 @admin.register(Tag)
@@ -20,8 +21,23 @@ class TagAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
+class ModelVersionInline(admin.TabularInline):
+    """Versions are written by publishing and never edited: read-only here."""
+
+    model = ModelVersion
+    fields = ["id", "created_at", "content_revision", "source", "deprecated_at", "retires_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(ModelListing)
 class ModelListingAdmin(admin.ModelAdmin):
+    inlines = [ModelVersionInline]
     list_display = [
         "name",
         "slug",
@@ -159,3 +175,71 @@ class ModelListingAdmin(admin.ModelAdmin):
             ModelListing.objects.filter(pk=listing.pk).update(
                 content_revision=F("content_revision") + 1
             )
+        if listing.status in CALLABLE_STATUSES:
+            # Staff edited a live listing: that is a publish, and callers run versions.
+            versions.ensure_current_version(listing, request.user)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "listing",
+        "created_at",
+        "content_revision",
+        "deprecated_at",
+        "retires_at",
+    ]
+    list_filter = [("deprecated_at", admin.EmptyFieldListFilter)]
+    search_fields = ["id", "listing__slug", "listing__name"]
+    list_select_related = ["listing"]
+    readonly_fields = [
+        "id",
+        "listing",
+        "content_revision",
+        *SNAPSHOT_FIELDS,
+        "published_by",
+        "created_at",
+        "deprecated_at",
+        "retires_at",
+        "deprecated_by",
+        "deprecation_reason",
+    ]
+    actions = ["deprecate"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Predictions point at versions, and pinned clients must get 410, not 404.
+        return False
+
+    @admin.action(description="Deprecate selected versions (set a retirement date, tell callers)")
+    def deprecate(
+        self, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
+        form = DeprecateVersionForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Deprecate versions",
+                "form": form,
+                "versions": queryset.select_related("listing"),
+            }
+            return render(request, "admin/models_hub/modelversion/deprecate.html", context)
+        done = 0
+        for version in queryset:
+            try:
+                versions.deprecate_version(
+                    version,
+                    form.cleaned_data["retires_at"],
+                    request.user,
+                    reason=form.cleaned_data["reason"],
+                    force=form.cleaned_data["force"],
+                )
+            except PortalError as exc:
+                self.message_user(request, f"{version}: {exc.message}", messages.ERROR)
+            else:
+                done += 1
+        self.message_user(request, f"{done} version(s) deprecated.", messages.SUCCESS)
+        return None

@@ -48,3 +48,11 @@ class EditListingForm(ListingForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["slug"].disabled = True
+
+
+class DeprecateVersionForm(forms.Form):
+    """Staff's deprecation of versions (admin action)."""
+
+    retires_at = forms.DateTimeField(help_text="UTC, e.g. 2027-01-31 00:00; 7 days ahead at least.")
+    reason = forms.CharField(required=False, widget=forms.Textarea, max_length=2000)
+    force = forms.BooleanField(required=False, help_text="Allow a retirement sooner than 7 days.")

@@ -172,6 +172,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "api/v1/webhooks/default": Endpoint(Access.API, ("GET", "PUT"), role=Role.ADMIN),
     "api/v1/models": PUBLIC,
     "api/v1/models/<slug:slug>": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
+    # As the model itself: public listings' versions are public, a private one's its org's.
+    "api/v1/models/<slug:slug>/versions": Endpoint(
+        Access.PUBLIC, role=None, params={"slug": "listing"}
+    ),
     "api/v1/predictions/<str:prediction_id>/stream": Endpoint(
         Access.API, role=None, params={"prediction_id": "prediction"}
     ),
