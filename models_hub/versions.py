@@ -121,8 +121,11 @@ def deprecate_version(
         raise InvalidInput(
             f"retires_at must be at least {MIN_NOTICE.days} days ahead.", param="retires_at"
         )
+    # Locks the version row only: the listing's publisher may be empty (an outer join).
     locked = (
-        ModelVersion.objects.select_for_update().select_related("listing__org").get(pk=version.pk)
+        ModelVersion.objects.select_for_update(of=("self",))
+        .select_related("listing__org")
+        .get(pk=version.pk)
     )
     if locked.is_retired(now):
         raise InvalidInput("This version is already retired.", param="retires_at")
