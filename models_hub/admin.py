@@ -6,6 +6,7 @@ from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from models_hub import services, versions
@@ -21,23 +22,8 @@ class TagAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
 
-class ModelVersionInline(admin.TabularInline):
-    """Versions are written by publishing and never edited: read-only here."""
-
-    model = ModelVersion
-    fields = ["id", "created_at", "content_revision", "source", "deprecated_at", "retires_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
 @admin.register(ModelListing)
 class ModelListingAdmin(admin.ModelAdmin):
-    inlines = [ModelVersionInline]
     list_display = [
         "name",
         "slug",
@@ -71,6 +57,7 @@ class ModelListingAdmin(admin.ModelAdmin):
         "published_at",
         "created_at",
         "updated_at",
+        "version_list",
     ]
     actions = ["publish", "return_to_draft", "deprecate"]
     fieldsets = [
@@ -110,7 +97,28 @@ class ModelListingAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Versions", {"fields": ["version_list"]}),
     ]
+
+    @admin.display(description="Versions (newest first)")
+    def version_list(self, listing: ModelListing) -> str:
+        """Read-only, and not an inline: versions are written by publishing, and the change
+        form posts nothing for them."""
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} (revision {}){}</li>',
+            (
+                (
+                    reverse("admin:models_hub_modelversion_change", args=[version.pk]),
+                    version.id,
+                    f"{version.created_at:%Y-%m-%d %H:%M}",
+                    version.content_revision,
+                    f", retires {version.retires_at:%Y-%m-%d %H:%M}" if version.retires_at else "",
+                )
+                for version in listing.versions.all()
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows) if rows else "None yet: publishing writes one."
 
     @admin.display(description="Publisher", ordering="org__name")
     def publisher(self, listing: ModelListing) -> str:
