@@ -215,7 +215,9 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     )
     if not claimed:
         return None
-    prediction = Prediction.objects.select_related("model", "version", "org").get(pk=prediction_id)
+    prediction = Prediction.objects.select_related("model", "version__listing", "org").get(
+        pk=prediction_id
+    )
     prediction.queue_time = (now - prediction.created_at).total_seconds()
     prediction.save(update_fields=["queue_time"])
     events.append(prediction_id, "status", {"status": Status.PROCESSING})

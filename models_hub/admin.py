@@ -185,7 +185,8 @@ class ModelListingAdmin(admin.ModelAdmin):
             )
         if listing.status in CALLABLE_STATUSES:
             # Staff edited a live listing: that is a publish, and callers run versions.
-            versions.ensure_current_version(listing, request.user)
+            saved = ModelListing.objects.get(pk=listing.pk)  # with its bumped revision
+            versions.ensure_current_version(saved, request.user)
 
 
 @admin.register(ModelVersion)

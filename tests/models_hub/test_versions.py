@@ -8,6 +8,7 @@ model; admission only needs a worker announced for the queue.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -323,6 +324,35 @@ def test_staff_deprecate_from_admin(client, echo, v1, staff):
     assert v1.deprecated_at and v1.deprecation_reason == "Old weights"
     listing_page = client.get(f"/admin/models_hub/modellisting/{echo.pk}/change/")
     assert v1.id.encode() in listing_page.content
+
+
+def test_a_staff_edit_of_a_live_listing_in_admin_is_a_new_version(client, echo, v1, staff):
+    client.force_login(staff)
+    form = {
+        "name": echo.name,
+        "slug": echo.slug,
+        "summary": echo.summary,
+        "task": echo.task,
+        "source": echo.source,
+        "visibility": "public",
+        "status": "published",
+        "dtype": "auto",
+        "queue": "cpu",
+        "time_limit_seconds": 60,
+        "max_context": 64,
+        "input_schema": json.dumps(echo.input_schema),
+        "example_input": "{}",
+        "default_params": "{}",
+        "max_params": "{}",
+        "options": json.dumps(echo.options),
+    }
+    change = f"/admin/models_hub/modellisting/{echo.pk}/change/"
+    assert client.post(change, form).status_code == 302
+    newest = echo.versions.first()
+    assert newest != v1 and newest.time_limit_seconds == 60
+    assert newest.content_revision == ModelListing.objects.get(pk=echo.pk).content_revision
+    assert client.post(change, form).status_code == 302  # nothing changed: no new version
+    assert echo.versions.count() == 2
 
 
 # --- Telling callers ---------------------------------------------------------------------
