@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from models_hub import services, versions
-from models_hub.forms import DeprecateVersionForm
+from models_hub.forms import StaffDeprecateVersionForm
 from models_hub.models import CALLABLE_STATUSES, SNAPSHOT_FIELDS, ModelListing, ModelVersion, Tag
 from portal.errors import Conflict, PortalError
 
@@ -227,7 +227,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def deprecate(
         self, request: HttpRequest, queryset: QuerySet[ModelVersion]
     ) -> HttpResponse | None:
-        form = DeprecateVersionForm(request.POST if "apply" in request.POST else None)
+        form = StaffDeprecateVersionForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
             context = {
                 **self.admin_site.each_context(request),

@@ -304,6 +304,24 @@ def test_publishers_admins_deprecate_their_own_versions_with_notice(
     assert (done.status, done.retires_at, done.deprecated_by) == ("deprecated", later, owner)
 
 
+def test_publishers_deprecate_from_their_publish_page(
+    private_version, org, owner, teammate, client_for
+):
+    url = f"/models/publish/acme-secret-model/versions/{private_version.id}/deprecate/"
+    page = client_for(owner, org).get("/models/publish/")
+    assert url.encode() in page.content
+    later = (timezone.now() + timedelta(days=9)).strftime("%Y-%m-%dT%H:%M")
+    assert client_for(teammate, org).post(url, {"retires_at": later}).status_code == 403
+    too_soon = (timezone.now() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    assert client_for(owner, org).post(url, {"retires_at": too_soon}).status_code == 302
+    private_version.refresh_from_db()
+    assert private_version.deprecated_at is None
+    assert client_for(owner, org).post(url, {"retires_at": later}).status_code == 302
+    private_version.refresh_from_db()
+    assert private_version.status == "deprecated"
+    assert private_version.retires_at.strftime("%Y-%m-%dT%H:%M") == later
+
+
 def test_the_operators_versions_are_deprecated_by_staff_only(v1, owner):
     with pytest.raises(NotAllowed):
         versions.deprecate_version(v1, timezone.now() + timedelta(days=8), owner)
