@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from models_hub import deprecations
@@ -50,7 +50,7 @@ def ensure_current_version(
     return record_version(listing, actor)
 
 
-def live_versions(listing: ModelListing, now: datetime | None = None):
+def live_versions(listing: ModelListing, now: datetime | None = None) -> QuerySet[ModelVersion]:
     now = now or timezone.now()
     return listing.versions.filter(Q(retires_at__isnull=True) | Q(retires_at__gt=now))
 
@@ -83,7 +83,7 @@ def version_to_run(listing: ModelListing, version_id: str | None) -> ModelVersio
         raise Gone(
             f"Version {version_id} of {listing.slug} was retired on "
             f"{version.retires_at:%Y-%m-%d %H:%M} UTC; call {listing.slug} or pin a newer "
-            "version (GET /api/v1/models/{slug}/versions lists them).",
+            f"version (GET /api/v1/models/{listing.slug}/versions lists them).",
             code="version_retired",
             param="model",
         )
@@ -114,7 +114,8 @@ def deprecate_version(
 ) -> ModelVersion:
     """Marks the version deprecated, retiring on `retires_at`, and tells each org that
     called it in the last 90 days once (a repeat or retry tells nobody twice; it may move
-    `retires_at`). Already retired versions are left alone."""
+    `retires_at`, but orgs already told are not told again). A retired version stays
+    retired (InvalidInput)."""
     _check_may_deprecate(version, actor, force)
     now = timezone.now()
     if not force and retires_at < now + MIN_NOTICE:
