@@ -122,7 +122,10 @@ class Delivery:
 
 
 def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
-    spec = prediction.model.runtime_spec
+    # The version's frozen spec: what the caller pinned (or was the newest at admission),
+    # whatever the listing became since.
+    run = prediction.version or prediction.model
+    spec = run.runtime_spec
     runner = get_runner(spec.task)
     log_lines: list[str] = []
     result: Result | None = None

@@ -47,6 +47,15 @@ class Prediction(models.Model):
     model = models.ForeignKey(
         "models_hub.ModelListing", on_delete=models.PROTECT, related_name="predictions"
     )
+    # The version that ran (pinned by the caller, or the newest live one at admission);
+    # empty for listings never published as a version, which run as they are.
+    version = models.ForeignKey(
+        "models_hub.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="predictions",
+    )
     source = models.CharField(max_length=12, choices=Source.choices, default=Source.API)
     status = models.CharField(
         max_length=12, choices=Status.choices, default=Status.STARTING, db_index=True

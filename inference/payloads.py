@@ -28,6 +28,7 @@ def prediction_payload(prediction: Prediction, base_url: str | None = None) -> d
     return {
         "id": prediction.id,
         "model": prediction.model.slug,
+        "version": prediction.version_id,
         "status": prediction.status,
         "input": prediction.input,
         "output": prediction.output,

@@ -20,8 +20,9 @@ from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
 from inference.presence import queue_has_worker
-from models_hub.models import ModelListing
+from models_hub.models import ModelListing, ModelVersion
 from models_hub.validation import validate_input
+from models_hub.versions import split_model_ref, version_to_run
 from portal import metrics, ratelimit
 from portal.auth import Principal
 from portal.connections import give_back_db_connection
@@ -51,6 +52,15 @@ class PredictionRequest:
     max_cost: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a call runs: the listing as its version froze it (or as it is, when it has no
+    version yet), and that version."""
+
+    listing: ModelListing
+    version: ModelVersion | None
+
+
 def find_listing(principal: Principal, slug: str) -> ModelListing:
     listing = ModelListing.objects.callable_by(principal.org).filter(slug=slug).first()
     if listing is None:
@@ -58,11 +68,21 @@ def find_listing(principal: Principal, slug: str) -> ModelListing:
     return listing
 
 
+def find_target(principal: Principal, model: str) -> Target:
+    """`slug` (its newest live version) or `slug:<version>` (that one). The listing is
+    looked up first, so another org's private listing is "not found" like a missing one,
+    whatever version is named."""
+    slug, version_id = split_model_ref(model)
+    listing = find_listing(principal, slug)
+    version = version_to_run(listing, version_id)
+    return Target(version.as_listing() if version else listing, version)
+
+
 def quote(principal: Principal, model: str, data: dict) -> metering.Quote:
     """The cost of a call with this input, found and validated as admission would."""
     if not principal.has_scope("predict"):
         raise NotAllowed("This token lacks the 'predict' scope.", code="missing_scope")
-    listing = find_listing(principal, model)
+    listing = find_target(principal, model).listing
     if not principal.allows_model(listing.slug):
         raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
     return metering.quote(listing, validate_input(listing, data))
@@ -108,7 +128,8 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     """
     if not principal.has_scope("predict"):
         raise NotAllowed("This token lacks the 'predict' scope.", code="missing_scope")
-    listing = find_listing(principal, request.model)
+    target = find_target(principal, request.model)
+    listing = target.listing
     if not principal.allows_model(listing.slug):
         raise NotAllowed(f"This token may not call {listing.slug}.", code="model_not_allowed")
     state = _check_entitlement(principal, listing)
@@ -128,6 +149,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             token=principal.token,
             user=principal.user if principal.user and principal.user.pk else None,
             model=listing,
+            version=target.version,
             source=request.source,
             input=validated,
             queue=listing.queue,
@@ -193,7 +215,9 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     )
     if not claimed:
         return None
-    prediction = Prediction.objects.select_related("model", "org").get(pk=prediction_id)
+    prediction = Prediction.objects.select_related("model", "version__listing", "org").get(
+        pk=prediction_id
+    )
     prediction.queue_time = (now - prediction.created_at).total_seconds()
     prediction.save(update_fields=["queue_time"])
     events.append(prediction_id, "status", {"status": Status.PROCESSING})

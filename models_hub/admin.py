@@ -3,14 +3,16 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from models_hub import services
-from models_hub.models import ModelListing, Tag
-from portal.errors import Conflict
+from models_hub import services, versions
+from models_hub.forms import StaffDeprecateVersionForm
+from models_hub.models import CALLABLE_STATUSES, SNAPSHOT_FIELDS, ModelListing, ModelVersion, Tag
+from portal.errors import Conflict, PortalError
 
 
 @admin.register(Tag)
@@ -55,6 +57,7 @@ class ModelListingAdmin(admin.ModelAdmin):
         "published_at",
         "created_at",
         "updated_at",
+        "version_list",
     ]
     actions = ["publish", "return_to_draft", "deprecate"]
     fieldsets = [
@@ -94,7 +97,28 @@ class ModelListingAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Versions", {"fields": ["version_list"]}),
     ]
+
+    @admin.display(description="Versions (newest first)")
+    def version_list(self, listing: ModelListing) -> str:
+        """Read-only, and not an inline: versions are written by publishing, and the change
+        form posts nothing for them."""
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} (revision {}){}</li>',
+            (
+                (
+                    reverse("admin:models_hub_modelversion_change", args=[version.pk]),
+                    version.id,
+                    f"{version.created_at:%Y-%m-%d %H:%M}",
+                    version.content_revision,
+                    f", retires {version.retires_at:%Y-%m-%d %H:%M}" if version.retires_at else "",
+                )
+                for version in listing.versions.all()
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows) if rows else "None yet: publishing writes one."
 
     @admin.display(description="Publisher", ordering="org__name")
     def publisher(self, listing: ModelListing) -> str:
@@ -159,3 +183,72 @@ class ModelListingAdmin(admin.ModelAdmin):
             ModelListing.objects.filter(pk=listing.pk).update(
                 content_revision=F("content_revision") + 1
             )
+        if listing.status in CALLABLE_STATUSES:
+            # Staff edited a live listing: that is a publish, and callers run versions.
+            saved = ModelListing.objects.get(pk=listing.pk)  # with its bumped revision
+            versions.ensure_current_version(saved, request.user)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "listing",
+        "created_at",
+        "content_revision",
+        "deprecated_at",
+        "retires_at",
+    ]
+    list_filter = [("deprecated_at", admin.EmptyFieldListFilter)]
+    search_fields = ["id", "listing__slug", "listing__name"]
+    list_select_related = ["listing"]
+    readonly_fields = [
+        "id",
+        "listing",
+        "content_revision",
+        *SNAPSHOT_FIELDS,
+        "published_by",
+        "created_at",
+        "deprecated_at",
+        "retires_at",
+        "deprecated_by",
+        "deprecation_reason",
+    ]
+    actions = ["deprecate"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Predictions point at versions, and pinned clients must get 410, not 404.
+        return False
+
+    @admin.action(description="Deprecate selected versions (set a retirement date, tell callers)")
+    def deprecate(
+        self, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
+        form = StaffDeprecateVersionForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Deprecate versions",
+                "form": form,
+                "versions": queryset.select_related("listing"),
+            }
+            return render(request, "admin/models_hub/modelversion/deprecate.html", context)
+        done = 0
+        for version in queryset:
+            try:
+                versions.deprecate_version(
+                    version,
+                    form.cleaned_data["retires_at"],
+                    request.user,
+                    reason=form.cleaned_data["reason"],
+                    force=form.cleaned_data["force"],
+                )
+            except PortalError as exc:
+                self.message_user(request, f"{version}: {exc.message}", messages.ERROR)
+            else:
+                done += 1
+        self.message_user(request, f"{done} version(s) deprecated.", messages.SUCCESS)
+        return None

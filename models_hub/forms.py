@@ -48,3 +48,19 @@ class EditListingForm(ListingForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["slug"].disabled = True
+
+
+class DeprecateVersionForm(forms.Form):
+    """A publisher's deprecation of one of its versions (the publish page)."""
+
+    retires_at = forms.DateTimeField(
+        help_text="UTC, 7 days ahead at least; pinned calls are refused from then on.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    reason = forms.CharField(required=False, widget=forms.Textarea, max_length=2000)
+
+
+class StaffDeprecateVersionForm(DeprecateVersionForm):
+    """Staff's deprecation of versions (admin action): they may retire at short notice."""
+
+    force = forms.BooleanField(required=False, help_text="Allow a retirement sooner than 7 days.")

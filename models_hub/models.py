@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import secrets
+from datetime import datetime
 from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as SchemaViolation
@@ -237,3 +241,111 @@ class ModelListing(models.Model):
         return TimeLimits(
             self.time_limit_seconds, self.time_limit_seconds + HARD_TIME_LIMIT_GRACE_SECONDS
         )
+
+
+# What a version freezes: everything the runner, input validation, pricing of the worst
+# case and dispatch read from a listing. Names and text stay the listing's (not a run).
+SNAPSHOT_FIELDS = (
+    "task",
+    "source",
+    "revision",
+    "dtype",
+    "max_context",
+    "default_params",
+    "max_params",
+    "options",
+    "queue",
+    "time_limit_seconds",
+    "input_schema",
+)
+VERSION_ID_BYTES = 6  # 12 lowercase hex characters
+
+
+def new_version_id() -> str:
+    return secrets.token_hex(VERSION_ID_BYTES)
+
+
+class VersionStatus(models.TextChoices):
+    CURRENT = "current"
+    DEPRECATED = "deprecated"
+
+
+class ModelVersion(models.Model):
+    """One publish of a listing, frozen: pinned calls (`slug:<id>`) run exactly this, however
+    the listing changes afterwards; unpinned calls run the newest version not yet retired."""
+
+    id = models.CharField(
+        primary_key=True, max_length=2 * VERSION_ID_BYTES, default=new_version_id, editable=False
+    )
+    listing = models.ForeignKey(ModelListing, on_delete=models.CASCADE, related_name="versions")
+    # The listing's content_revision that was published.
+    content_revision = models.PositiveIntegerField()
+    task = models.CharField(max_length=40, choices=Task.choices)
+    source = models.CharField(max_length=500)
+    revision = models.CharField(max_length=100, blank=True)
+    dtype = models.CharField(max_length=10, choices=Dtype.choices, default=Dtype.AUTO)
+    max_context = models.PositiveIntegerField(null=True, blank=True)
+    default_params = models.JSONField(default=dict, blank=True)
+    max_params = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=64, default="cpu")
+    time_limit_seconds = models.PositiveIntegerField(default=300)
+    input_schema = models.JSONField(default=dict)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    deprecated_at = models.DateTimeField(null=True, blank=True)
+    # Pinned calls answer 410 from then on; unpinned calls moved on to a newer version.
+    retires_at = models.DateTimeField(null=True, blank=True)
+    deprecated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deprecation_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-content_revision"]
+        indexes = [models.Index(fields=["listing", "-created_at"], name="version_listing_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.listing_id}:{self.id}"
+
+    @property
+    def status(self) -> str:
+        return VersionStatus.DEPRECATED if self.deprecated_at else VersionStatus.CURRENT
+
+    def is_retired(self, now: datetime | None = None) -> bool:
+        return self.retires_at is not None and self.retires_at <= (now or timezone.now())
+
+    def snapshot_differs(self, listing: ModelListing) -> bool:
+        return any(getattr(self, name) != getattr(listing, name) for name in SNAPSHOT_FIELDS)
+
+    def as_listing(self) -> ModelListing:
+        """The listing as this version runs it: an unsaved copy carrying the snapshot, so
+        validation, pricing and dispatch read what runs. Never save it."""
+        frozen = copy.copy(self.listing)
+        for name in SNAPSHOT_FIELDS:
+            setattr(frozen, name, copy.deepcopy(getattr(self, name)))
+        return frozen
+
+    @property
+    def runtime_spec(self) -> ModelSpec:
+        return self.as_listing().runtime_spec
+
+
+class DeprecationNotice(models.Model):
+    """An org told that a version it called is deprecated (owners' e-mail, `model.deprecated`
+    webhook): the unique key makes a retried or repeated deprecation tell each org once."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="notices")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "org"], name="uniq_deprecation_notice")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.org}"

@@ -21,6 +21,7 @@ from django.utils.text import slugify
 from inference.spec import SourceError, SourceKind, parse_source
 from models_hub.models import ListingStatus, ModelListing, Tag, Task
 from models_hub.schemas import DEFAULT_MAX_NEW_TOKENS_CAP, default_schema
+from models_hub.versions import record_version
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import Organization, Role
 from portal.services import audit, require_role
@@ -244,6 +245,11 @@ def publish_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
         published_at=now,
         review_note="",
     )
+    # Each publish freezes exactly what went out (read back: the rows the UPDATE moved).
+    for listing in ModelListing.objects.filter(
+        pk__in=[t.pk for t in targets], status=ListingStatus.PUBLISHED, published_at=now
+    ):
+        record_version(listing, reviewer)
     _audit_review(targets, reviewer, "model.published")
     return published
 

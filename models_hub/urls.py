@@ -11,5 +11,10 @@ urlpatterns = [
     path("publish/<slug:slug>/edit/", views.publish_edit, name="publish_edit"),
     path("publish/<slug:slug>/submit/", views.publish_submit, name="publish_submit"),
     path("publish/<slug:slug>/withdraw/", views.publish_withdraw, name="publish_withdraw"),
+    path(
+        "publish/<slug:slug>/versions/<str:version>/deprecate/",
+        views.publish_deprecate_version,
+        name="publish_deprecate_version",
+    ),
     path("<slug:slug>/", views.model_detail, name="model_detail"),
 ]

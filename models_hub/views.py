@@ -14,9 +14,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from billing.account import terms_for
-from models_hub import catalog, services
-from models_hub.forms import CatalogFilterForm, EditListingForm, ListingForm
-from models_hub.models import ModelListing, Tag
+from models_hub import catalog, services, versions
+from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
+from models_hub.models import ModelListing, ModelVersion, Tag
 from models_hub.snippets import snippets_for
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.models import Organization, Role
@@ -108,7 +108,7 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @org_member_required(Role.ADMIN)
 def publish_list(request: HttpRequest) -> HttpResponse:
-    listings = ModelListing.objects.filter(org=request.org).prefetch_related("tags")
+    listings = ModelListing.objects.filter(org=request.org).prefetch_related("tags", "versions")
     return render(request, "models_hub/publish_list.html", {"listings": listings})
 
 
@@ -199,5 +199,29 @@ def publish_withdraw(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         lambda: services.withdraw_submission(request.org, request.user, slug),
         "Withdrawn from review; it is a draft again.",
+    )
+    return redirect("publish_list")
+
+
+@org_member_required(Role.ADMIN)
+@require_POST
+def publish_deprecate_version(request: HttpRequest, slug: str, version: str) -> HttpResponse:
+    found = (
+        ModelVersion.objects.filter(listing__org=request.org, listing__slug=slug, pk=version)
+        .select_related("listing__org")
+        .first()
+    )
+    if found is None:
+        raise Http404("Version not found.")
+    form = DeprecateVersionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose when the version retires (7 days ahead at least).")
+        return redirect("publish_list")
+    run_service(
+        request,
+        lambda: versions.deprecate_version(
+            found, form.cleaned_data["retires_at"], request.user, reason=form.cleaned_data["reason"]
+        ),
+        f"Version {found.id} is deprecated; the orgs that called it lately are told.",
     )
     return redirect("publish_list")

@@ -50,6 +50,14 @@ class Conflict(PortalError):
     code = "conflict"
 
 
+class Gone(PortalError):
+    """It existed and is gone for good (a retired model version): retrying will not help."""
+
+    status = 410
+    type = "invalid_request_error"
+    code = "gone"
+
+
 class RateLimited(PortalError):
     status = 429
     type = "rate_limit_error"

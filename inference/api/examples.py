@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiExample
 PREDICTION = {
     "id": "q3l8m1v0c2x7k9d4f6h5j0a1",
     "model": "smollm2-135m-instruct",
+    "version": "5c7d5dc6dd8b",
     "status": "succeeded",
     "input": {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 32},
     "output": "Silicon rivers\nthousands of small minds at once\nwarm the winter room",
@@ -32,6 +33,14 @@ PREDICTION = {
     "data_removed": False,
 }
 
+PINNED_REQUEST = OpenApiExample(
+    "Pin a version",
+    request_only=True,
+    value={
+        "model": "smollm2-135m-instruct:5c7d5dc6dd8b",
+        "input": {"prompt": "Write a haiku about GPUs.", "max_new_tokens": 32},
+    },
+)
 CREATE_REQUEST = OpenApiExample(
     "Generate text",
     request_only=True,

@@ -30,7 +30,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid token",
         402: "No plan includes the model, or quota exhausted",
         403: "Token lacks the scope or the model",
-        404: "Unknown model or prediction (another org's is the same)",
+        404: "Unknown model, version or prediction (another org's is the same)",
+        410: "The pinned model version is retired (`version_retired`)",
         413: "Body too large",
         429: "Rate limited (see Retry-After)",
         503: "No worker serves the model's queue",
@@ -44,6 +45,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
+MODEL = {
+    "type": "string",
+    "description": "A model slug, or `slug:<version id>` to pin a version.",
+}
 MESSAGE = {
     "type": "object",
     "required": ["role", "content"],
@@ -166,7 +171,7 @@ def _post(
                     "description": "OK",
                     "content": _ok_content(request, response, response_example),
                 },
-                **_errors(400, 401, 402, 403, 404, 413, 429, 503),
+                **_errors(400, 401, 402, 403, 404, 410, 413, 429, 503),
             },
         }
     }
@@ -176,7 +181,7 @@ CHAT_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
     "properties": {
-        "model": {"type": "string"},
+        "model": MODEL,
         "messages": {"type": "array", "minItems": 1, "items": MESSAGE},
         **GENERATION_PARAMS,
     },
@@ -184,13 +189,13 @@ CHAT_REQUEST = {
 COMPLETION_REQUEST = {
     "type": "object",
     "required": ["model", "prompt"],
-    "properties": {"model": {"type": "string"}, "prompt": {"type": "string"}, **GENERATION_PARAMS},
+    "properties": {"model": MODEL, "prompt": {"type": "string"}, **GENERATION_PARAMS},
 }
 EMBEDDING_REQUEST = {
     "type": "object",
     "required": ["model", "input"],
     "properties": {
-        "model": {"type": "string"},
+        "model": MODEL,
         "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "encoding_format": {"type": "string", "enum": ["float", "base64"]},
     },
@@ -390,7 +395,10 @@ PATHS = {
 
 # Every API operation may answer these (API.md, "Errors"); DRF views raise them from
 # authentication, validation and scoping without declaring each one.
-COMMON_ERRORS = {"get": (400, 401, 403, 404, 429), "post": (400, 401, 402, 403, 404, 413, 429, 503)}
+COMMON_ERRORS = {
+    "get": (400, 401, 403, 404, 429),
+    "post": (400, 401, 402, 403, 404, 410, 413, 429, 503),
+}
 
 
 def _document_common_errors(paths: dict) -> None:

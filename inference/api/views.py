@@ -17,10 +17,17 @@ from portal.api.permissions import CanPredict, CanRead, HasOrg
 from portal.api.views import OrgScopedViewSet
 
 MAX_INPUT_KEYS = 64
+# A slug, or slug:<version id> (models_hub.versions.split_model_ref says which is which).
+MODEL_REF = r"^[-a-zA-Z0-9_]+(?::[a-z0-9]+)?\Z"
+MODEL_REF_MAX_LENGTH = 120
 
 
 class PredictionCreateSerializer(serializers.Serializer):
-    model = serializers.SlugField(max_length=100)
+    model = serializers.RegexField(
+        MODEL_REF,
+        max_length=MODEL_REF_MAX_LENGTH,
+        help_text="A model slug, or `slug:<version id>` to pin a version.",
+    )
     input = serializers.DictField()
     stream = serializers.BooleanField(required=False, default=False)
     webhook = serializers.CharField(required=False, allow_blank=True, max_length=1000)
@@ -49,6 +56,9 @@ class PredictionSerializer(serializers.Serializer):
 
     id = serializers.CharField()
     model = serializers.CharField()
+    version = serializers.CharField(
+        allow_null=True, help_text="The model version that ran; null for an unversioned model."
+    )
     status = serializers.ChoiceField(choices=Status.choices)
     input = serializers.DictField()
     output = serializers.JSONField(allow_null=True)
@@ -151,7 +161,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     @extend_schema(
         request=PredictionCreateSerializer,
         responses={201: PredictionSerializer},
-        examples=[examples.CREATE_REQUEST, examples.CREATED],
+        examples=[examples.CREATE_REQUEST, examples.PINNED_REQUEST, examples.CREATED],
         parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from models_hub.catalog import pricing_for_many
-from models_hub.models import ModelListing, Task
+from models_hub.models import ModelListing, ModelVersion, Task, VersionStatus
 
 
 class CatalogQuerySerializer(serializers.Serializer):
@@ -100,3 +100,13 @@ class ModelDetailSerializer(ModelSummarySerializer):
     @extend_schema_field(RuntimeSerializer)
     def get_runtime(self, listing: ModelListing) -> dict[str, Any]:
         return RuntimeSerializer(listing).data
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    """API.md's version item: "deprecated" once its publisher set a retirement date."""
+
+    status = serializers.ChoiceField(choices=VersionStatus.choices)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "created_at", "status", "retires_at"]

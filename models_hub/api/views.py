@@ -17,6 +17,7 @@ from models_hub.api.serializers import (
     CatalogQuerySerializer,
     ModelDetailSerializer,
     ModelSummarySerializer,
+    ModelVersionSerializer,
 )
 from portal.auth import Principal
 from portal.models import Organization
@@ -64,6 +65,25 @@ DETAIL_EXAMPLE = OpenApiExample(
     },
 )
 
+VERSIONS_EXAMPLE = OpenApiExample(
+    "Newest first",
+    response_only=True,
+    value=[
+        {
+            "id": "5c7d5dc6dd8b",
+            "created_at": "2026-11-20T09:30:00Z",
+            "status": "current",
+            "retires_at": None,
+        },
+        {
+            "id": "a41f09be2c10",
+            "created_at": "2026-10-02T14:05:00Z",
+            "status": "deprecated",
+            "retires_at": "2026-12-31T00:00:00Z",
+        },
+    ],
+)
+
 
 def caller_org(request: Request) -> Organization | None:
     return request.auth.org if isinstance(request.auth, Principal) else None
@@ -100,3 +120,20 @@ class ModelDetailView(GenericAPIView):
     def get(self, request: Request, slug: str) -> Response:
         listing = catalog.get_listing(caller_org(request), slug)
         return Response(self.get_serializer(listing).data)
+
+
+class ModelVersionsView(GenericAPIView):
+    """A model's versions, newest first; pin one with `"model": "slug:<id>"`."""
+
+    permission_classes = [AllowAny]
+    serializer_class = ModelVersionSerializer
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="models_versions_list",
+        responses=ModelVersionSerializer(many=True),
+        examples=[VERSIONS_EXAMPLE],
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        listing = catalog.get_listing(caller_org(request), slug)
+        return Response(self.get_serializer(listing.versions.all(), many=True).data)

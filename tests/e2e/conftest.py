@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from billing.demo import load_demo_plans
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ModelListing
+from models_hub.versions import ensure_current_version
 from tests.billing.conftest import STRIPE_KEY, WEBHOOK_SECRET, FakeStripe, _handler
 from tests.conftest import PASSWORD
 from tests.livestack import ROOT, Stack, running_stack
@@ -150,6 +151,7 @@ def catalog(transactional_db) -> dict[str, ModelListing]:
     smollm2.default_params = {**smollm2.default_params, "max_new_tokens": 24}
     smollm2.example_input = {**smollm2.example_input, "max_new_tokens": 24}
     smollm2.save(update_fields=["max_params", "default_params", "example_input"])
+    ensure_current_version(smollm2)  # callers run versions: publish the capped one
     return listings
 
 

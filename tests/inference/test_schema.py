@@ -10,6 +10,7 @@ EXPECTED_PATHS = {
     "/api/v1/account",
     "/api/v1/models",
     "/api/v1/models/{slug}",
+    "/api/v1/models/{slug}/versions",
     "/api/v1/predictions",
     "/api/v1/predictions/{id}",
     "/api/v1/predictions/{id}/cancel",

@@ -29,6 +29,7 @@ from drf_spectacular.generators import SchemaGenerator
 from billing.models import Plan
 from inference.models import Prediction, Status
 from models_hub.models import ListingStatus, ModelListing, Visibility
+from models_hub.versions import record_version
 from portal import services
 from portal.middleware import API_PREFIXES
 from portal.models import ApiToken, Invitation, Membership, Organization, Role
@@ -79,7 +80,7 @@ API_GET = Endpoint(Access.API, role=None)
 API_POST = Endpoint(Access.API, ("POST",), role=None)
 
 # Objects that belong to an org: another org must get 404 for them.
-TENANT_KINDS = {"membership", "invitation", "token", "listing", "prediction"}
+TENANT_KINDS = {"membership", "invitation", "token", "listing", "version", "prediction"}
 
 # Keyed by the route as Django joins it (ResolverMatch.route).
 ENDPOINTS: dict[str, Endpoint] = {
@@ -123,6 +124,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "models/publish/<slug:slug>/withdraw/": Endpoint(
         Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "listing"}
+    ),
+    "models/publish/<slug:slug>/versions/<str:version>/deprecate/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "listing", "version": "version"}
     ),
     # Public for public listings; an org's private listing is 404 to everyone else.
     "models/<slug:slug>/": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
@@ -172,6 +176,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "api/v1/webhooks/default": Endpoint(Access.API, ("GET", "PUT"), role=Role.ADMIN),
     "api/v1/models": PUBLIC,
     "api/v1/models/<slug:slug>": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
+    # As the model itself: public listings' versions are public, a private one's its org's.
+    "api/v1/models/<slug:slug>/versions": Endpoint(
+        Access.PUBLIC, role=None, params={"slug": "listing"}
+    ),
     "api/v1/predictions/<str:prediction_id>/stream": Endpoint(
         Access.API, role=None, params={"prediction_id": "prediction"}
     ),
@@ -296,6 +304,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         visibility=Visibility.PRIVATE,
         input_schema=echo_listing.input_schema,
     )
+    version = record_version(listing)
     prediction = Prediction.objects.create(
         org=org, user=owner, model=listing, input={"prompt": "secret"}, status=Status.PROCESSING
     )
@@ -310,6 +319,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "invitation_key": issued.signed_key,
         "membership": str(membership.pk),
         "listing": listing.slug,
+        "version": version.id,
         "plan": plan.slug,
     }
     missing = {
@@ -319,6 +329,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "invitation_key": "not-a-signed-key",
         "membership": "987654321",
         "listing": "no-such-model-anywhere",
+        "version": "0" * len(version.id),
         "plan": "no-such-plan",
     }
     return Objects(org, real, missing, prediction, token, issued.invitation, membership, listing)
@@ -542,6 +553,7 @@ def _assert_untouched(objects: Objects) -> None:
     assert objects.membership.role == Role.MEMBER
     assert objects.listing.status == ListingStatus.PUBLISHED
     assert objects.listing.name == "Acme private model"
+    assert not objects.listing.versions.filter(deprecated_at__isnull=False).exists()
     assert objects.prediction.status == Status.PROCESSING
     assert objects.prediction.cancel_requested_at is None
 

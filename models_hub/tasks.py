@@ -1,0 +1,26 @@
+import logging
+
+from celery import shared_task
+
+from inference.webhooks import DeliveryFailed, WebhookRefused
+from models_hub import deprecations
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def deliver_deprecation_notice(notice_id: int) -> None:
+    """The `model.deprecated` event of one notice to the org's account webhook; retried with
+    backoff (same webhook-id) while the receiver fails, dropped if the URL is refused."""
+    try:
+        deprecations.deliver(notice_id)
+    except WebhookRefused as exc:
+        # Where the URL points now is not allowed; a retry would ask the same question.
+        logger.warning("deprecation notice %s webhook not sent: %s", notice_id, exc.message)
