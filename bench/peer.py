@@ -490,21 +490,24 @@ async def echo_check(target: Target) -> float:
     return elapsed
 
 
+def target_pids(target: Target, stack: Stack) -> set[int]:
+    """The processes whose CPU a round of this target is charged with (none: the floor)."""
+    if target.name == "portal":
+        return portal_pids(stack.env["DATABASE_URL"])
+    if target.name == "litellm" and target.pgid is not None:
+        return group_pids(target.pgid)
+    return set()
+
+
 def measured_round(target: Target, clients: int, seconds: float, stack: Stack) -> RoundResult:
     """One round, with the CPU of the target's own processes around it."""
-    if target.name == "portal":
-        pids = portal_pids(stack.env["DATABASE_URL"])
-    elif target.pgid is not None:
-        pids = group_pids(target.pgid)
-    else:
-        pids = set()
+    pids = target_pids(target, stack)
     before = cpu_snapshot(pids)
     result = asyncio.run(load_round(target, clients, seconds))
     if pids:
         # Processes may have started during the round (pool connections, pool children).
-        again = pids | (portal_pids(stack.env["DATABASE_URL"]) if target.name == "portal"
-                        else group_pids(target.pgid or 0))  # fmt: skip
-        result.cpu_s = cpu_seconds(before, cpu_snapshot(again))
+        after = cpu_snapshot(pids | target_pids(target, stack))
+        result.cpu_s = cpu_seconds(before, after)
     return result
 
 
