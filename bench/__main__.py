@@ -3,7 +3,8 @@ spread, written to bench/RESULTS.md (`make bench`).
 
 The runtime and admission benchmarks run first, with no stack up to compete for the CPU;
 then one real stack (bench/stack.py: fresh PostgreSQL database, Redis, Celery worker,
-uvicorn) serves the pipeline, /v1 TTFT and idle-stream benchmarks in turn. Every
+uvicorn) serves the pipeline, /v1 TTFT, idle-stream and peer (LiteLLM) benchmarks in
+turn. Every
 benchmark runs in a spawned child process (bench/isolate.py); the stack, the extra web
 processes and the bench databases belong to this process and are stopped and dropped
 whatever happens.
@@ -28,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import admission, batching, openai_ttft, pipeline, runtime, streams
+from bench import admission, batching, openai_ttft, peer, pipeline, runtime, streams
 from bench.isolate import in_child
 from bench.stack import ROOT, Stack, fresh_database, raise_fd_limit, running_stack, web_server
 
 # In run order: the first three need no stack, the rest share one.
-BENCHMARKS = ("runtime", "batching", "admission", "pipeline", "openai_ttft", "streams")
-STACK_BENCHMARKS = ("pipeline", "openai_ttft", "streams")
+BENCHMARKS = ("runtime", "batching", "admission", "pipeline", "openai_ttft", "streams", "peer")
+STACK_BENCHMARKS = ("pipeline", "openai_ttft", "streams", "peer")
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DASH = "\u2013"  # en dash, between the ends of a range
 TIMES = "\u00d7"  # the unit of a ratio
@@ -55,6 +56,7 @@ class Profile:
     openai_ttft: dict[str, Any]
     streams: int
     streams_rounds: int
+    peer: dict[str, Any]
 
 
 FULL = Profile(
@@ -66,6 +68,7 @@ FULL = Profile(
     openai_ttft={"repeats": 15},
     streams=5000,
     streams_rounds=3,
+    peer={"seconds": 10, "rounds": 3},
 )
 # A few minutes on a small machine: enough to see that every part works, not to judge.
 QUICK = Profile(
@@ -77,6 +80,7 @@ QUICK = Profile(
     openai_ttft={"repeats": 5},
     streams=200,
     streams_rounds=3,
+    peer={"seconds": 2, "rounds": 2},
 )
 
 
@@ -302,6 +306,33 @@ def bench_streams(stack: Stack, profile: Profile) -> Section:
     return section
 
 
+def bench_peer(stack: Stack, profile: Profile) -> Section:
+    # The floor and LiteLLM belong to this process, like the stack, so they always stop.
+    with peer.peers() as (floor, litellm):
+        results = in_child(peer.measure, stack, floor, litellm, **profile.peer)
+    section = Section("Peer: portal `/v1` stream vs LiteLLM proxy vs a no-delay echo floor")
+    section.notes += [
+        f"Same 20-word prompt, streamed; rounds of {profile.peer['seconds']} s interleaved "
+        "portal, LiteLLM, floor. Added TTFT: first content delta, minus the floor's in the "
+        "same round. CPU: the portal's web, worker, PostgreSQL and Redis processes; "
+        "LiteLLM's proxy process. Medians of the rounds:",
+        "",
+        *peer.markdown_table(results),
+    ]
+    figures = {"portal_rps": ("portal", "req/s"), "litellm_rps": ("LiteLLM", "req/s"),
+               "floor_rps": ("floor", "req/s"), "rps_ratio": ("portal ÷ LiteLLM, per round", TIMES),
+               "portal_added_p50_ms": ("portal added TTFT p50", "ms"),
+               "litellm_added_p50_ms": ("LiteLLM added TTFT p50", "ms"),
+               "portal_cpu_ms": ("portal CPU per prediction", "ms")}  # fmt: skip
+    for clients, columns in results.items():
+        for key, (label, unit) in figures.items():
+            values = [value for value in columns[key] if math.isfinite(value)]
+            if values:
+                name = f"{label}, {clients} client{'s' if clients > 1 else ''}"
+                section.figures.append(Figure.of(name, unit, values))
+    return section
+
+
 STANDALONE: dict[str, Callable[[Profile], Section]] = {
     "runtime": bench_runtime,
     "batching": bench_batching,
@@ -311,6 +342,7 @@ ON_STACK: dict[str, Callable[[Stack, Profile], Section]] = {
     "pipeline": bench_pipeline,
     "openai_ttft": bench_openai_ttft,
     "streams": bench_streams,
+    "peer": bench_peer,
 }
 
 
