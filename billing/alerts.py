@@ -15,14 +15,14 @@ from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
-from django.core.mail import BadHeaderError, EmailMessage, get_connection
+from django.core.mail import BadHeaderError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
 from billing.models import BillingAlert, UsagePeriod
 from billing.prices import decimal_string
-from portal.models import Membership, Role
+from portal import owner_mail
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +144,8 @@ def email_body(alert: BillingAlert) -> str:
     )
 
 
-def owner_emails(org_id: int) -> list[str]:
-    owners = Membership.objects.filter(org_id=org_id, role=Role.OWNER, user__is_active=True)
-    emails = owners.exclude(user__email="").values_list("user__email", flat=True)
-    return sorted(set(emails))
-
-
 def email_owners(alert: BillingAlert) -> int:
-    """One message per owner (owners do not see each other's addresses)."""
-    subject, body = email_subject(alert), email_body(alert)
-    messages = [EmailMessage(subject, body, to=[email]) for email in owner_emails(alert.org_id)]
-    if not messages:
-        return 0
-    with get_connection() as connection:
-        return connection.send_messages(messages) or 0
+    return owner_mail.email_owners(alert.org_id, email_subject(alert), email_body(alert))
 
 
 def queue_webhook(alert: BillingAlert) -> None:

@@ -9,14 +9,14 @@ import logging
 from datetime import UTC, timedelta
 
 from django.conf import settings
-from django.core.mail import BadHeaderError, EmailMessage, get_connection
+from django.core.mail import BadHeaderError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from billing.alerts import owner_emails
 from billing.models import ListingPrice, PriceChangeNotice
 from billing.prices import PARTS, decimal_string, price_at
 from billing.publisher_catalog import recent_caller_orgs
+from portal import owner_mail
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def announce(price_id: int) -> int:
         if not _claim(price, org_id):
             continue
         try:
-            _send(subject, body, owner_emails(org_id))
+            owner_mail.email_owners(org_id, subject, body)
         except (BadHeaderError, OSError):  # smtplib's errors are OSErrors
             logger.exception("Price change %s e-mail to org %s not sent", price.pk, org_id)
         told += 1
@@ -55,14 +55,6 @@ def _claim(price: ListingPrice, org_id: int) -> bool:
     except IntegrityError:
         return False
     return True
-
-
-def _send(subject: str, body: str, emails: list[str]) -> None:
-    # One message per owner: owners do not see each other's addresses.
-    messages = [EmailMessage(subject, body, to=[email]) for email in emails]
-    if messages:
-        with get_connection() as connection:
-            connection.send_messages(messages)
 
 
 def email_subject(price: ListingPrice) -> str:

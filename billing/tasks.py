@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 
 from billing import alerts, credit_purchases, payouts, price_notices, services
-from inference.webhooks import DeliveryFailed, WebhookRefused
+from inference.webhooks import DELIVERY_RETRIES, WebhookRefused
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +20,7 @@ def start_top_up(org_id: int, claim: str) -> str:
     return credit_purchases.run_top_up(org_id, claim)
 
 
-@shared_task(
-    autoretry_for=(DeliveryFailed,),
-    retry_backoff=2,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(**DELIVERY_RETRIES, ignore_result=True)
 def deliver_billing_alert(alert_id: int) -> None:
     """The `billing.threshold` event of one alert to the org's account webhook; retried with
     backoff (same webhook-id) while the receiver fails, dropped if the URL is refused."""

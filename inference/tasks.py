@@ -18,14 +18,7 @@ def run_prediction(prediction_id: str) -> None:
     execution.execute(prediction_id, run_prediction.request.hostname or "")
 
 
-@shared_task(
-    autoretry_for=(webhooks.DeliveryFailed,),
-    retry_backoff=2,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(**webhooks.DELIVERY_RETRIES, ignore_result=True)
 def deliver_webhook(prediction_id: str, event: str) -> None:
     prediction = Prediction.objects.select_related("org", "model").get(pk=prediction_id)
     with prediction_context(prediction.id, prediction.org_id):

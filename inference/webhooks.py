@@ -51,6 +51,17 @@ class DeliveryFailed(Exception):
     """The receiver was unreachable or did not answer 2xx: the task retries with backoff."""
 
 
+# Every delivery task's retries (prediction, billing and deprecation events): backoff
+# from 2 s to 10 min, about half an hour in all, with the same webhook-id throughout.
+DELIVERY_RETRIES = {
+    "autoretry_for": (DeliveryFailed,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
 # --- The one URL parser ---------------------------------------------------------------
 
 # A plain `http(s)://host[:port][/path][?query]`, nothing else: no userinfo, no fragment,

@@ -15,14 +15,14 @@ from datetime import datetime
 from functools import partial
 
 from django.conf import settings
-from django.core.mail import BadHeaderError, EmailMessage, get_connection
+from django.core.mail import BadHeaderError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
-from billing.alerts import owner_emails
 from inference.models import Prediction
 from models_hub.models import DeprecationNotice, ModelVersion
+from portal import owner_mail
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,7 @@ def email_body(notice: DeprecationNotice) -> str:
 
 
 def email_owners(notice: DeprecationNotice) -> int:
-    """One message per owner (owners do not see each other's addresses)."""
-    subject, body = email_subject(notice), email_body(notice)
-    messages = [EmailMessage(subject, body, to=[email]) for email in owner_emails(notice.org_id)]
-    if not messages:
-        return 0
-    with get_connection() as connection:
-        return connection.send_messages(messages) or 0
+    return owner_mail.email_owners(notice.org_id, email_subject(notice), email_body(notice))
 
 
 def queue_webhook(notice: DeprecationNotice) -> None:

@@ -2,20 +2,13 @@ import logging
 
 from celery import shared_task
 
-from inference.webhooks import DeliveryFailed, WebhookRefused
+from inference.webhooks import DELIVERY_RETRIES, WebhookRefused
 from models_hub import deprecations
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    autoretry_for=(DeliveryFailed,),
-    retry_backoff=2,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(**DELIVERY_RETRIES, ignore_result=True)
 def deliver_deprecation_notice(notice_id: int) -> None:
     """The `model.deprecated` event of one notice to the org's account webhook; retried with
     backoff (same webhook-id) while the receiver fails, dropped if the URL is refused."""
