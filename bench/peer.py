@@ -300,10 +300,14 @@ def peers() -> Iterator[tuple[Target, Target]]:
 
 # --- The portal at full speed ---------------------------------------------------------------
 
+# Calls run the listing's newest version: the change is recorded as one, as a publish would.
 FULL_SPEED = (
     "from models_hub.models import ModelListing; "
-    "n = ModelListing.objects.filter(slug='{model}').update(options={{'tokens_per_second': 0}}); "
-    "assert n == 1, n"
+    "from models_hub.versions import ensure_current_version; "
+    "listing = ModelListing.objects.get(slug='{model}'); "
+    "listing.options = {{**listing.options, 'tokens_per_second': 0}}; "
+    "listing.save(update_fields=['options']); "
+    "ensure_current_version(listing)"
 )
 
 
