@@ -16,11 +16,11 @@ from django.test import Client
 from django.utils import timezone
 
 from billing import price_notices, prices, tasks
-from billing.models import ListingPrice, PriceChangeNotice, PublisherAccount, RoyaltyEntry
-from inference.models import Prediction
+from billing.models import ListingPrice, PriceChangeNotice, PublisherAccount
 from models_hub.models import ListingStatus, ModelListing
 from portal.errors import InvalidInput, NotAllowed, NotFound
 from portal.models import Organization, Role
+from tests.billing.test_publisher_stats import call, make_traffic
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -29,8 +29,6 @@ LISTINGS = "/publisher/listings/"
 ANALYTICS = "/publisher/analytics/"
 ANALYTICS_CSV = "/publisher/analytics.csv"
 STATS_API = "/api/v1/publisher/stats"
-DAY_1 = datetime(2026, 11, 2, 10, tzinfo=UTC)
-DAY_2 = datetime(2026, 11, 3, 23, 59, tzinfo=UTC)
 RANGE = {"start": "2026-11-01", "end": "2026-11-05"}
 NEW_PRICE = {
     "input_per_million": "2.5",
@@ -84,15 +82,6 @@ def normalized(response, slug: str) -> str:
     """The page without its slug and CSRF tokens (fresh on every render)."""
     text = response.content.decode().replace(slug, "<SLUG>")
     return re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "csrf", text)
-
-
-def call(listing, customer, when, status="succeeded", seconds=None, tokens=(0, 0)):
-    made = Prediction.objects.create(
-        org=customer, model=listing, status=status, input_tokens=tokens[0],
-        output_tokens=tokens[1], queue_time=0.1 if seconds else None, predict_time=seconds,
-    )  # fmt: skip
-    Prediction.objects.filter(pk=made.pk).update(created_at=when)
-    return made
 
 
 # --- Listings and prices: who may do what ------------------------------------------------
@@ -298,17 +287,8 @@ def test_the_form_needs_a_csrf_token(listing, org, owner, onboarded):
 
 @pytest.fixture
 def traffic(org, outsider_org, listing):
-    for seconds in (0.9, 1.9, 2.9, 3.9):
-        call(listing, outsider_org, DAY_1, seconds=seconds, tokens=(10, 20))
-    call(listing, org, DAY_1, status="failed", seconds=0.4)
-    call(listing, outsider_org, DAY_2, status="processing")
-    entry = RoyaltyEntry.objects.create(
-        publisher=org, listing=listing, customer=outsider_org, kind="usage", reference="u:1",
-        customer_charge=Decimal("0.123457"), publisher_share=Decimal("0.098766"),
-        platform_fee=Decimal("0.024691"), fee_percent=Decimal(20),
-    )  # fmt: skip
-    RoyaltyEntry.objects.filter(pk=entry.pk).update(created_at=DAY_1)
-    return listing
+    # Six-place amounts: the CSV must carry them exactly as the API does.
+    return make_traffic(org, outsider_org, listing, "0.123457", "0.098766", "0.024691")
 
 
 def read_csv(response) -> list[dict[str, str]]:

@@ -40,19 +40,25 @@ def call(listing, customer, when, status="succeeded", seconds=None, tokens=(0, 0
     return made
 
 
-@pytest.fixture
-def traffic(org, outsider_org, listing):
+def make_traffic(publisher, customer, listing, charge: str, share: str, fee: str):
+    """Two days of calls to `listing` (four by `customer` on day 1, one failed by the
+    publisher itself, one still running on day 2) and one royalty entry of day 1."""
     for seconds in (0.9, 1.9, 2.9, 3.9):
-        call(listing, outsider_org, DAY_1, seconds=seconds, tokens=(10, 20))
-    call(listing, org, DAY_1, status="failed", seconds=0.4)
-    call(listing, outsider_org, DAY_2, status="processing")
+        call(listing, customer, DAY_1, seconds=seconds, tokens=(10, 20))
+    call(listing, publisher, DAY_1, status="failed", seconds=0.4)
+    call(listing, customer, DAY_2, status="processing")
     entry = RoyaltyEntry.objects.create(
-        publisher=org, listing=listing, customer=outsider_org, kind="usage", reference="u:1",
-        customer_charge=Decimal("0.5"), publisher_share=Decimal("0.4"),
-        platform_fee=Decimal("0.1"), fee_percent=Decimal(20),
+        publisher=publisher, listing=listing, customer=customer, kind="usage", reference="u:1",
+        customer_charge=Decimal(charge), publisher_share=Decimal(share),
+        platform_fee=Decimal(fee), fee_percent=Decimal(20),
     )  # fmt: skip
     RoyaltyEntry.objects.filter(pk=entry.pk).update(created_at=DAY_1)
     return listing
+
+
+@pytest.fixture
+def traffic(org, outsider_org, listing):
+    return make_traffic(org, outsider_org, listing, "0.5", "0.4", "0.1")
 
 
 def test_per_listing_per_day(traffic, client_for, owner, org):
