@@ -7,9 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
-from billing import plans
-from billing.models import BillingAccount, UsagePeriod
+from billing import listing_subscriptions, plans
+from billing.models import BillingAccount, ListingSubscription, SubscriptionUsage, UsagePeriod
 from billing.prices import decimal_string
 from portal.models import Organization
 
@@ -62,6 +63,28 @@ def _plan(state: plans.PlanState, status: str) -> dict[str, Any] | None:
     }
 
 
+def _listing_subscription(sub: ListingSubscription) -> dict[str, Any]:
+    start, end = listing_subscriptions.period(sub, timezone.now())
+    usage = SubscriptionUsage.objects.filter(subscription=sub, start=start).first()
+    used = usage.used if usage else Decimal(0)
+    reserved = usage.reserved if usage else Decimal(0)
+    included = sub.plan.included_usage
+    return {
+        "model": sub.listing.slug,
+        "plan": {"id": sub.plan.pk, "name": sub.plan.name},
+        "monthly_price": _amount(sub.plan.monthly_price),
+        "status": sub.status,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "included_usage": {
+            "included": _amount(included),
+            "used": _amount(used),
+            "reserved": _amount(reserved),
+            "remaining": _amount(max(Decimal(0), included - used - reserved)),
+        },
+        "period": {"start": _iso(start), "end": _iso(end)},
+    }
+
+
 def billing_summary(org: Organization) -> dict[str, Any]:
     state = plans.plan_state(org)
     period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
@@ -76,6 +99,9 @@ def billing_summary(org: Organization) -> dict[str, Any]:
         status, included = "subscription_required", Decimal(0)
     return {
         "plan": _plan(state, status),
+        "subscriptions": [
+            _listing_subscription(sub) for sub in listing_subscriptions.subscriptions_of(org)
+        ],
         "quota": {
             "allowance": _allowance(included, period),
             "requests": period.requests,
@@ -111,6 +137,10 @@ def terms_for(org: Organization | None, listing) -> str | None:
     account = BillingAccount.objects.filter(org=org).first()
     balance = account.balance if account else Decimal(0)
     credits = f"your credits pay ({_money(balance)} left)" if balance > 0 else ""
+    subscribed = listing_subscriptions.in_force(org.pk, listing, state.stamp)
+    if subscribed is not None:
+        beyond = f"; beyond it, {credits}" if credits else "; beyond it, buy credits"
+        return f"Paid from your {subscribed.plan.name} subscription's included usage{beyond}."
     if state.subscription_required or not plans.includes(plan, listing, state.stamp):
         if credits:
             return f"Not in your plan: {credits} at these prices."

@@ -4,14 +4,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import corrections, prices, services
+from billing import corrections, listing_subscriptions, prices, services
 from billing.models import (
     BillingAccount,
     BillingAlert,
     CallCost,
     CreditEntry,
     Customer,
+    ListingPlan,
     ListingPrice,
+    ListingSubscription,
     MeterReport,
     Payout,
     Plan,
@@ -19,6 +21,8 @@ from billing.models import (
     RoyaltyEntry,
     StripeEvent,
     Subscription,
+    SubscriptionInvoice,
+    SubscriptionUsage,
     TokenSpendCap,
     UsageCorrection,
     UsagePeriod,
@@ -187,7 +191,8 @@ class ListingPriceAdmin(admin.ModelAdmin):
 class CallCostAdmin(ReadOnlyAdmin):
     list_display = [
         "prediction_id", "org", "model", "amount", "currency", "input_tokens", "output_tokens",
-        "seconds", "requests", "paid_by_plan", "paid_by_credits", "paid_as_overage",
+        "seconds", "requests", "paid_by_plan", "paid_by_subscription", "paid_by_credits",
+        "paid_as_overage",
         "created_at",
     ]  # fmt: skip
     list_filter = ["model"]
@@ -324,3 +329,68 @@ class PayoutAdmin(ReadOnlyAdmin):
     list_filter = ["status", "period_start"]
     search_fields = ["publisher__name", "stripe_transfer_id"]
     list_select_related = ["publisher"]
+
+
+# --- Listing subscriptions (issue #13) ----------------------------------------------------
+
+
+@admin.register(ListingPlan)
+class ListingPlanAdmin(ReadOnlyAdmin):
+    """Publishers create and retire their plans on the publisher page; prices are
+    immutable (a new price is a new plan), so operators look here, and retire."""
+
+    list_display = [
+        "listing", "name", "monthly_price", "included_usage", "trial_days", "is_active",
+        "stripe_price_id", "created_at",
+    ]  # fmt: skip
+    list_filter = ["is_active"]
+    search_fields = ["listing__slug", "name"]
+    list_select_related = ["listing"]
+    actions = ["retire"]
+
+    @admin.action(description="Retire (no new subscribers)")
+    def retire(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for plan in queryset.select_related("listing"):
+            try:
+                listing_subscriptions.retire_plan(plan.pk, plan.listing, request.user)
+            except PortalError as exc:
+                self.message_user(request, f"{plan}: {exc.message}", messages.ERROR)
+
+
+@admin.register(ListingSubscription)
+class ListingSubscriptionAdmin(admin.ModelAdmin):
+    """A Stripe mirror like `Subscription`: operators grant a listing plan by adding a
+    row (saved through `listing_subscriptions.grant`)."""
+
+    list_display = ["org", "listing", "plan", "status", "current_period_end", "granted_by_admin"]
+    list_filter = ["status", "granted_by_admin"]
+    search_fields = ["org__name", "listing__slug", "stripe_subscription_id"]
+    autocomplete_fields = ["org"]
+
+    def get_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        if obj is None:
+            return ["org", "plan"]
+        return [f.name for f in ListingSubscription._meta.fields if f.name != "id"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def save_model(
+        self, request: HttpRequest, obj: ListingSubscription, form, change: bool
+    ) -> None:
+        try:
+            listing_subscriptions.grant(obj.org, obj.plan, request.user)
+        except PortalError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+
+@admin.register(SubscriptionUsage)
+class SubscriptionUsageAdmin(ReadOnlyAdmin):
+    list_display = ["subscription", "start", "end", "included", "used", "reserved"]
+    list_select_related = ["subscription__org", "subscription__plan"]
+
+
+@admin.register(SubscriptionInvoice)
+class SubscriptionInvoiceAdmin(ReadOnlyAdmin):
+    list_display = ["stripe_invoice_id", "subscription", "amount", "currency", "created_at"]
+    search_fields = ["stripe_invoice_id", "charge_id", "payment_intent_id"]

@@ -16,6 +16,7 @@ from inference.models import Prediction
 PER_MILLION = Decimal(1_000_000)
 AMOUNT_STEP = Decimal(1).scaleb(-MONEY_PLACES)
 SECONDS_STEP = Decimal("0.001")
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,17 @@ def billed_seconds(prediction: Prediction) -> Decimal:
 
 
 def record_cost(
-    prediction: Prediction, price: ListingPrice, billed: Billed, amount: Decimal, paid: Any
+    prediction: Prediction,
+    price: ListingPrice,
+    billed: Billed,
+    amount: Decimal,
+    paid: Any,
+    by_subscription: bool = False,
 ) -> CallCost:
     """Writes the call's receipt, the usage ledger's settlement entry; called once, by
     settlement, in its transaction. `paid` splits `amount` by source (all zero when
-    billing is off and nobody pays)."""
+    billing is off and nobody pays); its allowance is a listing subscription's when
+    `by_subscription`, else the site plan's."""
     return CallCost.objects.create(
         prediction=prediction,
         org_id=prediction.org_id,
@@ -69,7 +76,8 @@ def record_cost(
         seconds=billed.seconds,
         requests=billed.requests,
         amount=amount,
-        paid_by_plan=paid.allowance,
+        paid_by_plan=ZERO if by_subscription else paid.allowance,
+        paid_by_subscription=paid.allowance if by_subscription else ZERO,
         paid_by_credits=paid.credits,
         paid_as_overage=paid.overage,
     )
@@ -92,6 +100,7 @@ def cost_payload(cost: CallCost | None) -> dict[str, Any] | None:
         return None
     paid = (
         ("plan", cost.paid_by_plan),
+        ("subscription", cost.paid_by_subscription),
         ("credits", cost.paid_by_credits),
         ("overage", cost.paid_as_overage),
     )

@@ -412,14 +412,17 @@ def on_payment_intent_failed(obj: dict[str, Any], ctx: EventLike) -> str:
     return "applied: top-up failed, no credits"
 
 
+def is_credits_charge(obj: dict[str, Any]) -> bool:
+    return (obj.get("metadata") or {}).get("kind") in (KIND_CREDITS, KIND_TOP_UP)
+
+
 def on_charge_refunded(obj: dict[str, Any], ctx: EventLike) -> str:
     """One REFUND entry per refund of a credits or top-up charge, by the refund's id: the
     charge's `amount_refunded` is cumulative, the refunds are not, so a partial refund and
     the later full one count each refund once, whatever their order."""
-    metadata = obj.get("metadata") or {}
-    if metadata.get("kind") not in (KIND_CREDITS, KIND_TOP_UP):
+    if not is_credits_charge(obj):
         return "ignored: not a credits charge"
-    org = _org_for(metadata, obj.get("customer"))
+    org = _org_for(obj.get("metadata"), obj.get("customer"))
     if org is None:
         return "ignored: no matching organization"
     refunds = (obj.get("refunds") or {}).get("data")

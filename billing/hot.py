@@ -1,14 +1,14 @@
 """What admission reads on every call and operators or webhooks change rarely, cached per
-process (`portal.hotcache`): plans and prices under one scope, each org's subscription and
-token spend caps under the org's. The signals here bump a scope on every write to its
-rows, the admin's and the shell's included."""
+process (`portal.hotcache`): plans and prices under one scope, each org's subscriptions
+(its site plan's and its listings') and token spend caps under the org's. The signals
+here bump a scope on every write to its rows, the admin's and the shell's included."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from billing.models import ListingPrice, Plan, Subscription, TokenSpendCap
+from billing.models import ListingPrice, ListingSubscription, Plan, Subscription, TokenSpendCap
 from portal import hotcache
 
 CONFIG_SCOPE = "billing"
@@ -36,7 +36,7 @@ def _config_changed(**kwargs: object) -> None:
     hotcache.bump(CONFIG_SCOPE)
 
 
-def _subscription_changed(instance: Subscription, **kwargs: object) -> None:
+def _subscription_changed(instance: Subscription | ListingSubscription, **kwargs: object) -> None:
     hotcache.bump(org_scope(instance.org_id))
 
 
@@ -57,5 +57,9 @@ def connect() -> None:
     )
     post_save.connect(_subscription_changed, sender=Subscription, dispatch_uid="hot-sub")
     post_delete.connect(_subscription_changed, sender=Subscription, dispatch_uid="hot-del-sub")
+    post_save.connect(_subscription_changed, sender=ListingSubscription, dispatch_uid="hot-lsub")
+    post_delete.connect(
+        _subscription_changed, sender=ListingSubscription, dispatch_uid="hot-del-lsub"
+    )
     post_save.connect(_token_cap_changed, sender=TokenSpendCap, dispatch_uid="hot-cap")
     post_delete.connect(_token_cap_changed, sender=TokenSpendCap, dispatch_uid="hot-del-cap")

@@ -19,7 +19,17 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Sum
 
-from billing import alerts, costs, counters, credit_purchases, credits, estimate, plans, royalties
+from billing import (
+    alerts,
+    costs,
+    counters,
+    credit_purchases,
+    credits,
+    estimate,
+    listing_subscriptions,
+    plans,
+    royalties,
+)
 from billing.models import (
     MONEY_PLACES,
     BillingAccount,
@@ -165,6 +175,7 @@ def _shortfall(
 ) -> PaymentRequired:
     """Why nothing can pay for the rest of the call's worst case."""
     plan = state.plan
+    subscribed = state.listing_subscription
     has_credits = account is not None and account.balance > 0
     if account is not None and account.balance < 0:
         return PaymentRequired(
@@ -178,6 +189,13 @@ def _shortfall(
             "held by calls in flight count): add credits on the billing page (/billing/), "
             "or lower max_new_tokens.",
             code="insufficient_credits",
+        )
+    if subscribed is not None:
+        return PaymentRequired(
+            f"Your {subscribed.plan.name} subscription's included usage of {listing.name} "
+            "is used up for this period. Buy credits on the billing page (/billing/) to "
+            "continue now: calls beyond it are paid per call.",
+            code="quota_exhausted",
         )
     if state.subscription_required:
         return PaymentRequired(
@@ -207,10 +225,11 @@ def _split(
     state: PlanState,
     listing: ModelListing,
     covered: bool,
-    period: UsagePeriod,
+    room: Decimal | None,
     account: BillingAccount | None,
 ) -> Split:
-    room = _allowance_room(state, period, covered)
+    """`room`: what the allowance that covers the call (the plan's, or the listing
+    subscription's) still holds; None means unlimited."""
     from_allowance = worst if room is None else min(worst, room)
     rest = worst - from_allowance
     if not rest:
@@ -309,7 +328,9 @@ def reserve(
 ) -> UsageRecord:
     """Reserves the call's worst case; raises PaymentRequired (rolling back the whole
     admission) when any limit would be crossed. Runs in the admission's transaction."""
-    price = price_at(listing, prediction.created_at, state.stamp)
+    subscribed = state.listing_subscription
+    locked = subscribed.prices_announced_by if subscribed is not None else None
+    price = price_at(listing, prediction.created_at, state.stamp, announced_by=locked)
     worst = worst_case(listing, prediction.input, price)
     check_max_cost(worst, max_cost, price.currency)
     fields = {
@@ -330,21 +351,33 @@ def reserve(
     token_cap = _token_cap(prediction.token_id, state)
     # The reads below stay true until this transaction commits.
     period, account = _locked_period(prediction.org, state)
-    split = _split(worst, state, listing, covered, period, account)
+    usage = None
+    if subscribed is not None:
+        usage = listing_subscriptions.usage_for(subscribed, prediction.created_at)
+        room = listing_subscriptions.room(usage)
+    else:
+        room = _allowance_room(state, period, covered)
+    split = _split(worst, state, listing, covered, room, account)
     if split.paid:
         _check_caps(split.paid, period, account, token_cap)
+    if usage is not None and not listing_subscriptions.hold(usage.pk, split.allowance):
+        # Only calls admitted in another period of the org (its lock is per period) can
+        # have taken the room since it was read: refused, nothing written.
+        raise _shortfall(state, listing, covered, account)
     record = UsageRecord(
         period=period,
         reserved_allowance=split.allowance,
         reserved_credits=split.credits,
         reserved_overage=split.overage,
+        subscription_usage=usage,
         **fields,
     )
     reservation = counters.Reservation(
         account_id=account.pk if split.credits else None,
         credits=split.credits,
         period_id=period.pk,
-        allowance=split.allowance,
+        # A listing subscription's share is held on its own counters (above).
+        allowance=split.allowance if usage is None else ZERO,
         paid=split.paid,
     )
     if not counters.write_reservation(record, reservation):
@@ -383,10 +416,16 @@ def _pay(amount: Decimal, record: UsageRecord) -> Split:
 
 
 def _release(record: UsageRecord, paid: Split, billed: costs.Billed) -> None:
+    plan_reserved, plan_used = record.reserved_allowance, paid.allowance
+    if record.subscription_usage_id is not None:
+        listing_subscriptions.release(
+            record.subscription_usage_id, record.reserved_allowance, paid.allowance
+        )
+        plan_reserved = plan_used = ZERO
     UsagePeriod.objects.filter(pk=record.period_id).update(
-        allowance_reserved=F("allowance_reserved") - record.reserved_allowance,
+        allowance_reserved=F("allowance_reserved") - plan_reserved,
         paid_reserved=F("paid_reserved") - record.reserved_paid,
-        allowance_used=F("allowance_used") + paid.allowance,
+        allowance_used=F("allowance_used") + plan_used,
         credits_used=F("credits_used") + paid.credits,
         overage_used=F("overage_used") + paid.overage,
         requests=F("requests") + billed.requests,
@@ -428,12 +467,13 @@ def settle(prediction: Prediction) -> CallCost | None:
         amount = min(amount, record.max_cost)
     paid = _pay(amount, record) if record.metered else Split()
     _release(record, paid, billed)
-    receipt = costs.record_cost(prediction, price, billed, amount, paid)
+    by_subscription = record.subscription_usage_id is not None
+    receipt = costs.record_cost(prediction, price, billed, amount, paid, by_subscription)
     royalties.record_call(receipt, prediction.model)
     # After commit: the period's lock (which every admission of the org waits for) is
     # held no longer than the counters need; alerts and top-ups are once-only by their
     # own unique key and claim, and a failure of either (logged) never fails the call.
-    if paid.allowance or paid.paid:
+    if (paid.allowance and not by_subscription) or paid.paid:
         transaction.on_commit(partial(_check_alerts, record), robust=True)
     if paid.credits:
         top_up = partial(credit_purchases.maybe_start_top_up, record.org_id)

@@ -253,6 +253,11 @@ class UsageRecord(models.Model):
     reserved_allowance = _money()
     reserved_credits = _money()
     reserved_overage = _money()
+    # Set when the call is covered by a listing subscription: `reserved_allowance` is then
+    # held on that subscription's counters, not on the site plan's period.
+    subscription_usage = models.ForeignKey(
+        "SubscriptionUsage", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -371,6 +376,7 @@ class CallCost(models.Model):
     # Who paid, by source in the order they pay (API.md `cost.paid_from`); they add up to
     # `amount` unless billing is off (no plan at all), when nobody pays.
     paid_by_plan = _money()
+    paid_by_subscription = _money("Paid from a listing subscription's included usage.")
     paid_by_credits = _money()
     paid_as_overage = _money()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -685,3 +691,135 @@ class RoyaltyEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.publisher}: {self.kind} {self.customer_charge}"
+
+
+# --- Listing subscriptions ---------------------------------------------------------------
+
+
+class ListingPlan(models.Model):
+    """A publisher's subscription plan on one listing: a monthly price that includes
+    `included_usage` worth of calls at the listing's price; beyond it, calls are paid per
+    call (credits), as without a plan. Prices are immutable, as Stripe's are: a new price
+    is a new plan, and a retired plan keeps its subscribers at what they bought."""
+
+    listing = models.ForeignKey(
+        ModelListing, on_delete=models.CASCADE, related_name="subscription_plans"
+    )
+    name = models.CharField(max_length=60)
+    monthly_price = models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0.50"))],
+        help_text="Charged every month through Stripe (Stripe's minimum charge is $0.50).",
+    )
+    included_usage = _money(
+        "Calls worth this much at the listing's price are included each month.",
+        digits=TOTAL_DIGITS,
+    )
+    trial_days = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(90)])
+    currency = models.CharField(max_length=3, default=_portal_currency)
+    stripe_product_id = models.CharField(max_length=100, blank=True)
+    stripe_price_id = models.CharField(max_length=100, blank=True)
+    is_active = models.BooleanField(
+        default=True, help_text="Retired plans take no new subscribers; existing ones stay."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["listing", "monthly_price", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(monthly_price__gt=0) & Q(included_usage__gte=0),
+                name="listing_plan_amounts",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.listing}: {self.name}"
+
+
+class ListingSubscription(models.Model):
+    """An org's subscription to a listing's plan, mirrored from Stripe like the site
+    plan's `Subscription`: one row per org and listing (a new subscription to the same
+    listing takes the row over). An org holds any number of these beside its site plan."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    listing = models.ForeignKey(ModelListing, on_delete=models.PROTECT, related_name="+")
+    plan = models.ForeignKey(ListingPlan, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(
+        max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE
+    )
+    stripe_subscription_id = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    trial_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    # Price lock: calls are priced with the listing prices announced (created) by this
+    # time. It is the subscription's start, and moves at each renewal to the renewal less
+    # the notice period, so a change reaches a subscriber at the first renewal at least
+    # LISTING_PRICE_LOCK_NOTICE_DAYS after it was announced.
+    prices_announced_by = models.DateTimeField()
+    last_event_at = models.PositiveBigIntegerField(default=0)
+    last_event_rank = models.SmallIntegerField(default=0)
+    granted_by_admin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["org", "listing"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "listing"], name="uniq_listing_subscription")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.org}: {self.plan} ({self.status})"
+
+
+class SubscriptionUsage(models.Model):
+    """One listing subscription's counters for one period: what its included usage paid
+    (`used`) and holds for calls in flight (`reserved`). Changed only by conditional
+    UPDATEs: a reservation succeeds only while used + reserved stays within the plan."""
+
+    subscription = models.ForeignKey(
+        ListingSubscription, on_delete=models.CASCADE, related_name="usage"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    included = models.DecimalField(max_digits=TOTAL_DIGITS, decimal_places=6)
+    used = _money(digits=TOTAL_DIGITS)
+    reserved = _money(digits=TOTAL_DIGITS)
+
+    class Meta:
+        ordering = ["subscription", "-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "start"], name="uniq_sub_usage"),
+            models.CheckConstraint(
+                condition=Q(used__gte=0) & Q(reserved__gte=0), name="sub_usage_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription}: {self.used} of {self.included} from {self.start:%Y-%m-%d}"
+
+
+class SubscriptionInvoice(models.Model):
+    """A paid invoice of a listing subscription, as Stripe reported it: the royalty
+    ledger's subscription entry is written from it, and a refund or dispute of its
+    charge finds the listing and the split through it."""
+
+    subscription = models.ForeignKey(
+        ListingSubscription, on_delete=models.PROTECT, related_name="invoices"
+    )
+    stripe_invoice_id = models.CharField(max_length=100, unique=True)
+    charge_id = models.CharField(max_length=100, blank=True, db_index=True)
+    payment_intent_id = models.CharField(max_length=100, blank=True, db_index=True)
+    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.stripe_invoice_id}: {self.amount} {self.currency}"

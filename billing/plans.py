@@ -15,7 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import hot
-from billing.models import Interval, Plan, Subscription, SubscriptionStatus
+from billing.models import Interval, ListingSubscription, Plan, Subscription, SubscriptionStatus
 from models_hub.models import ModelListing
 from portal.hotcache import HotCache, Stamp
 from portal.models import Organization
@@ -38,6 +38,9 @@ class PlanState:
     # What the cached rows above were read under; lookups later in the same call (the
     # listing's price) reuse it instead of asking Redis again.
     stamp: Stamp | None = None
+    # The org's subscription to the called publisher's listing, when one is in force
+    # (set by entitlement): it pays before credits, and its price lock prices the call.
+    listing_subscription: ListingSubscription | None = None
 
     @property
     def metered(self) -> bool:
@@ -58,12 +61,12 @@ def _subscription_of(org: Organization) -> Subscription | None:
     return Subscription.objects.select_related("plan").filter(org=org).first()
 
 
-def _calendar_month(now: datetime) -> tuple[datetime, datetime]:
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return start, start + relativedelta(months=1)
 
 
-def _step(interval: str) -> relativedelta:
+def interval_step(interval: str) -> relativedelta:
     return relativedelta(years=1) if interval == Interval.YEAR else relativedelta(months=1)
 
 
@@ -72,8 +75,8 @@ def _subscription_period(sub: Subscription, now: datetime) -> tuple[datetime, da
     is late, so a period never ends while the subscription is still paid for."""
     start, end = sub.current_period_start, sub.current_period_end
     if start is None or end is None:
-        return _calendar_month(now)
-    step = _step(sub.plan.interval)
+        return calendar_month(now)
+    step = interval_step(sub.plan.interval)
     while end <= now:
         start, end = end, end + step
     return start, end
@@ -99,7 +102,7 @@ def plan_state(org: Organization, now: datetime | None = None) -> PlanState:
         start, end = _subscription_period(sub, now)
         past_due = sub.status == "past_due"
         return PlanState(sub.plan, sub, start, end, in_grace=past_due, stamp=stamp)
-    start, end = _calendar_month(now)
+    start, end = calendar_month(now)
     plan = _default_plan.get(None, hot.config_part(stamp), default_plan)
     withheld = plan is not None and not org.free_allowance
     return PlanState(plan, sub, start, end, subscription_required=withheld, stamp=stamp)

@@ -65,15 +65,23 @@ def _history_of(listing: ModelListing) -> list[ListingPrice]:
 
 
 def price_at(
-    listing: ModelListing, when: datetime | None = None, stamp: Stamp | None = None
+    listing: ModelListing,
+    when: datetime | None = None,
+    stamp: Stamp | None = None,
+    announced_by: datetime | None = None,
 ) -> ListingPrice:
     """The price in force at `when` (now by default): the row with the latest
     `effective_from` at or before it, the later-created one on a tie; free if none.
-    `stamp` is the call's `PlanState.stamp`, where there is one."""
+    `stamp` is the call's `PlanState.stamp`, where there is one. `announced_by` is a
+    subscriber's price lock: prices created after it do not apply to them yet."""
     when = when or timezone.now()
     current = hot.config_part(stamp) if stamp is not None else hot.config_stamp()
     history = _history.get(listing.pk, current, lambda: _history_of(listing))
-    in_force = [row for row in history if row.effective_from <= when]
+    in_force = [
+        row
+        for row in history
+        if row.effective_from <= when and (announced_by is None or row.created_at <= announced_by)
+    ]
     return in_force[-1] if in_force else free_price(listing)
 
 

@@ -15,7 +15,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from billing.models import MONEY_PLACES, CallCost, PublisherAccount, RoyaltyEntry, UsageCorrection
+from billing.models import (
+    MONEY_PLACES,
+    CallCost,
+    PublisherAccount,
+    RoyaltyEntry,
+    SubscriptionInvoice,
+    UsageCorrection,
+)
 from models_hub.models import ModelListing
 
 STEP = Decimal(1).scaleb(-MONEY_PLACES)
@@ -72,7 +79,8 @@ def _record(
 
 def record_call(receipt: CallCost, listing: ModelListing) -> RoyaltyEntry | None:
     """The usage entry of a settled call on a publisher's listing: what the customer paid
-    for it (credits and overage; site plans never cover such listings)."""
+    for it (credits and overage; site plans never cover such listings, and what a listing
+    subscription's included usage paid is in its invoice's entry)."""
     charge = receipt.paid_by_credits + receipt.paid_as_overage
     if not is_third_party(listing) or charge <= 0:
         return None
@@ -108,3 +116,48 @@ def reverse_correction(correction: UsageCorrection, receipt: CallCost) -> Royalt
         receipt.currency,
         original.fee_percent,
     )
+
+
+def _invoice_reference(invoice: SubscriptionInvoice) -> str:
+    return f"invoice:{invoice.stripe_invoice_id}"
+
+
+def record_subscription_invoice(
+    invoice: SubscriptionInvoice, listing: ModelListing, customer_id: int
+) -> RoyaltyEntry | None:
+    """The subscription entry of a paid invoice of a listing plan."""
+    return _record(
+        listing,
+        customer_id,
+        RoyaltyEntry.Kind.SUBSCRIPTION,
+        _invoice_reference(invoice),
+        invoice.amount,
+        invoice.currency,
+        fee_percent(listing.org_id),
+    )
+
+
+def reverse_subscription_invoice(
+    invoice: SubscriptionInvoice, kind: str, reference: str, taken_back: Decimal
+) -> RoyaltyEntry | None:
+    """An entry taking `taken_back` of a subscription invoice's charge back from the
+    publisher (negative: gives it back, as a won dispute does), split at the invoice's
+    own fee; None if `reference` was recorded already."""
+    original = RoyaltyEntry.objects.filter(reference=_invoice_reference(invoice)).first()
+    if original is None:
+        return None
+    return _record(
+        original.listing,
+        original.customer_id,
+        kind,
+        reference,
+        -taken_back,
+        invoice.currency,
+        original.fee_percent,
+    )
+
+
+def taken_back(reference_prefix: str) -> Decimal:
+    """What the entries whose reference starts with the prefix took back so far."""
+    entries = RoyaltyEntry.objects.filter(reference__startswith=reference_prefix)
+    return -sum((entry.customer_charge for entry in entries), Decimal(0))

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -20,7 +19,8 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from billing import credit_purchases, plans, publishers, stripe_client
+from billing import credit_purchases, listing_subscriptions, plans, publishers, stripe_client
+from billing import stripe_mirror as mirror
 from billing.models import (
     BillingAccount,
     CallCost,
@@ -35,6 +35,7 @@ from billing.models import (
     UsagePeriod,
 )
 from billing.plans import PAID_ACCESS, PlanState
+from billing.stripe_mirror import EventContext
 from models_hub.models import ModelListing
 from portal import ratelimit
 from portal.errors import Conflict, InvalidInput, NotFound, PaymentRequired
@@ -64,6 +65,9 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
     plan = state.plan
     if plan is None:
         return state
+    subscribed = listing_subscriptions.in_force(org.pk, listing, state.stamp)
+    if subscribed is not None:
+        return replace(state, listing_subscription=subscribed)
     if state.subscription_required and not _pays_with_credits(org):
         raise PaymentRequired(
             f"{org.name} has no plan: the {plan.name} plan comes with your personal "
@@ -168,6 +172,35 @@ def start_checkout(
     return url
 
 
+def start_listing_checkout(
+    org: Organization, user: AbstractBaseUser, plan_id: int, success_url: str, cancel_url: str
+) -> str:
+    """The URL of a Stripe Checkout Session that subscribes the org to a listing's plan,
+    beside its site plan and its other listing subscriptions."""
+    require_role(org, user, Role.OWNER)
+    plan = listing_subscriptions.purchasable(org, plan_id)
+    listing_subscriptions.require_not_subscribed(org, plan)
+    if not stripe_client.is_configured() or not plan.stripe_price_id:
+        raise stripe_client.BillingNotConfigured(
+            f"Billing is not configured for {plan.listing.name}'s plans on this portal. "
+            "Ask an administrator to grant the plan, or pay per call with credits."
+        )
+    trial_days = 0 if listing_subscriptions.had_subscription(org, plan) else plan.trial_days
+    url = stripe_client.create_listing_checkout_session(
+        stripe_client.ListingCheckoutRequest(
+            org_id=org.pk,
+            customer_id=ensure_customer(org, user),
+            plan_id=plan.pk,
+            price_id=plan.stripe_price_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            trial_days=trial_days,
+        )
+    )
+    audit(org, user, "billing.listing_checkout_started", plan.listing.slug, plan=plan.pk)
+    return url
+
+
 def open_customer_portal(org: Organization, user: AbstractBaseUser, return_url: str) -> str:
     require_role(org, user, Role.OWNER)
     if not stripe_client.is_configured():
@@ -230,23 +263,10 @@ EVENT_RANK = {
     "customer.subscription.deleted": 4,
 }
 RESYNC_RANK = 5
-ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
 
 
 class WebhookHandlerFailed(Exception):
     """The event was recorded as failed; Stripe must retry it."""
-
-
-@dataclass(frozen=True)
-class EventContext:
-    id: str
-    type: str
-    created: int
-    rank: int
-
-
-def _epoch(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), tz=UTC) if value else None
 
 
 def _org_from(metadata: dict | None, customer_id: str | None) -> Organization | None:
@@ -273,60 +293,20 @@ def _plan_from(sub: dict[str, Any]) -> Plan | None:
     return plan
 
 
-def _period_of(sub: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-    """Newer API versions keep the period on the items, older ones on the subscription."""
-    items = (sub.get("items") or {}).get("data") or [{}]
-    start = sub.get("current_period_start") or items[0].get("current_period_start")
-    end = sub.get("current_period_end") or items[0].get("current_period_end")
-    return _epoch(start), _epoch(end)
-
-
-def _is_stale(row: Subscription, ctx: EventContext) -> bool:
-    return (ctx.created, ctx.rank) < (row.last_event_at, row.last_event_rank)
-
-
-def _takes_over(row: Subscription, sub_id: str, status: str) -> bool:
-    """Whether an event about subscription `sub_id` may replace the org's current row."""
-    if row.stripe_subscription_id in (None, sub_id):
-        return True
-    # Another subscription is current: one that has ended gives way to any, a live one
-    # only to a new live one (a plan switch), never to an old one's cancellation.
-    return row.status in ENDED or (status in PAID_ACCESS and row.status not in PAID_ACCESS)
-
-
-def _lock_org(org: Organization) -> None:
-    """Serializes one org's webhook handlers: without it, two first events of a new
-    subscription (Stripe sends several within the same second) both find no row, both
-    insert one, and the loser answers 500 until Stripe retries it, hours later."""
-    Organization.objects.select_for_update().filter(pk=org.pk).first()
-
-
 def _apply_subscription(
     org: Organization, sub: dict[str, Any], plan: Plan, ctx: EventContext
 ) -> str:
-    _lock_org(org)
+    mirror.lock_org(org)
     row = Subscription.objects.select_for_update().filter(org=org).first()
     status = sub["status"]
     if row is not None:
-        if not _takes_over(row, sub["id"], status):
+        if not mirror.takes_over(row, sub["id"], status):
             return f"ignored: {row.stripe_subscription_id} is the current subscription"
-        if row.stripe_subscription_id == sub["id"] and _is_stale(row, ctx):
+        if row.stripe_subscription_id == sub["id"] and mirror.is_stale(row, ctx):
             return "stale: a newer event was already applied"
     row = row or Subscription(org=org)
-    start, end = _period_of(sub)
     row.plan = plan
-    row.status = status
-    row.stripe_subscription_id = sub["id"]
-    row.current_period_start = start or row.current_period_start
-    row.current_period_end = end or row.current_period_end
-    row.trial_end = _epoch(sub.get("trial_end"))
-    row.cancel_at_period_end = bool(sub.get("cancel_at_period_end"))
-    if status != SubscriptionStatus.PAST_DUE:
-        row.past_due_since = None
-    elif row.past_due_since is None:
-        row.past_due_since = _epoch(ctx.created)
-    row.last_event_at, row.last_event_rank = ctx.created, ctx.rank
-    row.granted_by_admin = False
+    mirror.copy_state(row, sub, ctx)
     row.save()
     audit(org, None, "billing.subscription_synced", sub["id"], status=status, plan=plan.slug)
     return f"applied: {plan.slug} {status}"
@@ -338,12 +318,16 @@ def _on_checkout_completed(obj: dict[str, Any], ctx: EventContext) -> str:
     if obj.get("mode") != "subscription" or not obj.get("subscription"):
         return "ignored: not a subscription checkout"
     org = _org_from({"org": obj.get("client_reference_id")}, obj.get("customer"))
-    plan = Plan.objects.filter(slug=(obj.get("metadata") or {}).get("plan", "")).first()
-    if org is None or plan is None:
-        return "ignored: no matching organization or plan"
-    _lock_org(org)
+    if org is None:
+        return "ignored: no matching organization"
+    mirror.lock_org(org)
     if obj.get("customer"):
         Customer.objects.update_or_create(org=org, defaults={"stripe_customer_id": obj["customer"]})
+    if listing_subscriptions.is_listing_object(obj):
+        return listing_subscriptions.on_checkout_completed(org, obj, ctx)
+    plan = Plan.objects.filter(slug=(obj.get("metadata") or {}).get("plan", "")).first()
+    if plan is None:
+        return "ignored: no matching plan"
     # Provisional until the subscription's own events (ranked later) bring its real state.
     provisional = {"id": obj["subscription"], "status": SubscriptionStatus.ACTIVE}
     return _apply_subscription(org, provisional, plan, ctx)
@@ -353,6 +337,8 @@ def _on_subscription(obj: dict[str, Any], ctx: EventContext) -> str:
     org = _org_from(obj.get("metadata"), obj.get("customer"))
     if org is None:
         return "ignored: no organization for this customer"
+    if listing_subscriptions.is_listing_object(obj):
+        return listing_subscriptions.on_subscription(org, obj, ctx)
     plan = _plan_from(obj)
     if plan is None:
         return "ignored: no plan has this subscription's price"
@@ -361,34 +347,28 @@ def _on_subscription(obj: dict[str, Any], ctx: EventContext) -> str:
     return _apply_subscription(org, obj, plan, ctx)
 
 
-def _invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
-    if invoice.get("subscription"):
-        return invoice["subscription"]
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return details.get("subscription")
-
-
 def _on_invoice(obj: dict[str, Any], ctx: EventContext) -> str:
-    sub_id = _invoice_subscription_id(obj)
+    sub_id = mirror.invoice_subscription_id(obj)
     row = None
     if sub_id:
         row = Subscription.objects.select_for_update().filter(stripe_subscription_id=sub_id)
         row = row.first()
     if row is None:
-        return "ignored: not one of our subscriptions"
-    if _is_stale(row, ctx):
+        listing_outcome = listing_subscriptions.on_invoice(obj, ctx)
+        return listing_outcome or "ignored: not one of our subscriptions"
+    if mirror.is_stale(row, ctx):
         return "stale: a newer event was already applied"
-    if ctx.type == "invoice.paid" and row.status in (
-        SubscriptionStatus.PAST_DUE,
-        SubscriptionStatus.UNPAID,
-    ):
-        row.status, row.past_due_since = SubscriptionStatus.ACTIVE, None
-    elif ctx.type == "invoice.payment_failed" and row.status in PAID_ACCESS:
-        row.status = SubscriptionStatus.PAST_DUE
-        row.past_due_since = row.past_due_since or _epoch(ctx.created)
-    row.last_event_at, row.last_event_rank = ctx.created, ctx.rank
+    mirror.apply_invoice(row, ctx)
     row.save()
     return f"applied: {row.status}"
+
+
+def _on_charge_refunded(obj: dict[str, Any], ctx: EventContext) -> str:
+    """Credits charges name their kind in metadata; subscription invoices' charges are
+    found through the invoice that was paid with them."""
+    if credit_purchases.is_credits_charge(obj):
+        return credit_purchases.on_charge_refunded(obj, ctx)
+    return listing_subscriptions.on_charge_refunded(obj, ctx)
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any], EventContext], str]] = {
@@ -402,7 +382,10 @@ HANDLERS: dict[str, Callable[[dict[str, Any], EventContext], str]] = {
     "checkout.session.async_payment_succeeded": credit_purchases.on_checkout_completed,
     "payment_intent.succeeded": credit_purchases.on_payment_intent_succeeded,
     "payment_intent.payment_failed": credit_purchases.on_payment_intent_failed,
-    "charge.refunded": credit_purchases.on_charge_refunded,
+    "charge.refunded": _on_charge_refunded,
+    # Subscription invoices of publishers' listings (billing/listing_subscriptions.py).
+    "charge.dispute.created": listing_subscriptions.on_dispute,
+    "charge.dispute.closed": listing_subscriptions.on_dispute,
     # Publishers' Connect accounts (billing/publishers.py).
     "account.updated": publishers.apply_account_updated,
 }

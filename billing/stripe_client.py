@@ -214,6 +214,75 @@ def create_account_link(account_id: str, refresh_url: str, return_url: str) -> s
     return link["url"]
 
 
+# --- Listing plans: a publisher's subscriptions (issue #13) ---------------------------
+
+LISTING_PLAN_KIND = "listing_plan"
+
+
+@dataclass(frozen=True)
+class ListingPlanPrice:
+    product_id: str
+    price_id: str
+
+
+def create_listing_plan_price(
+    plan_id: int, name: str, unit_amount: int, currency: str
+) -> ListingPlanPrice:
+    """The monthly Price (with its Product, inline) of a listing plan. The platform sells
+    it (separate charges and transfers): the publisher's share reaches them through the
+    royalty ledger and the monthly payout, not a destination charge."""
+    metadata = {"kind": LISTING_PLAN_KIND, "listing_plan": str(plan_id)}
+    price = _call(
+        stripe.Price.create,
+        unit_amount=unit_amount,
+        currency=currency,
+        recurring={"interval": "month"},
+        product_data={"name": name, "metadata": metadata},
+        metadata=metadata,
+        idempotency_key=f"listing-plan-price-{plan_id}",
+    )
+    product = price["product"]
+    return ListingPlanPrice(
+        product_id=product["id"] if isinstance(product, dict) else product, price_id=price["id"]
+    )
+
+
+@dataclass(frozen=True)
+class ListingCheckoutRequest:
+    org_id: int
+    customer_id: str
+    plan_id: int
+    price_id: str
+    success_url: str
+    cancel_url: str
+    trial_days: int
+
+
+def create_listing_checkout_session(request: ListingCheckoutRequest) -> str:
+    """A Checkout Session subscribing the org to a listing plan; the subscription carries
+    the same metadata, so every later event about it names the org and the plan."""
+    metadata = {
+        "org": str(request.org_id),
+        "kind": LISTING_PLAN_KIND,
+        "listing_plan": str(request.plan_id),
+    }
+    subscription_data: dict[str, Any] = {"metadata": metadata}
+    if request.trial_days:
+        subscription_data["trial_period_days"] = request.trial_days
+    session = _call(
+        stripe.checkout.Session.create,
+        mode="subscription",
+        customer=request.customer_id,
+        client_reference_id=str(request.org_id),
+        line_items=[{"price": request.price_id, "quantity": 1}],
+        metadata=metadata,
+        subscription_data=subscription_data,
+        success_url=request.success_url,
+        cancel_url=request.cancel_url,
+    )
+    return session["url"]
+
+
 # --- Reading state -------------------------------------------------------------------
 
 

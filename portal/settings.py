@@ -362,6 +362,9 @@ PAYOUT_HOLD_DAYS = env_int("PAYOUT_HOLD_DAYS", 7)
 # How far ahead a publisher's price change must be announced (issue #13); operators may
 # still price any listing at once (`manage.py set_price`, admin).
 PRICE_CHANGE_NOTICE_HOURS = env_int("PRICE_CHANGE_NOTICE_HOURS", 24)
+# A listing subscriber keeps the prices they bought until their first renewal at least
+# this long after a change was announced (issue #13, "Price lock").
+LISTING_PRICE_LOCK_NOTICE_DAYS = env_int("LISTING_PRICE_LOCK_NOTICE_DAYS", 14)
 
 # --- Static, i18n, misc ------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -13,6 +13,11 @@ class AccountSerializer(serializers.Serializer):
     user = serializers.DictField(allow_null=True)
     token = serializers.DictField(allow_null=True)
     plan = serializers.DictField(allow_null=True)
+    subscriptions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="The org's subscriptions to publishers' listings, each with its included "
+        "usage this period.",
+    )
     quota = serializers.DictField()
     credits = serializers.DictField(help_text="Prepaid credits: balance and reserved.")
     spend = serializers.DictField(help_text="Spend cap, spent, reserved, remaining.")
@@ -51,6 +56,22 @@ ACCOUNT_EXAMPLE = OpenApiExample(
             "allowance": "20",
             "overage_allowed": True,
         },
+        "subscriptions": [
+            {
+                "model": "acme-labs-coder",
+                "plan": {"id": 12, "name": "Team"},
+                "monthly_price": "49",
+                "status": "active",
+                "cancel_at_period_end": False,
+                "included_usage": {
+                    "included": "40",
+                    "used": "12.5",
+                    "reserved": "0",
+                    "remaining": "27.5",
+                },
+                "period": {"start": "2026-11-03T00:00:00Z", "end": "2026-12-03T00:00:00Z"},
+            }
+        ],
         "quota": {
             "allowance": {
                 "included": "20",

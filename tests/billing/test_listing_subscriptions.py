@@ -1,0 +1,565 @@
+"""Subscriptions to a publisher's listing (issue #13): included usage paid per subscription
+under its own counters, then credits; the price lock; plans and Checkout with exact
+Stripe requests; the Stripe mirror through signed events; royalty entries for invoices,
+refunds and disputes."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing import costs, credits, listing_subscriptions, prices, services
+from billing.models import (
+    CallCost,
+    ListingPlan,
+    ListingSubscription,
+    PublisherAccount,
+    RoyaltyEntry,
+    Subscription,
+    SubscriptionInvoice,
+    SubscriptionUsage,
+    UsagePeriod,
+)
+from inference.models import Prediction, Status
+from inference.services import finish
+from portal import services as portal_services
+from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, PaymentRequired
+from portal.models import Role
+from tests.billing.conftest import make_event
+from tests.billing.test_quota import _admit_one, _hammer, _settle_all, money, run
+
+pytestmark = pytest.mark.usefixtures("worker_present")
+
+WORST = Decimal("0.025")  # echo as `priced`, 10 new tokens
+
+
+@pytest.fixture
+def publisher(outsider):
+    publisher = portal_services.create_org("Model Makers", outsider)
+    PublisherAccount.objects.create(
+        org=publisher,
+        stripe_account_id="acct_makers",
+        details_submitted=True,
+        charges_enabled=True,
+        payouts_enabled=True,
+    )
+    return publisher
+
+
+@pytest.fixture
+def published(echo, publisher, priced):
+    echo.org = publisher
+    echo.save()
+    return echo
+
+
+@pytest.fixture
+def plan(published) -> ListingPlan:
+    """Two worst-case calls' worth of included usage a month."""
+    return ListingPlan.objects.create(
+        listing=published,
+        name="Starter",
+        monthly_price=Decimal("9"),
+        included_usage=Decimal("0.05"),
+        stripe_price_id="price_listing_starter",
+    )
+
+
+@pytest.fixture
+def subscribed(org, plan, free_plan) -> ListingSubscription:
+    return listing_subscriptions.grant(org, plan, None)
+
+
+def _usage(sub: ListingSubscription) -> SubscriptionUsage:
+    return SubscriptionUsage.objects.get(subscription=sub)
+
+
+# --- Paying for calls -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_subscribed_call_is_held_on_the_subscription_not_the_site_plan(owner, org, subscribed):
+    prediction = run(org, owner)
+    usage = _usage(subscribed)
+    assert (usage.included, usage.reserved, usage.used) == money("0.05", "0.025", "0")
+    period = UsagePeriod.objects.get(org=org)
+    assert (period.allowance_reserved, period.paid_reserved) == money("0", "0")
+
+    finish(prediction, Status.SUCCEEDED, input_tokens=4, output_tokens=5)  # 0.015
+    usage.refresh_from_db()
+    assert (usage.reserved, usage.used) == money("0", "0.015")
+    receipt = CallCost.objects.get(prediction=prediction)
+    assert (receipt.paid_by_subscription, receipt.paid_by_plan, receipt.paid_by_credits) == money(
+        "0.015", "0", "0"
+    )
+    assert costs.cost_payload(receipt)["paid_from"] == [
+        {"source": "subscription", "amount": "0.015"}
+    ]
+    # The publisher is paid by the subscription's invoice, not per included call.
+    assert not RoyaltyEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_beyond_the_included_usage_credits_pay_and_without_them_it_is_402(owner, org, subscribed):
+    run(org, owner)
+    run(org, owner)  # 0.05 held: the included usage is all reserved
+    with pytest.raises(PaymentRequired) as refused:
+        run(org, owner)
+    assert refused.value.code == "quota_exhausted"
+    assert "Starter subscription" in refused.value.message
+
+    credits.grant_credits(org, "1")
+    third = run(org, owner)
+    record = third.usage_record
+    assert (record.reserved_allowance, record.reserved_credits) == money("0", "0.025")
+    finish(third, Status.SUCCEEDED, input_tokens=4, output_tokens=10)
+    entry = RoyaltyEntry.objects.get()
+    assert (entry.kind, entry.customer_charge) == ("usage", Decimal("0.025"))
+
+
+@pytest.mark.django_db
+def test_a_subscription_needs_no_site_plan_coverage_and_ends_with_its_status(
+    owner, org, subscribed, free_plan
+):
+    """The team workspace has no paid site plan and no credits: the listing subscription
+    alone pays. A canceled one pays nothing."""
+    run(org, owner)
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
+    from portal import hotcache
+
+    hotcache.new_epoch()  # `.update()` sends no signal: as a webhook's save would
+    with pytest.raises(PaymentRequired) as refused:
+        run(org, owner)
+    assert refused.value.code in ("subscription_required", "model_not_in_plan")
+
+
+@pytest.mark.django_db
+def test_another_orgs_subscription_covers_nobody_else(owner, org, plan, free_plan, outsider_org):
+    listing_subscriptions.grant(outsider_org, plan, None)
+    with pytest.raises(PaymentRequired):
+        run(org, owner)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_concurrent_calls_to_a_subscribed_listing_settle_to_the_cent(
+    owner, org, plan, free_plan
+):
+    plan.included_usage = WORST * 100
+    plan.save()
+    sub = listing_subscriptions.grant(org, plan, None)
+    credits.grant_credits(org, "100")
+    results = _hammer(200, _admit_one(org, owner))
+    admitted = [r for r in results if isinstance(r, Prediction)]
+    assert len(admitted) == 200, [r for r in results if not isinstance(r, Prediction)][:3]
+    usage = _usage(sub)
+    assert usage.reserved == WORST * 100 == usage.included  # never more than included
+    _settle_all(admitted)  # each settles at exactly its worst case, 0.025
+
+    usage.refresh_from_db()
+    assert (usage.used, usage.reserved) == (WORST * 100, Decimal(0))
+    receipts = CallCost.objects.filter(org=org).aggregate(
+        amount=Sum("amount"),
+        subscription=Sum("paid_by_subscription"),
+        credits=Sum("paid_by_credits"),
+        plan=Sum("paid_by_plan"),
+    )
+    assert receipts == {
+        "amount": Decimal("5"),
+        "subscription": Decimal("2.5"),
+        "credits": Decimal("2.5"),
+        "plan": Decimal(0),
+    }
+    assert credits.account_for(org).balance == Decimal("97.5")
+    ledger = RoyaltyEntry.objects.aggregate(
+        charge=Sum("customer_charge"), share=Sum("publisher_share"), fee=Sum("platform_fee")
+    )
+    assert RoyaltyEntry.objects.count() == 100
+    assert ledger == {"charge": Decimal("2.5"), "share": Decimal("2"), "fee": Decimal("0.5")}
+    period = UsagePeriod.objects.get(org=org)
+    assert (period.allowance_reserved, period.allowance_used, period.paid_reserved) == money(
+        "0", "0", "0"
+    )
+
+
+# --- Price lock -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_subscriber_keeps_the_price_until_the_first_renewal_after_the_notice(
+    owner, org, subscribed, outsider_org, outsider, settings, post_event
+):
+    """The price doubles now (an operator's change, effective at once). A non-subscriber
+    pays it at once; the subscriber keeps the old one through a renewal within the
+    notice period, and gets the new one at the first renewal after it."""
+    prices.set_price(
+        subscribed.listing, input_per_million="2000", output_per_million="4000",
+        per_request="0.002",
+    )  # fmt: skip
+    credits.grant_credits(outsider_org, "1")
+    stranger = run(outsider_org, outsider)
+    assert stranger.usage_record.max_cost == WORST * 2
+
+    assert run(org, owner).usage_record.max_cost == WORST
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(
+        stripe_subscription_id="sub_lock", granted_by_admin=False
+    )
+    credits.grant_credits(org, "1")  # for what the included usage no longer holds
+    notice = timedelta(days=settings.LISTING_PRICE_LOCK_NOTICE_DAYS)
+    renewals = [
+        ("in_soon", timezone.now() + timedelta(days=3), WORST),
+        ("in_later", timezone.now() + notice + timedelta(days=1), WORST * 2),
+    ]
+    for invoice_id, renewed_at, expected in renewals:
+        invoice = {
+            "id": invoice_id, "object": "invoice", "subscription": "sub_lock",
+            "billing_reason": "subscription_cycle", "amount_paid": 900, "currency": "usd",
+            "created": int(renewed_at.timestamp()),
+        }  # fmt: skip
+        assert post_event(make_event("invoice.paid", invoice)).status_code == 200
+        assert run(org, owner).usage_record.max_cost == expected, invoice_id
+
+
+# --- Plans -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_plan_creates_its_monthly_stripe_price_exactly(published, outsider, fake_stripe):
+    fake_stripe.respond(
+        "POST", "/v1/prices", 200,
+        {"id": "price_new", "object": "price", "product": "prod_new"},
+    )  # fmt: skip
+    plan = listing_subscriptions.create_plan(
+        published, outsider, name=" Team ", monthly_price="49", included_usage="40",
+        trial_days="7",
+    )  # fmt: skip
+    assert (plan.name, plan.monthly_price, plan.included_usage, plan.trial_days) == (
+        "Team", Decimal("49"), Decimal("40"), 7
+    )  # fmt: skip
+    assert (plan.stripe_product_id, plan.stripe_price_id) == ("prod_new", "price_new")
+    [sent] = fake_stripe.calls("/v1/prices")
+    assert sent.form == {
+        "unit_amount": ["4900"],
+        "currency": ["usd"],
+        "recurring[interval]": ["month"],
+        "product_data[name]": [f"{published.name}: Team"],
+        "product_data[metadata][kind]": ["listing_plan"],
+        "product_data[metadata][listing_plan]": [str(plan.pk)],
+        "metadata[kind]": ["listing_plan"],
+        "metadata[listing_plan]": [str(plan.pk)],
+    }
+    assert sent.headers["Idempotency-Key"] == f"listing-plan-price-{plan.pk}"
+
+
+@pytest.mark.django_db
+def test_a_failed_stripe_price_writes_no_plan(published, outsider, fake_stripe):
+    fake_stripe.respond("POST", "/v1/prices", 500, {"error": {"message": "down"}})
+    with pytest.raises(Exception) as failed:
+        listing_subscriptions.create_plan(
+            published, outsider, name="Team", monthly_price="49", included_usage="40"
+        )
+    assert getattr(failed.value, "status", None) == 503
+    assert not ListingPlan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 61}, "name"),
+        ({"monthly_price": "0.10"}, "monthly_price"),
+        ({"monthly_price": "9.999"}, "monthly_price"),
+        ({"monthly_price": "1e400"}, "monthly_price"),
+        ({"monthly_price": "abc"}, "monthly_price"),
+        ({"monthly_price": 9.5}, "monthly_price"),
+        ({"monthly_price": "100001"}, "monthly_price"),
+        ({"included_usage": "-1"}, "included_usage"),
+        ({"trial_days": "91"}, "trial_days"),
+        ({"trial_days": "-1"}, "trial_days"),
+        ({"trial_days": "seven"}, "trial_days"),
+    ],
+)
+@pytest.mark.django_db
+def test_bad_plan_input_is_refused_and_writes_nothing(published, outsider, fields, param):
+    values = {"name": "Team", "monthly_price": "49", "included_usage": "40", **fields}
+    with pytest.raises(InvalidInput) as refused:
+        listing_subscriptions.create_plan(published, outsider, **values)
+    assert refused.value.param == param
+    assert not ListingPlan.objects.exists()
+
+
+@pytest.mark.django_db
+def test_only_an_onboarded_publishers_admins_create_plans(
+    published, publisher, outsider, owner, teammate, settings
+):
+    settings.STRIPE_SECRET_KEY = ""
+    values = {"name": "Team", "monthly_price": "49", "included_usage": "40"}
+    publisher.memberships.create(user=teammate, role=Role.MEMBER)
+    with pytest.raises(NotAllowed):
+        listing_subscriptions.create_plan(published, teammate, **values)
+    with pytest.raises(NotFound):
+        listing_subscriptions.create_plan(published, owner, **values)
+    PublisherAccount.objects.filter(org=publisher).update(payouts_enabled=False)
+    with pytest.raises(Conflict) as refused:
+        listing_subscriptions.create_plan(published, outsider, **values)
+    assert refused.value.code == "publisher_not_onboarded"
+    assert not ListingPlan.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_retired_plan_takes_no_checkout_but_keeps_its_subscribers(
+    owner, org, plan, subscribed, outsider, settings
+):
+    settings.STRIPE_SECRET_KEY = ""
+    listing_subscriptions.retire_plan(plan.pk, plan.listing, outsider)
+    with pytest.raises(NotFound):
+        listing_subscriptions.purchasable(org, plan.pk)
+    prediction = run(org, owner)
+    assert prediction.usage_record.subscription_usage_id is not None
+
+
+# --- Checkout -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkout_answers(fake_stripe):
+    fake_stripe.respond("POST", "/v1/customers", 200, {"id": "cus_buyer", "object": "customer"})
+    fake_stripe.respond(
+        "POST", "/v1/checkout/sessions", 200,
+        {"id": "cs_1", "object": "checkout.session", "url": "https://checkout.stripe.test/cs_1"},
+    )  # fmt: skip
+    return fake_stripe
+
+
+@pytest.mark.django_db
+def test_checkout_sends_the_listing_plan_with_its_trial_and_metadata(
+    owner, org, plan, checkout_answers
+):
+    plan.trial_days = 7
+    plan.save()
+    url = services.start_listing_checkout(org, owner, plan.pk, "https://s/ok", "https://s/no")
+    assert url == "https://checkout.stripe.test/cs_1"
+    [sent] = checkout_answers.calls("/v1/checkout/sessions")
+    metadata = {"org": str(org.pk), "kind": "listing_plan", "listing_plan": str(plan.pk)}
+    expected = {
+        "mode": ["subscription"],
+        "customer": ["cus_buyer"],
+        "client_reference_id": [str(org.pk)],
+        "line_items[0][price]": ["price_listing_starter"],
+        "line_items[0][quantity]": ["1"],
+        "subscription_data[trial_period_days]": ["7"],
+        "success_url": ["https://s/ok"],
+        "cancel_url": ["https://s/no"],
+    }
+    for key, value in metadata.items():
+        expected[f"metadata[{key}]"] = [value]
+        expected[f"subscription_data[metadata][{key}]"] = [value]
+    assert sent.form == expected
+
+
+@pytest.mark.django_db
+def test_checkout_is_for_owners_of_orgs_that_can_see_the_listing(
+    owner, teammate, org, plan, outsider_org, checkout_answers
+):
+    with pytest.raises(NotAllowed):
+        services.start_listing_checkout(org, teammate, plan.pk, "https://s/", "https://s/")
+    with pytest.raises(NotFound):
+        services.start_listing_checkout(org, owner, 10_000, "https://s/", "https://s/")
+    plan.listing.visibility = "private"
+    plan.listing.save()
+    with pytest.raises(NotFound):  # another org's private listing: as if missing
+        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+    assert not checkout_answers.calls("/v1/checkout/sessions")
+
+
+@pytest.mark.django_db
+def test_a_paying_subscriber_cannot_check_out_again(owner, org, plan, subscribed, checkout_answers):
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(stripe_subscription_id="sub_9")
+    with pytest.raises(Conflict) as refused:
+        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+    assert refused.value.code == "already_subscribed"
+
+
+@pytest.mark.django_db
+def test_without_stripe_checkout_says_billing_is_not_configured(owner, org, plan, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    with pytest.raises(PaymentRequired) as refused:
+        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+    assert refused.value.code == "billing_not_configured"
+
+
+# --- The Stripe mirror, through signed events --------------------------------------------
+
+
+def _checkout(org, plan, sub_id: str = "sub_listing") -> dict:
+    return {
+        "id": "cs_listing", "object": "checkout.session", "mode": "subscription",
+        "customer": "cus_buyer", "client_reference_id": str(org.pk), "subscription": sub_id,
+        "metadata": {"org": str(org.pk), "kind": "listing_plan", "listing_plan": str(plan.pk)},
+    }  # fmt: skip
+
+
+def _subscription(org, plan, status: str = "active", sub_id: str = "sub_listing") -> dict:
+    now = int(timezone.now().timestamp())
+    return {
+        "id": sub_id, "object": "subscription", "customer": "cus_buyer", "status": status,
+        "cancel_at_period_end": False,
+        "metadata": {"org": str(org.pk), "kind": "listing_plan", "listing_plan": str(plan.pk)},
+        "items": {"data": [{
+            "price": {"id": plan.stripe_price_id},
+            "current_period_start": now - 86400, "current_period_end": now + 29 * 86400,
+        }]},
+    }  # fmt: skip
+
+
+def _invoice(invoice_id: str = "in_1", amount: int = 900, **extra) -> dict:
+    return {
+        "id": invoice_id, "object": "invoice", "subscription": "sub_listing",
+        "billing_reason": "subscription_create", "amount_paid": amount, "currency": "usd",
+        "charge": "ch_sub", "payment_intent": "pi_sub", **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def via_stripe(org, plan, pro_plan, post_event) -> ListingSubscription:
+    """The org pays for the Pro site plan and subscribes to the listing through Checkout."""
+    Subscription.objects.create(org=org, plan=pro_plan, stripe_subscription_id="sub_site")
+    for event in (
+        make_event("checkout.session.completed", _checkout(org, plan)),
+        make_event("customer.subscription.created", _subscription(org, plan)),
+        make_event("invoice.paid", _invoice()),
+    ):
+        assert post_event(event).status_code == 200
+    return ListingSubscription.objects.get(org=org)
+
+
+@pytest.mark.django_db
+def test_checkout_adds_a_listing_subscription_beside_the_site_plan(owner, org, plan, via_stripe):
+    assert (via_stripe.status, via_stripe.stripe_subscription_id) == ("active", "sub_listing")
+    assert via_stripe.current_period_end is not None
+    site = Subscription.objects.get(org=org)
+    assert (site.plan.slug, site.stripe_subscription_id) == ("pro", "sub_site")
+    prediction = run(org, owner)
+    assert prediction.usage_record.subscription_usage.subscription == via_stripe
+
+
+@pytest.mark.django_db
+def test_a_paid_invoice_adds_one_subscription_entry_whatever_the_replays(
+    org, plan, publisher, via_stripe, post_event
+):
+    event = make_event("invoice.paid", _invoice())
+    for _ in range(3):
+        assert post_event(event).status_code == 200
+    assert post_event(make_event("invoice.paid", _invoice())).status_code == 200  # new event id
+    entry = RoyaltyEntry.objects.get()
+    assert (entry.kind, entry.reference, entry.publisher_id, entry.customer_id) == (
+        "subscription", "invoice:in_1", publisher.pk, org.pk
+    )  # fmt: skip
+    assert (entry.customer_charge, entry.publisher_share, entry.platform_fee) == money(
+        "9", "7.2", "1.8"
+    )
+    assert SubscriptionInvoice.objects.get().charge_id == "ch_sub"
+
+
+@pytest.mark.django_db
+def test_deletion_ends_access_and_an_older_update_does_not_revive_it(
+    owner, org, plan, via_stripe, post_event
+):
+    created = int(timezone.now().timestamp()) + 10
+    deleted = make_event("customer.subscription.deleted", _subscription(org, plan), created)
+    older = make_event("customer.subscription.updated", _subscription(org, plan), created - 5)
+    assert post_event(deleted).status_code == 200
+    assert post_event(older).status_code == 200
+    via_stripe.refresh_from_db()
+    assert via_stripe.status == "canceled"
+    with pytest.raises(PaymentRequired):
+        run(org, owner)
+    assert Subscription.objects.get(org=org).status == "active"  # the site plan stays
+
+
+@pytest.mark.django_db
+def test_refunds_reverse_the_invoice_entry_once_each(org, plan, via_stripe, post_event):
+    charge = {
+        "id": "ch_sub", "object": "charge", "payment_intent": "pi_sub", "amount_refunded": 300,
+        "refunds": {"data": [{"id": "re_1", "amount": 300, "status": "succeeded"}]},
+    }  # fmt: skip
+    assert post_event(make_event("charge.refunded", charge)).status_code == 200
+    charge = {
+        **charge, "amount_refunded": 900,
+        "refunds": {"data": [
+            {"id": "re_2", "amount": 600, "status": "succeeded"},
+            {"id": "re_1", "amount": 300, "status": "succeeded"},
+        ]},
+    }  # fmt: skip
+    for _ in range(2):
+        assert post_event(make_event("charge.refunded", charge)).status_code == 200
+    refunds = RoyaltyEntry.objects.filter(kind="refund").order_by("reference")
+    assert [(r.reference, r.customer_charge) for r in refunds] == [
+        ("refund:re_1", Decimal("-3")),
+        ("refund:re_2", Decimal("-6")),
+    ]
+    total = RoyaltyEntry.objects.aggregate(
+        charge=Sum("customer_charge"), share=Sum("publisher_share"), fee=Sum("platform_fee")
+    )
+    assert total == {"charge": Decimal(0), "share": Decimal(0), "fee": Decimal(0)}
+
+
+@pytest.mark.django_db
+def test_a_cumulative_refund_without_a_refund_list_takes_each_cent_once(
+    org, plan, via_stripe, post_event
+):
+    for refunded in (200, 200, 500, 300):  # a replayed total, then an older, smaller one
+        charge = {"id": "ch_sub", "object": "charge", "amount_refunded": refunded}
+        assert post_event(make_event("charge.refunded", charge)).status_code == 200
+    taken = RoyaltyEntry.objects.filter(kind="refund").aggregate(total=Sum("customer_charge"))
+    assert taken["total"] == Decimal("-5")
+
+
+@pytest.mark.django_db
+def test_a_dispute_reverses_and_a_won_dispute_restores(org, plan, via_stripe, post_event):
+    dispute = {"id": "dp_1", "object": "dispute", "charge": "ch_sub", "amount": 900}
+    opened = make_event("charge.dispute.created", {**dispute, "status": "needs_response"})
+    won = make_event("charge.dispute.closed", {**dispute, "status": "won"})
+    for event in (opened, opened, won, won):
+        assert post_event(event).status_code == 200
+    entries = RoyaltyEntry.objects.order_by("pk")
+    assert [(e.kind, e.customer_charge) for e in entries] == [
+        ("subscription", Decimal("9")),
+        ("dispute", Decimal("-9")),
+        ("dispute_won", Decimal("9")),
+    ]
+    lost = make_event("charge.dispute.closed", {**dispute, "id": "dp_2", "status": "lost"})
+    assert post_event(lost).status_code == 200
+    assert RoyaltyEntry.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_refund_of_a_charge_we_do_not_know_changes_nothing(org, plan, via_stripe, post_event):
+    charge = {"id": "ch_other", "object": "charge", "amount_refunded": 900}
+    response = post_event(make_event("charge.refunded", charge))
+    assert response.status_code == 200
+    assert RoyaltyEntry.objects.count() == 1
+
+
+# --- The account ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_account_api_lists_listing_subscriptions_to_the_org_only(
+    owner, org, subscribed, token_for, api_client, outsider_org
+):
+    run(org, owner)
+    body = api_client(token_for(org)).get("/api/v1/account").json()
+    [sub] = body["subscriptions"]
+    assert sub["model"] == "echo"
+    assert sub["plan"]["name"] == "Starter"
+    assert sub["included_usage"] == {
+        "included": "0.05", "used": "0", "reserved": "0.025", "remaining": "0.025",
+    }  # fmt: skip
+    other = api_client(token_for(outsider_org)).get("/api/v1/account").json()
+    assert other["subscriptions"] == []
+    assert json.dumps(body)  # money stays strings
