@@ -6,6 +6,7 @@ turns DEBUG off and refuses to start without a strong `SECRET_KEY` (see `_requir
 """
 
 import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -302,6 +303,10 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every connection, and a prefork child's whole pool, before
+# and after each task unless this is set: a new PostgreSQL session per task. Workers hand
+# connections back to the pool after each task instead (portal/celery.py).
+CELERY_DB_REUSE_MAX = sys.maxsize
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # With the Redis broker an unacknowledged message of a dead worker is redelivered only

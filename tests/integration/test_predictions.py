@@ -13,6 +13,7 @@ import websockets.sync.client as ws_client
 from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing.websocket import WebsocketCommunicator
+from django.db import connection
 
 from inference.consumers import CLOSE_NOT_FOUND
 from inference.models import Prediction
@@ -343,3 +344,31 @@ def test_open_streams_do_not_hold_database_connections(api, stack):
     for t in threads:
         t.join(timeout=60)
     assert finished == [True] * streams
+
+
+def _sessions_opened() -> int:
+    """PostgreSQL sessions ever opened to the test database (its statistics lag up to a
+    second behind)."""
+    time.sleep(1.5)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_the_worker_keeps_its_database_sessions_across_tasks(api):
+    """Celery's Django fixup closed a prefork child's connection pool around every task:
+    each prediction opened two new PostgreSQL sessions (a server process each)."""
+
+    def run_one() -> None:
+        response = api.post(
+            "/api/v1/predictions",
+            json={"model": "echo", "input": {"prompt": "hi", "max_new_tokens": 2}},
+            headers={"Prefer": "wait=30"},
+        )
+        assert response.json()["status"] == "succeeded", response.text
+
+    run_one()
+    before = _sessions_opened()
+    for _ in range(20):
+        run_one()
+    assert _sessions_opened() - before < 5
