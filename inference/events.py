@@ -7,15 +7,13 @@ that connects late or reconnects gets every event after its last seq exactly onc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 from redis.commands.core import Script
 
@@ -91,7 +89,7 @@ def _append(prediction_id: str, type_: str, data: object, watched: list[str]) ->
     return int(seq), bool(flagged)
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     return Event(
         seq=int(entry_id.split(b"-")[0]),
         type=fields[b"t"].decode(),
@@ -101,7 +99,7 @@ def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 
 def read_after(prediction_id: str, after_seq: int, count: int = 1000) -> list[Event]:
     entries = sync_client().xrange(stream_key(prediction_id), min=f"({after_seq}-0", count=count)
-    return [_decode(entry_id, fields) for entry_id, fields in entries]
+    return [decode(entry_id, fields) for entry_id, fields in entries]
 
 
 def erase(prediction_ids: list[str]) -> None:
@@ -115,59 +113,6 @@ def erase(prediction_ids: list[str]) -> None:
 
 def log_exists(prediction_id: str) -> bool:
     return bool(sync_client().exists(_seq_key(prediction_id)))
-
-
-async def tail(
-    prediction_id: str, after_seq: int, *, idle_seconds: float
-) -> AsyncIterator[Event | None]:
-    """Yields events after `after_seq` as they come, None after each idle period, and ends
-    after the terminal event. The caller decides what an idle period means (keep-alive)."""
-    # No socket timeout: XREAD blocks on purpose; the block time bounds each wait.
-    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None)
-    key = stream_key(prediction_id)
-    last = f"{after_seq}-0"
-    try:
-        if after_seq and await _ended_by(client, key, after_seq):
-            return
-        while True:
-            try:
-                response = await client.xread(
-                    {key: last}, count=500, block=int(idle_seconds * 1000)
-                )
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                # Redis restarting: wait, then continue from the last delivered seq.
-                await asyncio.sleep(REDIS_RETRY_SECONDS)
-                yield None
-                continue
-            if not response:
-                # A resume beyond the log's end: its terminal event may come at a seq
-                # below the one asked for, which XREAD would never return.
-                if (
-                    after_seq
-                    and last == f"{after_seq}-0"
-                    and await _ended_by(client, key, after_seq)
-                ):
-                    return
-                yield None
-                continue
-            for entry_id, fields in response[0][1]:
-                event = _decode(entry_id, fields)
-                last = entry_id
-                yield event
-                if event.type == TERMINAL_EVENT:
-                    return
-    finally:
-        await client.aclose()
-
-
-async def _ended_by(client: aioredis.Redis, key: str, seq: int) -> bool:
-    """Whether the log's terminal event is at or before `seq`: a client resuming there
-    already has everything there will ever be."""
-    newest = await client.xrevrange(key, count=1)
-    if not newest:
-        return False
-    event = _decode(*newest[0])
-    return event.type == TERMINAL_EVENT and event.seq <= seq
 
 
 def wait_for_terminal(

@@ -12,13 +12,14 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from inference import concurrency, events
+from inference import concurrency, events, hub
 from inference.models import Prediction
 from inference.payloads import prediction_payload
 from portal.auth import Principal, invalid_principals, principal_key
@@ -186,16 +187,18 @@ def _sweeper() -> _Sweeper:
 async def guarded_tail(
     prediction_id: str, after: int, guard: StreamGuard
 ) -> AsyncIterator[events.Event | None]:
-    """`events.tail`, woken every guard interval to check the guard; None means "say
+    """`hub.tail`, woken every guard interval to check the guard; None means "say
     keep-alive" (at most KEEPALIVE_SECONDS apart)."""
     last_sent = time.monotonic()
-    async for event in events.tail(prediction_id, after, idle_seconds=guard.interval):
-        guard.check()
-        now = time.monotonic()
-        if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
-            continue
-        last_sent = now
-        yield event
+    tail = hub.tail(prediction_id, after, idle_seconds=guard.interval)
+    async with aclosing(tail):
+        async for event in tail:
+            guard.check()
+            now = time.monotonic()
+            if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
+                continue
+            last_sent = now
+            yield event
 
 
 async def events_after(

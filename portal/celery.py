@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -12,11 +12,13 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def _return_database_connections(**kwargs: object) -> None:
+def _return_database_connections(sender: Task, **kwargs: object) -> None:
     """Hands the task's database connections back to the pool, as Django does around a
     request (`CELERY_DB_REUSE_MAX` keeps Celery's own fixup from closing the whole pool
     around every task: each task then paid for new PostgreSQL sessions). The fixup still
     closes the pool a forked child inherits, which must never be shared."""
     from django.db import close_old_connections
 
-    close_old_connections()
+    # A task run in place (`apply`, eager mode) runs inside its caller's transaction.
+    if not getattr(sender.request, "is_eager", False):
+        close_old_connections()

@@ -12,6 +12,7 @@ import json
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -21,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from billing.costs import cost_number, cost_of
 from billing.metering import parse_max_cost
 from billing.pricing import catalog_pricing
-from inference import concurrency, events, services
+from inference import concurrency, events, hub, services
 from inference.models import Prediction, Source, Status
 from inference.streaming import (
     CredentialsRevoked,
@@ -243,15 +244,17 @@ async def _wait_until_done(prediction: Prediction, slot: concurrency.Slot) -> Pr
     renew = sync_to_async(slot.renew, thread_sensitive=False)
     next_renewal = time.monotonic() + concurrency.renew_every()
     # Wakes at least once per renewal period, so the slot's lease never runs out mid-wait.
-    async for event in events.tail(prediction.id, 0, idle_seconds=concurrency.renew_every()):
-        if event is not None and event.type == events.TERMINAL_EVENT:
-            break
-        now = time.monotonic()
-        if now > deadline:
-            break
-        if now >= next_renewal:
-            await renew()
-            next_renewal = now + concurrency.renew_every()
+    tail = hub.tail(prediction.id, 0, idle_seconds=concurrency.renew_every())
+    async with aclosing(tail):
+        async for event in tail:
+            if event is not None and event.type == events.TERMINAL_EVENT:
+                break
+            now = time.monotonic()
+            if now > deadline:
+                break
+            if now >= next_renewal:
+                await renew()
+                next_renewal = now + concurrency.renew_every()
     return await _final(prediction.id)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 
@@ -21,6 +23,7 @@ from models_hub.demo import load_demo_catalog
 from portal.channels_auth import PrincipalMiddlewareStack
 from portal.routing import websocket_urlpatterns
 from tests.integration.faults import parse_sse
+from tests.livestack import free_port, start_web, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ECHO_PROMPT = "one two three four five six seven eight"
@@ -372,3 +375,37 @@ def test_the_worker_keeps_its_database_sessions_across_tasks(api):
     for _ in range(20):
         run_one()
     assert _sessions_opened() - before < 5
+
+
+def test_the_web_process_shuts_down_promptly_after_every_kind_of_stream(
+    stack, org, token_for, catalog
+):
+    """A stream left open kept the web process from exiting on SIGTERM (the first fan-out
+    was reverted for it). Every kind of stream here ends or is dropped by its client; the
+    process must then exit well within a deploy's grace period."""
+    port = free_port()
+    web = start_web(port)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token_for(org)}"}
+    wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200)
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        long = create(client, prompt=" ".join(["word"] * 400), tokens_per_second=20)
+        done = create(client, prompt="short")
+        read_sse(client, f"/api/v1/predictions/{done['id']}/stream")
+        # Resumed at and beyond the end: both must end at once.
+        for offset in (3, 999):
+            read_sse(client, f"/api/v1/predictions/{done['id']}/stream?from={offset}")
+        # Dropped by the client mid-stream: SSE, WebSocket and /v1.
+        read_sse(client, f"/api/v1/predictions/{long['id']}/stream", stop_after=3)
+        with ws_client.connect(
+            f"ws://127.0.0.1:{port}/ws/predictions/{long['id']}/",
+            additional_headers=headers,
+        ) as socket:
+            socket.recv(timeout=10)
+        body = {"model": "echo", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            next(response.iter_lines())
+    started = time.monotonic()
+    os.killpg(web.pid, signal.SIGTERM)
+    web.wait(timeout=15)
+    assert time.monotonic() - started < 5
