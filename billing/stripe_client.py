@@ -42,11 +42,12 @@ def _key() -> str:
     return settings.STRIPE_SECRET_KEY
 
 
-def _call(method, **params: Any) -> dict[str, Any]:
+def _call(method, *ids: str, **params: Any) -> dict[str, Any]:
     """One Stripe request, answered as plain dicts; network and API failures become a 503
-    the user can retry."""
+    the user can retry. `ids` go positionally: `modify` takes its object's id no other
+    way (stripe 16)."""
     try:
-        return method(api_key=_key(), **params).to_dict()
+        return method(*ids, api_key=_key(), **params).to_dict()
     except stripe.StripeError as exc:
         raise StripeUnavailable(
             "The payment provider did not answer; please try again in a moment."
@@ -372,7 +373,7 @@ def construct_event(payload: bytes, signature: str) -> dict[str, Any]:
 def upsert_product(plan: Plan) -> str:
     fields = {"name": f"Model Portal {plan.name}", "metadata": {"plan": plan.slug}}
     if plan.stripe_product_id:
-        return _call(stripe.Product.modify, id=plan.stripe_product_id, **fields)["id"]
+        return _call(stripe.Product.modify, plan.stripe_product_id, **fields)["id"]
     return _call(stripe.Product.create, idempotency_key=f"portal-product-{plan.slug}", **fields)[
         "id"
     ]
@@ -414,7 +415,7 @@ def create_overage_price(plan: Plan, product_id: str, meter_id: str) -> str:
 
 
 def deactivate_price(price_id: str) -> None:
-    _call(stripe.Price.modify, id=price_id, active=False)
+    _call(stripe.Price.modify, price_id, active=False)
 
 
 def ensure_meter() -> str:

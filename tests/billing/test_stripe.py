@@ -234,3 +234,28 @@ def test_a_receipt_joins_one_report_only(fake_stripe, org, echo):
     services.batch_overage()
     assert MeterReport.objects.get().cents == 150
     assert receipt.metered.report == MeterReport.objects.get()
+
+
+def test_sync_plans_updates_a_synced_plan_and_retires_its_old_price(fake_stripe, pro_plan):
+    """A second sync of a plan whose price changed: the product is updated in place (its
+    id in the path), a new price is made and the old one deactivated."""
+    pro_plan.stripe_product_id, pro_plan.stripe_price_id = "prod_pro", "price_old"
+    pro_plan.stripe_overage_price_id = "price_over"
+    pro_plan.save()
+    fake_stripe.respond(
+        "POST", "/v1/products/prod_pro", 200, {"id": "prod_pro", "object": "product"}
+    )
+    fake_stripe.respond(
+        "GET", "/v1/prices/price_old", 200,
+        {"id": "price_old", "object": "price", "active": True, "unit_amount": 1500,
+         "currency": "usd", "recurring": {"interval": "month"}},
+    )  # fmt: skip
+    fake_stripe.respond("POST", "/v1/prices", 200, {"id": "price_new", "object": "price"})
+    fake_stripe.respond("POST", "/v1/prices/price_old", 200, {"id": "price_old", "object": "price"})
+    call_command("sync_plans")
+    pro_plan.refresh_from_db()
+    assert pro_plan.stripe_price_id == "price_new"
+    [renamed] = fake_stripe.calls("/v1/products/prod_pro")
+    assert renamed.form["name"] == ["Model Portal Pro"]
+    [retired] = fake_stripe.calls("/v1/prices/price_old")[1:]
+    assert retired.form == {"active": ["false"]}
