@@ -144,6 +144,10 @@ def terms_for(org: Organization | None, listing) -> str | None:
     if state.subscription_required or not plans.includes(plan, listing, state.stamp):
         if credits:
             return f"Not in your plan: {credits} at these prices."
+        if listing_subscriptions.offered_plans(listing):
+            return (
+                "Not in your plan: subscribe to one of its plans, or buy credits to pay per call."
+            )
         return "Not in your plan: buy credits to pay per call, or choose a plan that includes it."
     if plan.allowance is None:
         return f"Included in your {plan.name} plan."

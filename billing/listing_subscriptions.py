@@ -291,14 +291,16 @@ def purchasable(org: Organization, plan_id: int) -> ListingPlan:
 
 
 def require_not_subscribed(org: Organization, plan: ListingPlan) -> None:
+    """One Stripe subscription per org and listing: a second Checkout while one is live
+    (paid, trialing, or with a payment problem to fix) would bill the org twice."""
     current = ListingSubscription.objects.filter(org=org, listing=plan.listing).first()
-    paying = current is not None and current.stripe_subscription_id
-    if paying and current.status in plans.PAID_ACCESS:
-        raise Conflict(
-            f"This organization already subscribes to {plan.listing.name}; change or cancel "
-            "it in Manage billing.",
-            code="already_subscribed",
-        )
+    if current is None or not current.stripe_subscription_id or current.status in mirror.ENDED:
+        return
+    raise Conflict(
+        f"This organization already subscribes to {plan.listing.name} ({current.status}); "
+        "change, fix or cancel it in Manage billing.",
+        code="already_subscribed",
+    )
 
 
 def had_subscription(org: Organization, plan: ListingPlan) -> bool:

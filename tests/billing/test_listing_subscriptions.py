@@ -563,3 +563,18 @@ def test_the_account_api_lists_listing_subscriptions_to_the_org_only(
     other = api_client(token_for(outsider_org)).get("/api/v1/account").json()
     assert other["subscriptions"] == []
     assert json.dumps(body)  # money stays strings
+
+
+@pytest.mark.parametrize("status", ["past_due", "unpaid", "incomplete", "paused"])
+@pytest.mark.django_db
+def test_a_live_subscription_with_a_payment_problem_blocks_a_second_checkout(
+    owner, org, plan, subscribed, checkout_answers, status
+):
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(
+        stripe_subscription_id="sub_9", status=status
+    )
+    with pytest.raises(Conflict) as refused:
+        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+    assert refused.value.code == "already_subscribed"
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
+    assert services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
