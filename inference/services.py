@@ -20,6 +20,7 @@ from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
 from inference.presence import queue_has_worker
+from models_hub import hot
 from models_hub.models import ModelListing, ModelVersion
 from models_hub.validation import validate_input
 from models_hub.versions import split_model_ref, version_to_run
@@ -34,6 +35,7 @@ from portal.errors import (
     RateLimited,
     Unavailable,
 )
+from portal.hotcache import Stamp
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,8 @@ class Target:
     version: ModelVersion | None
 
 
-def find_listing(principal: Principal, slug: str) -> ModelListing:
-    listing = ModelListing.objects.callable_by(principal.org).filter(slug=slug).first()
+def find_listing(principal: Principal, slug: str, stamp: Stamp | None) -> ModelListing:
+    listing = hot.callable_listing(principal.org, slug, stamp)
     if listing is None:
         raise NotFound(f"Model {slug!r} not found.", code="model_not_found", param="model")
     return listing
@@ -71,10 +73,11 @@ def find_listing(principal: Principal, slug: str) -> ModelListing:
 def find_target(principal: Principal, model: str) -> Target:
     """`slug` (its newest live version) or `slug:<version>` (that one). The listing is
     looked up first, so another org's private listing is "not found" like a missing one,
-    whatever version is named."""
+    whatever version is named. Both come from the process's cache, under one stamp."""
     slug, version_id = split_model_ref(model)
-    listing = find_listing(principal, slug)
-    version = version_to_run(listing, version_id)
+    stamp = hot.catalog_stamp()
+    listing = find_listing(principal, slug, stamp)
+    version = version_to_run(listing, version_id, stamp)
     return Target(version.as_listing() if version else listing, version)
 
 

@@ -9,9 +9,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from models_hub import services, versions
+from models_hub import hot, services, versions
 from models_hub.forms import StaffDeprecateVersionForm
 from models_hub.models import CALLABLE_STATUSES, SNAPSHOT_FIELDS, ModelListing, ModelVersion, Tag
+from portal import hotcache
 from portal.errors import Conflict, PortalError
 
 
@@ -180,8 +181,10 @@ class ModelListingAdmin(admin.ModelAdmin):
         super().save_model(request, listing, form, change)
         if change:
             # Staff edited the content: an earlier approval no longer covers it.
-            ModelListing.objects.filter(pk=listing.pk).update(
-                content_revision=F("content_revision") + 1
+            hotcache.update(
+                ModelListing.objects.filter(pk=listing.pk),
+                hot.CATALOG_SCOPE,
+                content_revision=F("content_revision") + 1,
             )
         if listing.status in CALLABLE_STATUSES:
             # Staff edited a live listing: that is a publish, and callers run versions.

@@ -19,9 +19,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from inference.spec import SourceError, SourceKind, parse_source
+from models_hub import hot
 from models_hub.models import ListingStatus, ModelListing, Tag, Task
 from models_hub.schemas import DEFAULT_MAX_NEW_TOKENS_CAP, default_schema
 from models_hub.versions import record_version
+from portal import hotcache
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import Organization, Role
 from portal.services import audit, require_role
@@ -143,7 +145,8 @@ def _transition(
     listings: Any, from_statuses: tuple[str, ...], to_status: str, **changes: Any
 ) -> int:
     """Moves listings between statuses only if they are still where we expect them."""
-    return listings.filter(status__in=from_statuses).update(status=to_status, **changes)
+    moving = listings.filter(status__in=from_statuses)
+    return hotcache.update(moving, hot.CATALOG_SCOPE, status=to_status, **changes)
 
 
 @transaction.atomic
@@ -187,9 +190,15 @@ def approve_listing(listing_id: int, reviewer: AbstractBaseUser, revision: int) 
 
     Refused when the listing moved on since the reviewer's page was drawn: approving the
     current revision instead would approve content nobody read."""
-    approved = ModelListing.objects.filter(
-        pk=listing_id, status=ListingStatus.PENDING_REVIEW, content_revision=revision
-    ).update(approved_revision=revision, reviewed_by=reviewer, reviewed_at=timezone.now())
+    approved = hotcache.update(
+        ModelListing.objects.filter(
+            pk=listing_id, status=ListingStatus.PENDING_REVIEW, content_revision=revision
+        ),
+        hot.CATALOG_SCOPE,
+        approved_revision=revision,
+        reviewed_by=reviewer,
+        reviewed_at=timezone.now(),
+    )
     if not approved:
         raise Conflict(
             "This listing changed since you opened it, or is no longer pending review. "

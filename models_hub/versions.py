@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from models_hub import deprecations
+from models_hub import deprecations, hot
 from models_hub.models import SNAPSHOT_FIELDS, ModelListing, ModelVersion
 from portal.errors import Gone, InvalidInput, NotAllowed, NotFound
+from portal.hotcache import Stamp
 from portal.models import Role
 from portal.services import audit, require_role
 
@@ -50,11 +50,6 @@ def ensure_current_version(
     return record_version(listing, actor)
 
 
-def live_versions(listing: ModelListing, now: datetime | None = None) -> QuerySet[ModelVersion]:
-    now = now or timezone.now()
-    return listing.versions.filter(Q(retires_at__isnull=True) | Q(retires_at__gt=now))
-
-
 def split_model_ref(model: str) -> tuple[str, str | None]:
     """`slug` or `slug:<version>` -> (slug, version or None); InvalidInput when malformed."""
     if ":" not in model:
@@ -67,19 +62,24 @@ def split_model_ref(model: str) -> tuple[str, str | None]:
     return slug, version
 
 
-def version_to_run(listing: ModelListing, version_id: str | None) -> ModelVersion | None:
+def version_to_run(
+    listing: ModelListing, version_id: str | None, stamp: Stamp | None
+) -> ModelVersion | None:
     """The pinned version (NotFound if the listing has no such version, Gone once retired),
-    or the newest live one; None when the listing has no live version (it runs as is)."""
+    or the newest live one; None when the listing has no live version (it runs as is).
+    Reads the process's cache under `stamp` (`hot.catalog_stamp()`)."""
+    known = hot.versions_of(listing, stamp)
+    now = timezone.now()
     if version_id is None:
-        return live_versions(listing).first()
-    version = listing.versions.filter(pk=version_id).first()
+        return next((version for version in known if not version.is_retired(now)), None)
+    version = next((version for version in known if version.pk == version_id), None)
     if version is None:
         raise NotFound(
             f"Model {listing.slug!r} has no version {version_id!r}.",
             code="version_not_found",
             param="model",
         )
-    if version.is_retired():
+    if version.is_retired(now):
         raise Gone(
             f"Version {version_id} of {listing.slug} was retired on "
             f"{version.retires_at:%Y-%m-%d %H:%M} UTC; call {listing.slug} or pin a newer "

@@ -17,11 +17,12 @@ import time
 import uuid
 from collections.abc import Callable, Hashable
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from portal.redis_client import sync_client
 
@@ -81,6 +82,15 @@ def bump(*scopes: str) -> None:
         setattr(connection, _DIRTY_BLOCK, connection.atomic_blocks[0])
     _set_new_generations(scopes)
     transaction.on_commit(partial(_set_new_generations, scopes))
+
+
+def update(queryset: QuerySet, scope: str, /, **changes: Any) -> int:
+    """`queryset.update(**changes)`, bumping `scope` if a row changed: a bulk update sends
+    no signal, so every one on cached rows goes through here."""
+    updated = queryset.update(**changes)
+    if updated:
+        bump(scope)
+    return updated
 
 
 def new_epoch() -> None:

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from portal import hot, hotcache
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
 from portal.models import (
     MIN_PREDICTION_RETENTION,
@@ -127,7 +128,9 @@ def set_prediction_retention(
         raise InvalidInput("Keep prediction data for at least one hour.", param="retention")
     old = org.prediction_retention
     # A single-column UPDATE: a concurrent rename or secret rotation is not overwritten.
-    Organization.objects.filter(pk=org.pk).update(prediction_retention=retention)
+    hotcache.update(
+        Organization.objects.filter(pk=org.pk), hot.TOKENS_SCOPE, prediction_retention=retention
+    )
     org.prediction_retention = retention
     audit(org, actor, "org.retention_changed", org.slug, old=str(old), new=str(retention))
 
@@ -139,7 +142,7 @@ def rotate_webhook_secret(org: Organization, actor: AbstractBaseUser) -> str:
     require_role(org, actor, Role.ADMIN)
     secret = new_webhook_secret()
     # A single-column UPDATE: a concurrent rename or retention change is not overwritten.
-    Organization.objects.filter(pk=org.pk).update(webhook_secret=secret)
+    hotcache.update(Organization.objects.filter(pk=org.pk), hot.TOKENS_SCOPE, webhook_secret=secret)
     org.webhook_secret = secret
     audit(org, actor, "org.webhook_secret_rotated", org.slug)  # never the secret itself
     return secret
@@ -389,8 +392,10 @@ def revoke_token(org: Organization, actor: AbstractBaseUser, token_id: int) -> N
     token = ApiToken.objects.filter(org=org, pk=token_id).first()
     if token is None:
         raise NotFound("Token not found.")
-    revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+    revoked = hotcache.update(
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True),
+        hot.TOKENS_SCOPE,
+        revoked_at=timezone.now(),
     )
     if revoked:
         audit(org, actor, "token.revoked", f"{token.name} (mp_{token.prefix})")
@@ -407,6 +412,10 @@ def _revoke_tokens_of(
     tokens = list(live.only("pk", "name", "prefix"))
     if not tokens:
         return
-    ApiToken.objects.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
+    hotcache.update(
+        ApiToken.objects.filter(pk__in=[t.pk for t in tokens]),
+        hot.TOKENS_SCOPE,
+        revoked_at=timezone.now(),
+    )
     for token in tokens:
         audit(org, actor, "token.revoked", f"{token.name} (mp_{token.prefix})", reason=reason)

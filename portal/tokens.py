@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from portal import hot
 from portal.models import ApiToken
 
 PREFIX_LENGTH = 8
@@ -53,20 +54,21 @@ def find_active_token(plaintext: str) -> ApiToken | None:
     match = TOKEN_PATTERN.match(plaintext)
     if match is None:
         return None
-    token = (
-        ApiToken.objects.active()
-        .select_related("org", "created_by")
-        .filter(prefix=match["prefix"])
-        .first()
-    )
+    token = hot.token_by_prefix(match["prefix"])
     if token is None or not hmac.compare_digest(token.digest, digest_token(plaintext)):
+        return None
+    if not token.is_active:  # expiry comes with time, not with a write
         return None
     touch_last_used(token)
     return token
 
 
 def touch_last_used(token: ApiToken) -> None:
-    """Record use at most once per resolution window, so busy tokens cost no write each call."""
+    """Record use at most once per resolution window, so busy tokens cost no write each call.
+
+    The cached row (`hot.token_by_prefix`) remembers this process's last write, so each
+    process writes at most once per window and token; the UPDATE bumps nothing (it sends
+    no signal), or every call would empty every process's cache."""
     now = timezone.now()
     window = timedelta(seconds=settings.TOKEN_LAST_USED_RESOLUTION_SECONDS)
     if token.last_used_at is not None and now - token.last_used_at < window:
