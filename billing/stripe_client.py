@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import stripe
@@ -414,7 +415,8 @@ def create_overage_price(plan: Plan, product_id: str, meter_id: str) -> str:
 
 
 def deactivate_price(price_id: str) -> None:
-    _call(stripe.Price.modify, id=price_id, active=False)
+    # `modify` takes the id as a positional-only argument (stripe 16): `id=` is a TypeError.
+    _call(partial(stripe.Price.modify, price_id), active=False)
 
 
 def ensure_meter() -> str:
