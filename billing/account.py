@@ -1,8 +1,10 @@
 """The plan, allowance, credits and spend part of `GET /api/v1/account` and of the
-billing page: money as decimal strings, in the portal's currency."""
+billing page, and what the model page tells a viewer about paying for a listing: money as
+decimal strings, in the portal's currency."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +12,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import listing_subscriptions, plans
-from billing.models import BillingAccount, ListingSubscription, SubscriptionUsage, UsagePeriod
+from billing.models import (
+    BillingAccount,
+    ListingPlan,
+    ListingSubscription,
+    SubscriptionUsage,
+    UsagePeriod,
+)
 from billing.prices import decimal_string
+from billing.stripe_mirror import ENDED
 from portal.models import Organization
 
 
@@ -160,3 +169,31 @@ def terms_for(org: Organization | None, listing) -> str | None:
         f"Paid from your {plan.name} plan's allowance at these prices "
         f"({_money(left)} left this period){then}."
     )
+
+
+@dataclass(frozen=True)
+class ListingOffer:
+    """The model page's subscription plans of a listing, and the viewer org's own
+    subscription to it (None if it has none, or one that has ended)."""
+
+    plans: list[dict[str, Any]]
+    subscription: ListingSubscription | None
+
+
+def _offered(plan: ListingPlan) -> dict[str, Any]:
+    return {
+        "id": plan.pk,
+        "name": plan.name,
+        "monthly_price": _amount(plan.monthly_price),
+        "included_usage": _amount(plan.included_usage),
+        "trial_days": plan.trial_days,
+    }
+
+
+def listing_offer(org: Organization | None, listing) -> ListingOffer:
+    offered = [_offered(plan) for plan in listing_subscriptions.offered_plans(listing)]
+    current = None
+    if org is not None:
+        rows = ListingSubscription.objects.select_related("plan")
+        current = rows.filter(org=org, listing=listing).exclude(status__in=ENDED).first()
+    return ListingOffer(offered, current)

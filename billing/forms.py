@@ -1,4 +1,5 @@
-"""Forms of the billing page: buying credits and the auto top-up settings."""
+"""Forms of the billing pages: buying credits, the auto top-up settings, and the
+publisher's prices and plans."""
 
 from __future__ import annotations
 
@@ -74,3 +75,13 @@ class PublisherPriceForm(forms.Form):
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
+
+
+class ListingPlanForm(forms.Form):
+    """A publisher's new subscription plan on one listing. Only the lengths are checked
+    here: `listing_subscriptions.create_plan` judges the values, as it does for admin."""
+
+    name = forms.CharField(label="Plan name", max_length=60, strip=True)
+    monthly_price = _price_part("Monthly price")
+    included_usage = _price_part("Included usage per month")
+    trial_days = forms.CharField(label="Trial days", max_length=3, strip=True, required=False)

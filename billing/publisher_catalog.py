@@ -1,6 +1,7 @@
 """What the publisher's pages read (issue #13): each listing of the org with the price in
-force, its scheduled changes and how many customer orgs those changes reach; and the
-daily series of `billing.publisher_stats` laid out for charts and the CSV."""
+force, its scheduled changes and how many customer orgs those changes reach; the plans
+it offers with their subscribers; and the daily series of `billing.publisher_stats` laid
+out for charts and the CSV."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from billing.models import ListingPrice
+from billing.models import ListingPlan, ListingPrice
+from billing.plans import PAID_ACCESS
 from billing.prices import prices_at
 from inference.models import Prediction
 from models_hub.models import ModelListing
@@ -67,6 +69,19 @@ def listing_prices(org: Organization, now: datetime) -> list[ListingPrices]:
         )
         for listing in listings
     ]
+
+
+def plans_by_listing(org: Organization) -> dict[int, list[ListingPlan]]:
+    """Every plan of the org's listings, retired ones included, each with `subscribers`:
+    the orgs whose subscription to it is paid or trialing now."""
+    paying = Q(subscriptions__status__in=PAID_ACCESS)
+    rows = ListingPlan.objects.filter(listing__org=org).annotate(
+        subscribers=Count("subscriptions", filter=paying)
+    )
+    found: dict[int, list[ListingPlan]] = {}
+    for plan in rows.order_by("-is_active", "monthly_price", "pk"):
+        found.setdefault(plan.listing_id, []).append(plan)
+    return found
 
 
 def days_between(start: datetime, end: datetime) -> Iterator[date]:

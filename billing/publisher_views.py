@@ -1,15 +1,17 @@
 """The publisher pages: the org's Stripe Connect status, the way into Stripe's hosted
 onboarding for owners, and (for owners and admins) its earnings, payouts and ledger, with
 the ledger as CSV; its listings with their prices, where owners and admins schedule price
-changes; and its analytics with charts and CSV. Views stay thin: `billing.publishers` and
-`billing.prices` decide and enforce roles."""
+changes and offer subscription plans; and its analytics with charts and CSV. Views stay
+thin: `billing.publishers`, `billing.prices` and `billing.listing_subscriptions` decide
+and enforce roles."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib import messages
@@ -23,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing import (
     charts,
+    listing_subscriptions,
     payouts,
     prices,
     publisher_catalog,
@@ -31,8 +34,8 @@ from billing import (
     royalties,
     stripe_client,
 )
-from billing.forms import PublisherPriceForm
-from billing.models import ListingPrice, Payout, RoyaltyEntry
+from billing.forms import ListingPlanForm, PublisherPriceForm
+from billing.models import ListingPlan, ListingPrice, Payout, RoyaltyEntry
 from billing.prices import decimal_string
 from billing.publisher_ledger import ledger_rows, parse_range, row_payload
 from billing.views import redirect_to_service
@@ -41,7 +44,7 @@ from portal.auth import PUBLISHER_ROLE
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.models import Organization, Role
 from portal.spreadsheets import formula_safe
-from portal.views import org_member_required
+from portal.views import org_member_required, run_service
 
 LATEST_ROWS = 50
 CSV_COLUMNS = (
@@ -51,6 +54,7 @@ CSV_COLUMNS = (
 # Free text in the ledger (slugs, Stripe ids); amounts stay as they are, a leading minus
 # included, so the columns still add up.
 CSV_TEXT_COLUMNS = frozenset({"model", "stripe_transfer_id"})
+T = TypeVar("T")
 
 
 @org_member_required()
@@ -163,34 +167,77 @@ def listings_page(request: HttpRequest) -> HttpResponse:
     return _render_listings(request)
 
 
-@org_member_required(PUBLISHER_ROLE)
-@require_POST
-def schedule_price(request: HttpRequest, slug: str) -> HttpResponse:
+def _own_listing(request: HttpRequest, slug: str) -> ModelListing:
     # Another org's listing is looked up exactly like a missing one: both 404.
     listing = ModelListing.objects.filter(org=request.org, slug=slug).first()
     if listing is None:
         raise Http404("Model not found.")
+    return listing
+
+
+def _save_with(form: PublisherPriceForm | ListingPlanForm, action: Callable[[], T]) -> T | None:
+    """Runs the service; 404 and 403 propagate, its other errors become the form's (on
+    the field they name). None when it failed."""
+    try:
+        return action()
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        field = exc.param if exc.param in form.fields else None
+        form.add_error(field, exc.message)
+        return None
+
+
+@org_member_required(PUBLISHER_ROLE)
+@require_POST
+def schedule_price(request: HttpRequest, slug: str) -> HttpResponse:
+    listing = _own_listing(request, slug)
     form = PublisherPriceForm(request.POST, auto_id=_form_id(slug))
     if form.is_valid():
-        try:
-            price = prices.schedule_publisher_price(listing, request.user, **form.cleaned_data)
-        except NotFound as exc:
-            raise Http404(exc.message) from exc
-        except NotAllowed as exc:
-            raise PermissionDenied(exc.message) from exc
-        except PortalError as exc:
-            field = exc.param if exc.param in form.fields else None
-            form.add_error(field, exc.message)
-        else:
+        schedule = partial(prices.schedule_publisher_price, listing, request.user)
+        price = _save_with(form, lambda: schedule(**form.cleaned_data))
+        if price is not None:
             when = f"{price.effective_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
             messages.success(request, f"New price for {listing.name} scheduled from {when}.")
             return redirect("publisher_listings")
     return _render_listings(request, failed=(slug, form), status=400)
 
 
+@org_member_required(PUBLISHER_ROLE)
+@require_POST
+def add_plan(request: HttpRequest, slug: str) -> HttpResponse:
+    listing = _own_listing(request, slug)
+    form = ListingPlanForm(request.POST, auto_id=_plan_form_id(slug))
+    if form.is_valid():
+        create = partial(listing_subscriptions.create_plan, listing, request.user)
+        plan = _save_with(form, lambda: create(**form.cleaned_data))
+        if plan is not None:
+            messages.success(request, f"{listing.name} now offers the {plan.name} plan.")
+            return redirect("publisher_listings")
+    return _render_listings(request, failed_plan=(slug, form), status=400)
+
+
+@org_member_required(PUBLISHER_ROLE)
+@require_POST
+def retire_plan(request: HttpRequest, slug: str, plan_id: int) -> HttpResponse:
+    """Retiring twice is harmless: the service leaves a retired plan as it is."""
+    listing = _own_listing(request, slug)
+    retire = partial(listing_subscriptions.retire_plan, plan_id, listing, request.user)
+    done = "The plan is retired: it takes no new subscribers, current ones keep it."
+    if run_service(request, retire, done):
+        return redirect("publisher_listings")
+    return _render_listings(request, status=400)
+
+
 def _form_id(slug: str) -> str:
     # One form per listing on the page: field ids must not collide.
     return f"id_{slug}_%s"
+
+
+def _plan_form_id(slug: str) -> str:
+    return f"id_{slug}_plan_%s"
 
 
 def _new_price_form(item: publisher_catalog.ListingPrices, now: datetime) -> PublisherPriceForm:
@@ -211,26 +258,48 @@ def _price_cells(price: ListingPrice) -> dict[str, Any]:
     return {**cells, **{part: decimal_string(getattr(price, part)) for part in prices.PARTS}}
 
 
+def _plan_cells(plan: ListingPlan) -> dict[str, Any]:
+    return {
+        "pk": plan.pk,
+        "name": plan.name,
+        "monthly_price": decimal_string(plan.monthly_price),
+        "included_usage": decimal_string(plan.included_usage),
+        "currency": plan.currency,
+        "trial_days": plan.trial_days,
+        "is_active": plan.is_active,
+        "subscribers": plan.subscribers,
+    }
+
+
 def _render_listings(
     request: HttpRequest,
     failed: tuple[str, PublisherPriceForm] | None = None,
+    failed_plan: tuple[str, ListingPlanForm] | None = None,
     status: int = 200,
 ) -> HttpResponse:
     now = timezone.now()
     can_edit = request.membership.has_role(PUBLISHER_ROLE)
+    plans = publisher_catalog.plans_by_listing(request.org)
     rows = []
     for item in publisher_catalog.listing_prices(request.org, now):
-        form = None
-        if failed is not None and failed[0] == item.listing.slug:
+        slug = item.listing.slug
+        form = plan_form = None
+        if failed is not None and failed[0] == slug:
             form = failed[1]
         elif can_edit:
             form = _new_price_form(item, now)
+        if failed_plan is not None and failed_plan[0] == slug:
+            plan_form = failed_plan[1]
+        elif can_edit:
+            plan_form = ListingPlanForm(initial={"trial_days": 0}, auto_id=_plan_form_id(slug))
         rows.append(
             {
                 "item": item,
                 "current": _price_cells(item.current),
                 "scheduled": [_price_cells(price) for price in item.scheduled],
                 "form": form,
+                "plans": [_plan_cells(plan) for plan in plans.get(item.listing.pk, [])],
+                "plan_form": plan_form,
             }
         )
     context = {

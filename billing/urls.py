@@ -7,6 +7,11 @@ urlpatterns = [
     path("usage/", views.usage_page, name="billing_usage"),
     path("usage.csv", views.usage_csv, name="billing_usage_csv"),
     path("checkout/<slug:plan>/", views.checkout, name="billing_checkout"),
+    path(
+        "checkout/listing/<int:plan_id>/",
+        views.listing_checkout,
+        name="billing_listing_checkout",
+    ),
     path("success/", views.checkout_success, name="billing_success"),
     path("cancel/", views.checkout_cancel, name="billing_cancel"),
     path("portal/", views.customer_portal, name="billing_portal"),

@@ -18,7 +18,16 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing import caps, charts, credit_purchases, plans, services, stripe_client, usage
+from billing import (
+    caps,
+    charts,
+    credit_purchases,
+    listing_subscriptions,
+    plans,
+    services,
+    stripe_client,
+    usage,
+)
 from billing.account import billing_summary
 from billing.forms import AutoTopUpForm, BuyCreditsForm, SpendCapForm
 from billing.models import BillingAccount, Plan
@@ -215,6 +224,36 @@ def checkout(request: HttpRequest, plan: str) -> HttpResponse:
         )
 
     return redirect_to_service(request, start, "pricing")
+
+
+@org_member_required(Role.OWNER)
+@require_POST
+def listing_checkout(request: HttpRequest, plan_id: int) -> HttpResponse:
+    """Subscribes the org to a listing's plan through Stripe Checkout (owners only). What
+    stops it (billing not configured, already subscribed, Stripe down) is shown on the
+    model's page; a plan the org cannot buy is a 404 like a missing one."""
+    try:
+        listing = listing_subscriptions.purchasable(request.org, plan_id).listing
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    model_page = reverse("model_detail", args=[listing.slug])
+    success = request.build_absolute_uri(reverse("billing_success"))
+    try:
+        url = services.start_listing_checkout(
+            request.org,
+            request.user,
+            plan_id,
+            success + "?session_id={CHECKOUT_SESSION_ID}",
+            request.build_absolute_uri(model_page),
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    except NotAllowed as exc:
+        raise PermissionDenied(exc.message) from exc
+    except PortalError as exc:
+        messages.error(request, exc.message)
+        return _see_other(model_page)
+    return _see_other(url)
 
 
 @org_member_required()

@@ -13,7 +13,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from billing.account import terms_for
+from billing import stripe_client
+from billing.account import listing_offer, terms_for
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
 from models_hub.models import ModelListing, ModelVersion, Tag
@@ -99,6 +100,10 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "price_lines": catalog.price_lines(pricing),
         "your_terms": terms_for(org, listing),
         "can_manage": can_manage(request, listing),
+        "offer": listing_offer(org, listing),
+        # Subscribing is the owner's, as for site plans (the checkout view checks it too).
+        "can_subscribe": bool(org and request.membership.has_role(Role.OWNER)),
+        "billing_configured": stripe_client.is_configured(),
     }
     return render(request, "models_hub/detail.html", context)
 

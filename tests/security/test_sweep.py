@@ -26,7 +26,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from drf_spectacular.generators import SchemaGenerator
 
-from billing.models import Plan
+from billing.models import ListingPlan, Plan
 from inference.models import Prediction, Status
 from models_hub.models import ListingStatus, ModelListing, Visibility
 from models_hub.versions import record_version
@@ -80,7 +80,9 @@ API_GET = Endpoint(Access.API, role=None)
 API_POST = Endpoint(Access.API, ("POST",), role=None)
 
 # Objects that belong to an org: another org must get 404 for them.
-TENANT_KINDS = {"membership", "invitation", "token", "listing", "version", "prediction"}
+TENANT_KINDS = {
+    "membership", "invitation", "token", "listing", "version", "prediction", "listing_plan",
+}  # fmt: skip
 
 # Keyed by the route as Django joins it (ResolverMatch.route).
 ENDPOINTS: dict[str, Endpoint] = {
@@ -135,6 +137,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "billing/usage/": MEMBER_PAGE,
     "billing/usage.csv": MEMBER_PAGE,
     "billing/checkout/<slug:plan>/": Endpoint(Access.PAGE, ("POST",), params={"plan": "plan"}),
+    # A plan of a listing the org cannot call is a 404 like a missing one; owners only.
+    "billing/checkout/listing/<int:plan_id>/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.OWNER, params={"plan_id": "listing_plan"}
+    ),
     "billing/success/": MEMBER_PAGE,
     "billing/cancel/": MEMBER_PAGE,
     "billing/portal/": Endpoint(Access.PAGE, ("POST",)),
@@ -163,6 +169,15 @@ ENDPOINTS: dict[str, Endpoint] = {
     "publisher/listings/": MEMBER_PAGE,
     "publisher/listings/<slug:slug>/price/": Endpoint(
         Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "listing"}
+    ),
+    "publisher/listings/<slug:slug>/plans/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "listing"}
+    ),
+    "publisher/listings/<slug:slug>/plans/<int:plan_id>/retire/": Endpoint(
+        Access.PAGE,
+        ("POST",),
+        role=Role.ADMIN,
+        params={"slug": "listing", "plan_id": "listing_plan"},
     ),
     "publisher/analytics/": MEMBER_PAGE,
     "publisher/analytics.csv": MEMBER_PAGE,
@@ -284,6 +299,7 @@ class Objects:
     invitation: Invitation
     membership: Membership
     listing: ModelListing
+    listing_plan: ListingPlan
 
     def values(self, endpoint: Endpoint, *, missing: bool = False) -> dict[str, str]:
         source = self.missing if missing else self.real
@@ -312,6 +328,9 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
     issued = services.invite_member(org, owner, "newcomer@example.com")
     membership = Membership.objects.get(org=org, user=teammate)
     plan = Plan.objects.create(slug="sweep-plan", name="Sweep plan")
+    listing_plan = ListingPlan.objects.create(
+        listing=listing, name="Sweep listing plan", monthly_price=9, included_usage=5
+    )
     real = {
         "prediction": prediction.id,
         "token": str(token.pk),
@@ -321,6 +340,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "listing": listing.slug,
         "version": version.id,
         "plan": plan.slug,
+        "listing_plan": str(listing_plan.pk),
     }
     missing = {
         "prediction": "x" * len(prediction.id),
@@ -331,8 +351,11 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "listing": "no-such-model-anywhere",
         "version": "0" * len(version.id),
         "plan": "no-such-plan",
+        "listing_plan": "987654321",
     }
-    return Objects(org, real, missing, prediction, token, issued.invitation, membership, listing)
+    return Objects(
+        org, real, missing, prediction, token, issued.invitation, membership, listing, listing_plan
+    )
 
 
 def classified() -> Iterator[tuple[Route, Endpoint]]:
@@ -548,6 +571,7 @@ def _assert_untouched(objects: Objects) -> None:
     objects.membership.refresh_from_db()
     objects.listing.refresh_from_db()
     objects.prediction.refresh_from_db()
+    objects.listing_plan.refresh_from_db()
     assert objects.token.revoked_at is None
     assert objects.invitation.revoked_at is None and objects.invitation.accepted_at is None
     assert objects.membership.role == Role.MEMBER
@@ -556,6 +580,9 @@ def _assert_untouched(objects: Objects) -> None:
     assert not objects.listing.versions.filter(deprecated_at__isnull=False).exists()
     assert objects.prediction.status == Status.PROCESSING
     assert objects.prediction.cancel_requested_at is None
+    assert objects.listing_plan.is_active
+    assert objects.listing_plan.name == "Sweep listing plan"
+    assert ListingPlan.objects.filter(listing=objects.listing).count() == 1
 
 
 # --- Roles in one's own org -----------------------------------------------------------
