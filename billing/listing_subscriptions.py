@@ -196,6 +196,28 @@ def period(sub: ListingSubscription, now: datetime) -> tuple[datetime, datetime]
     return start, end
 
 
+def price_lock(sub: ListingSubscription, now: datetime) -> datetime:
+    """Calls under `sub` are priced with the listing prices announced by this time: what
+    the subscriber bought, until the first renewal at least the notice period after a
+    change was announced (LISTING_PRICE_LOCK_NOTICE_DAYS)."""
+    notice = timedelta(days=settings.LISTING_PRICE_LOCK_NOTICE_DAYS)
+    renewed_at, _ = period(sub, now)
+    return max(sub.prices_announced_by, renewed_at - notice)
+
+
+def takes_effect_for(sub: ListingSubscription, price_created: datetime, now: datetime) -> datetime:
+    """When a price announced at `price_created` starts to apply to `sub` (at its
+    effective date, if that is later): its first renewal at least the notice period on."""
+    if price_created <= price_lock(sub, now):
+        return now
+    notice = timedelta(days=settings.LISTING_PRICE_LOCK_NOTICE_DAYS)
+    _, renewal = period(sub, now)
+    step = plans.interval_step("month")
+    while renewal - notice < price_created:
+        renewal += step
+    return renewal
+
+
 # --- Included usage ---------------------------------------------------------------------
 
 
@@ -372,12 +394,6 @@ def on_subscription(org: Organization, obj: dict[str, Any], ctx: EventContext) -
     return apply_subscription(org, plan, obj, ctx)
 
 
-def _advance_price_lock(row: ListingSubscription, renewed_at: datetime) -> None:
-    """A renewal brings the prices announced at least the notice period before it."""
-    notice = timedelta(days=settings.LISTING_PRICE_LOCK_NOTICE_DAYS)
-    row.prices_announced_by = max(row.prices_announced_by, renewed_at - notice)
-
-
 def _record_paid_invoice(row: ListingSubscription, invoice: dict[str, Any]) -> None:
     amount = Decimal(int(invoice.get("amount_paid") or 0)) / 100
     paid, created = SubscriptionInvoice.objects.get_or_create(
@@ -415,11 +431,8 @@ def on_invoice(obj: dict[str, Any], ctx: EventContext) -> str | None:
     if ctx.type == "invoice.paid":
         # Money moved whatever the order of events: its royalty entry is never skipped.
         _record_paid_invoice(row, obj)
-        if obj.get("billing_reason") == "subscription_cycle":
-            _advance_price_lock(row, mirror.epoch(obj.get("created") or ctx.created))
     if mirror.is_stale(row, ctx):
-        row.save(update_fields=["prices_announced_by", "updated_at"])
-        return "stale: recorded the payment, a newer state was already applied"
+        return "stale: a newer state was already applied"
     mirror.apply_invoice(row, ctx)
     row.save()
     return f"applied: listing subscription {row.status}"

@@ -329,7 +329,9 @@ def reserve(
     """Reserves the call's worst case; raises PaymentRequired (rolling back the whole
     admission) when any limit would be crossed. Runs in the admission's transaction."""
     subscribed = state.listing_subscription
-    locked = subscribed.prices_announced_by if subscribed is not None else None
+    locked = None
+    if subscribed is not None:
+        locked = listing_subscriptions.price_lock(subscribed, prediction.created_at)
     price = price_at(listing, prediction.created_at, state.stamp, announced_by=locked)
     worst = worst_case(listing, prediction.input, price)
     check_max_cost(worst, max_cost, price.currency)

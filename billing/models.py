@@ -758,10 +758,8 @@ class ListingSubscription(models.Model):
     trial_end = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
     past_due_since = models.DateTimeField(null=True, blank=True)
-    # Price lock: calls are priced with the listing prices announced (created) by this
-    # time. It is the subscription's start, and moves at each renewal to the renewal less
-    # the notice period, so a change reaches a subscriber at the first renewal at least
-    # LISTING_PRICE_LOCK_NOTICE_DAYS after it was announced.
+    # When the org subscribed: it bought the listing prices announced (created) by then.
+    # Each renewal moves the lock on (`listing_subscriptions.price_lock`).
     prices_announced_by = models.DateTimeField()
     last_event_at = models.PositiveBigIntegerField(default=0)
     last_event_rank = models.SmallIntegerField(default=0)

@@ -12,7 +12,8 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from billing.models import ListingPlan, ListingPrice
+from billing import listing_subscriptions
+from billing.models import ListingPlan, ListingPrice, ListingSubscription
 from billing.plans import PAID_ACCESS
 from billing.prices import prices_at
 from inference.models import Prediction
@@ -25,11 +26,23 @@ AFFECTED_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True)
+class SubscriberReach:
+    """When a price change reaches the listing's subscribers, who keep the price they
+    bought until their first renewal at least the notice period after the change."""
+
+    price: ListingPrice
+    subscribers: int
+    first: datetime
+    last: datetime
+
+
+@dataclass(frozen=True)
 class ListingPrices:
     listing: ModelListing
     current: ListingPrice
     scheduled: list[ListingPrice]
     affected_orgs: int
+    reach: list[SubscriberReach]
 
 
 def _recent_calls(now: datetime) -> QuerySet[Prediction]:
@@ -54,8 +67,40 @@ def recent_caller_orgs(listing: ModelListing, now: datetime) -> list[int]:
     return list(calls.values_list("org_id", flat=True).distinct())
 
 
+def _reach(
+    price: ListingPrice, subscriptions: list[ListingSubscription], now: datetime
+) -> SubscriberReach | None:
+    dates = [
+        max(
+            price.effective_from, listing_subscriptions.takes_effect_for(sub, price.created_at, now)
+        )
+        for sub in subscriptions
+    ]
+    pending = [when for when in dates if when > now]
+    if not pending:
+        return None
+    return SubscriberReach(price, len(pending), min(pending), max(pending))
+
+
+def subscriber_reach(org: Organization, now: datetime) -> dict[int, list[SubscriberReach]]:
+    """Per listing of the org: each price change that has yet to reach some of its paying
+    subscribers, with how many and between which dates."""
+    subscriptions: dict[int, list[ListingSubscription]] = {}
+    paying = ListingSubscription.objects.filter(listing__org=org, status__in=PAID_ACCESS)
+    for sub in paying.select_related("plan"):
+        subscriptions.setdefault(sub.listing_id, []).append(sub)
+    found: dict[int, list[SubscriberReach]] = {}
+    changes = ListingPrice.objects.filter(listing_id__in=list(subscriptions))
+    for price in changes.order_by("effective_from", "pk"):
+        reach = _reach(price, subscriptions[price.listing_id], now)
+        if reach is not None:
+            found.setdefault(price.listing_id, []).append(reach)
+    return found
+
+
 def listing_prices(org: Organization, now: datetime) -> list[ListingPrices]:
-    """Every listing of the org (any status), with its price now and the changes to come."""
+    """Every listing of the org (any status), with its price now, the changes to come and
+    when they reach its subscribers."""
     listings = list(ModelListing.objects.filter(org=org).order_by("slug"))
     current = prices_at(listings, now)
     scheduled: dict[int, list[ListingPrice]] = {listing.pk: [] for listing in listings}
@@ -63,9 +108,14 @@ def listing_prices(org: Organization, now: datetime) -> list[ListingPrices]:
     for row in upcoming.order_by("effective_from", "pk"):
         scheduled[row.listing_id].append(row)
     callers = recent_callers(org, now)
+    reach = subscriber_reach(org, now)
     return [
         ListingPrices(
-            listing, current[listing.pk], scheduled[listing.pk], callers.get(listing.pk, 0)
+            listing,
+            current[listing.pk],
+            scheduled[listing.pk],
+            callers.get(listing.pk, 0),
+            reach.get(listing.pk, []),
         )
         for listing in listings
     ]

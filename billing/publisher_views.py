@@ -306,6 +306,7 @@ def _render_listings(
         "rows": rows,
         "can_edit": can_edit,
         "notice_hours": settings.PRICE_CHANGE_NOTICE_HOURS,
+        "lock_days": settings.LISTING_PRICE_LOCK_NOTICE_DAYS,
         "affected_days": publisher_catalog.AFFECTED_WINDOW.days,
         "currency": settings.PORTAL_CURRENCY,
     }

@@ -449,3 +449,27 @@ def test_the_billing_page_lists_the_orgs_model_subscriptions(
     # The publisher's own billing page lists none of its customers' subscriptions.
     theirs = client_for(owner, org).get("/billing/").content.decode()
     assert "No model subscriptions" in theirs
+
+
+def test_the_listings_page_says_when_a_price_change_reaches_subscribers(
+    listing, plan, org, owner, outsider_org, client_for, onboarded, settings
+):
+    """A subscriber renewing in 5 days keeps the old price then (the change is announced
+    now, the notice is 14 days) and gets it at the renewal after."""
+    from datetime import timedelta
+
+    from dateutil.relativedelta import relativedelta
+    from django.utils import timezone
+
+    now = timezone.now()
+    start, end = now - timedelta(days=25), now + timedelta(days=5)
+    sub = listing_subscriptions.grant(outsider_org, plan, None)
+    ListingSubscription.objects.filter(pk=sub.pk).update(
+        current_period_start=start, current_period_end=end, prices_announced_by=start
+    )
+    effective = now + timedelta(days=2)
+    prices.set_price(listing, effective_from=effective, input_per_million="3")
+    page = client_for(owner, org).get(LISTINGS).content.decode()
+    reaches = f"reaches 1 subscriber on {(end + relativedelta(months=1)):%Y-%m-%d %H:%M} UTC"
+    assert reaches in page
+    assert f"The price from {effective:%Y-%m-%d %H:%M}" in page

@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from billing import costs, credits, listing_subscriptions, prices, services
 from billing.models import (
     CallCost,
     ListingPlan,
+    ListingPrice,
     ListingSubscription,
     PublisherAccount,
     RoyaltyEntry,
@@ -191,37 +193,60 @@ def test_200_concurrent_calls_to_a_subscribed_listing_settle_to_the_cent(
 
 @pytest.mark.django_db
 def test_a_subscriber_keeps_the_price_until_the_first_renewal_after_the_notice(
-    owner, org, subscribed, outsider_org, outsider, settings, post_event
+    owner, org, plan, free_plan, outsider_org, outsider, post_event
 ):
-    """The price doubles now (an operator's change, effective at once). A non-subscriber
-    pays it at once; the subscriber keeps the old one through a renewal within the
-    notice period, and gets the new one at the first renewal after it."""
-    prices.set_price(
-        subscribed.listing, input_per_million="2000", output_per_million="4000",
-        per_request="0.002",
-    )  # fmt: skip
-    credits.grant_credits(outsider_org, "1")
-    stranger = run(outsider_org, outsider)
-    assert stranger.usage_record.max_cost == WORST * 2
-
-    assert run(org, owner).usage_record.max_cost == WORST
-    ListingSubscription.objects.filter(pk=subscribed.pk).update(
-        stripe_subscription_id="sub_lock", granted_by_admin=False
+    """Subscribed 45 days ago; the price doubled 20 days ago (announced and effective at
+    once, an operator's change). A non-subscriber pays it; the subscriber keeps the old
+    one through the renewal 10 days ago (within the 14-day notice) and gets the new one
+    from the renewal after it."""
+    now = timezone.now()
+    long_ago = now - timedelta(days=60)
+    ListingPrice.objects.filter(listing=plan.listing).update(
+        created_at=long_ago, effective_from=long_ago
     )
+    assert post_event(make_event("customer.subscription.created", _subscription(
+        org, plan, sub_id="sub_lock", start=now - timedelta(days=40),
+    ), int((now - timedelta(days=45)).timestamp()))).status_code == 200  # fmt: skip
+    doubled = prices.set_price(
+        plan.listing, input_per_million="2000", output_per_million="4000", per_request="0.002"
+    )
+    twenty_days_ago = now - timedelta(days=20)
+    ListingPrice.objects.filter(pk=doubled.pk).update(
+        created_at=twenty_days_ago, effective_from=twenty_days_ago
+    )
+    credits.grant_credits(outsider_org, "1")
+    assert run(outsider_org, outsider).usage_record.max_cost == WORST * 2
+
     credits.grant_credits(org, "1")  # for what the included usage no longer holds
-    notice = timedelta(days=settings.LISTING_PRICE_LOCK_NOTICE_DAYS)
-    renewals = [
-        ("in_soon", timezone.now() + timedelta(days=3), WORST),
-        ("in_later", timezone.now() + notice + timedelta(days=1), WORST * 2),
-    ]
-    for invoice_id, renewed_at, expected in renewals:
-        invoice = {
-            "id": invoice_id, "object": "invoice", "subscription": "sub_lock",
-            "billing_reason": "subscription_cycle", "amount_paid": 900, "currency": "usd",
-            "created": int(renewed_at.timestamp()),
-        }  # fmt: skip
-        assert post_event(make_event("invoice.paid", invoice)).status_code == 200
-        assert run(org, owner).usage_record.max_cost == expected, invoice_id
+    renewals = [(10, WORST), (1, WORST * 2)]  # days ago, the price it brings
+    for number, (days_ago, expected) in enumerate(renewals, start=1):
+        renewal = _subscription(org, plan, sub_id="sub_lock", start=now - timedelta(days=days_ago))
+        event = make_event("customer.subscription.updated", renewal, int(now.timestamp()) + number)
+        assert post_event(event).status_code == 200
+        assert run(org, owner).usage_record.max_cost == expected, days_ago
+
+
+@pytest.mark.django_db
+def test_the_date_a_change_reaches_a_subscriber_is_its_first_renewal_after_the_notice(
+    org, subscribed, settings
+):
+    settings.LISTING_PRICE_LOCK_NOTICE_DAYS = 14
+    now = timezone.now()
+    start, end = now - timedelta(days=25), now + timedelta(days=5)
+    ListingSubscription.objects.filter(pk=subscribed.pk).update(
+        current_period_start=start, current_period_end=end,
+        prices_announced_by=start - timedelta(days=60),
+    )  # fmt: skip
+    subscribed.refresh_from_db()
+    # Announced 11 days before the last renewal: in force already.
+    assert listing_subscriptions.takes_effect_for(subscribed, now - timedelta(days=45), now) == now
+    # Announced 5 days before the last renewal: at the next one.
+    assert listing_subscriptions.takes_effect_for(subscribed, now - timedelta(days=30), now) == end
+    # Announced 10 days before the next renewal: at the one after it.
+    assert listing_subscriptions.takes_effect_for(
+        subscribed, now - timedelta(days=5), now
+    ) == end + relativedelta(months=1)
+    assert listing_subscriptions.takes_effect_for(subscribed, now - timedelta(days=10), now) == end
 
 
 # --- Plans -------------------------------------------------------------------------------
@@ -403,15 +428,19 @@ def _checkout(org, plan, sub_id: str = "sub_listing") -> dict:
     }  # fmt: skip
 
 
-def _subscription(org, plan, status: str = "active", sub_id: str = "sub_listing") -> dict:
-    now = int(timezone.now().timestamp())
+def _subscription(
+    org, plan, status: str = "active", sub_id: str = "sub_listing", start=None
+) -> dict:
+    start = start or timezone.now() - timedelta(days=1)
+    begins = int(start.timestamp())
+    ends = int((start + relativedelta(months=1)).timestamp())
     return {
         "id": sub_id, "object": "subscription", "customer": "cus_buyer", "status": status,
         "cancel_at_period_end": False,
         "metadata": {"org": str(org.pk), "kind": "listing_plan", "listing_plan": str(plan.pk)},
         "items": {"data": [{
             "price": {"id": plan.stripe_price_id},
-            "current_period_start": now - 86400, "current_period_end": now + 29 * 86400,
+            "current_period_start": begins, "current_period_end": ends,
         }]},
     }  # fmt: skip
 
