@@ -276,17 +276,8 @@ def grant(
         listing=plan.listing,
         defaults={
             "plan": plan,
-            "status": SubscriptionStatus.ACTIVE,
-            "stripe_subscription_id": None,
-            "current_period_start": None,
-            "current_period_end": None,
-            "trial_end": None,
-            "cancel_at_period_end": False,
-            "past_due_since": None,
             "prices_announced_by": timezone.now(),
-            "last_event_at": 0,
-            "last_event_rank": 0,
-            "granted_by_admin": True,
+            **mirror.granted_state(),
         },
     )
     audit(org, actor, "billing.listing_plan_granted", plan.listing.slug, plan=plan.pk)

@@ -234,16 +234,7 @@ def grant_plan(org: Organization, plan: Plan, actor: AbstractBaseUser | None) ->
         org=org,
         defaults={
             "plan": plan,
-            "status": SubscriptionStatus.ACTIVE,
-            "stripe_subscription_id": None,
-            "current_period_start": None,
-            "current_period_end": None,
-            "trial_end": None,
-            "cancel_at_period_end": False,
-            "past_due_since": None,
-            "last_event_at": 0,
-            "last_event_rank": 0,
-            "granted_by_admin": True,
+            **mirror.granted_state(),
         },
     )
     audit(org, actor, "billing.plan_granted", plan.slug)

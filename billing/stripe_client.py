@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import stripe
 from django.conf import settings
@@ -86,6 +86,22 @@ def create_checkout_session(request: CheckoutRequest) -> str:
         # Metered prices take no quantity: the Billing Meter supplies it.
         line_items.append({"price": plan.stripe_overage_price_id})
     metadata = {"org": str(request.org_id), "plan": plan.slug}
+    return _subscription_checkout(request, line_items, metadata)
+
+
+class _SubscriptionCheckout(Protocol):
+    org_id: int
+    customer_id: str
+    success_url: str
+    cancel_url: str
+    trial_days: int
+
+
+def _subscription_checkout(
+    request: _SubscriptionCheckout, line_items: list[dict[str, Any]], metadata: dict[str, str]
+) -> str:
+    """A Checkout Session in subscription mode; the subscription carries the session's
+    metadata, so every later event about it names the org and what was bought."""
     subscription_data: dict[str, Any] = {"metadata": metadata}
     if request.trial_days:
         subscription_data["trial_period_days"] = request.trial_days
@@ -260,28 +276,14 @@ class ListingCheckoutRequest:
 
 
 def create_listing_checkout_session(request: ListingCheckoutRequest) -> str:
-    """A Checkout Session subscribing the org to a listing plan; the subscription carries
-    the same metadata, so every later event about it names the org and the plan."""
+    """A Checkout Session subscribing the org to a listing plan."""
     metadata = {
         "org": str(request.org_id),
         "kind": LISTING_PLAN_KIND,
         "listing_plan": str(request.plan_id),
     }
-    subscription_data: dict[str, Any] = {"metadata": metadata}
-    if request.trial_days:
-        subscription_data["trial_period_days"] = request.trial_days
-    session = _call(
-        stripe.checkout.Session.create,
-        mode="subscription",
-        customer=request.customer_id,
-        client_reference_id=str(request.org_id),
-        line_items=[{"price": request.price_id, "quantity": 1}],
-        metadata=metadata,
-        subscription_data=subscription_data,
-        success_url=request.success_url,
-        cancel_url=request.cancel_url,
-    )
-    return session["url"]
+    line_items = [{"price": request.price_id, "quantity": 1}]
+    return _subscription_checkout(request, line_items, metadata)
 
 
 # --- Reading state -------------------------------------------------------------------

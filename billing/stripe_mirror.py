@@ -101,6 +101,23 @@ def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
     return details.get("subscription")
 
 
+def granted_state() -> dict[str, Any]:
+    """What an operator's grant sets on a subscription mirror: active, with no Stripe
+    subscription and no period of its own (calendar months)."""
+    return {
+        "status": SubscriptionStatus.ACTIVE,
+        "stripe_subscription_id": None,
+        "current_period_start": None,
+        "current_period_end": None,
+        "trial_end": None,
+        "cancel_at_period_end": False,
+        "past_due_since": None,
+        "last_event_at": 0,
+        "last_event_rank": 0,
+        "granted_by_admin": True,
+    }
+
+
 def lock_org(org: Organization) -> None:
     """Serializes one org's webhook handlers: without it, two first events of a new
     subscription (Stripe sends several within the same second) both find no row, both

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -36,15 +38,16 @@ def admin_client(client):
 
 def test_admin_lists_every_billing_model(admin_client, org, free_plan, pro_plan):
     Subscription.objects.create(org=org, plan=pro_plan, stripe_subscription_id="sub_a")
-    StripeEvent.objects.create(
+    event = StripeEvent.objects.create(
         stripe_event_id="evt_a", type="x", created=1, payload={}, status="failed", error="boom"
     )
     for name in ("plan", "subscription", "customer", "stripeevent", "usageperiod",
                  "usagerecord", "meterreport", "listingprice", "callcost", "billingaccount",
                  "creditentry", "tokenspendcap", "billingalert", "usagecorrection",
-                 "publisheraccount", "royaltyentry", "payout"):  # fmt: skip
+                 "publisheraccount", "royaltyentry", "payout", "listingplan",
+                 "listingsubscription", "subscriptionusage", "subscriptioninvoice"):  # fmt: skip
         assert admin_client.get(f"/admin/billing/{name}/").status_code == 200, name
-    assert b"boom" in admin_client.get("/admin/billing/stripeevent/1/change/").content
+    assert b"boom" in admin_client.get(f"/admin/billing/stripeevent/{event.pk}/change/").content
 
 
 def test_admin_grants_a_plan_through_the_service(admin_client, org, team_plan):
@@ -72,3 +75,20 @@ def test_admin_resync_action(admin_client, org, pro_plan, fake_stripe):
     assert b"applied: pro canceled" in response.content
     sub.refresh_from_db()
     assert sub.status == "canceled"
+
+
+def test_admin_grants_a_listing_plan_through_the_service(admin_client, org, outsider, echo):
+    from billing.models import ListingPlan, ListingSubscription
+    from portal import services as portal_services
+
+    echo.org = portal_services.create_org("Model Makers", outsider)
+    echo.save()
+    plan = ListingPlan.objects.create(
+        listing=echo, name="Team", monthly_price=Decimal("9"), included_usage=Decimal("1")
+    )
+    response = admin_client.post(
+        "/admin/billing/listingsubscription/add/", {"org": org.pk, "plan": plan.pk}
+    )
+    assert response.status_code == 302
+    sub = ListingSubscription.objects.get(org=org)
+    assert (sub.listing, sub.plan, sub.status, sub.granted_by_admin) == (echo, plan, "active", True)
