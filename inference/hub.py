@@ -44,6 +44,8 @@ READ_COUNT = 500
 BLOCK_MILLISECONDS = 5000
 REDIS_RETRY_SECONDS = 0.5
 WAKE_STREAM_TTL_SECONDS = 3600
+# Wake-ups and end-of-log checks of one process share these; more wait their turn.
+COMMAND_CONNECTIONS = 10
 
 
 class Watcher:
@@ -103,9 +105,15 @@ class Hub:
         self._watchers: dict[str, set[Watcher]] = {}
         self._reader: asyncio.Task | None = None
         self._reading = False
+        self._wake_sent = False
         # Wake-ups and the end-of-log checks share a small pool; the reader's blocking
         # XREAD has a connection of its own.
-        self._commands = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=10)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=COMMAND_CONNECTIONS,
+            timeout=settings.REDIS_POOL_WAIT_SECONDS,
+        )
+        self._commands = aioredis.Redis(connection_pool=pool)
         self.name = uuid.uuid4().hex
         self._wake_key = f"hub:wake:{self.name}"
         self._wake_seen = "0-0"
@@ -152,15 +160,19 @@ class Hub:
 
     async def wake(self) -> None:
         """Ends the reader's current wait, so that its next read covers the watchers as
-        they are now. Best effort: with Redis down the reader retries anyway."""
-        if not self._reading:
+        they are now. One wake-up per wait is enough, however many watchers join during
+        it (thousands of streams may open at once). Best effort: with Redis down the
+        reader retries anyway."""
+        if not self._reading or self._wake_sent:
             return
+        self._wake_sent = True
         try:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
                 pipe.expire(self._wake_key, WAKE_STREAM_TTL_SECONDS)
                 await pipe.execute()
         except (aioredis.ConnectionError, aioredis.TimeoutError):
+            self._wake_sent = False
             logger.debug("Could not wake the stream reader; it retries on its own")
 
     def _cursors(self) -> dict[str, str]:
@@ -194,6 +206,9 @@ class Hub:
     async def _read_once(self, client: aioredis.Redis) -> list | None:
         """One blocking read; None after a failure (waited out first)."""
         self._reading = True
+        # The cursors below cover every watcher registered so far: a watcher that joins
+        # from here on needs a new wake-up.
+        self._wake_sent = False
         try:
             return await client.xread(self._cursors(), count=READ_COUNT, block=BLOCK_MILLISECONDS)
         except (aioredis.ConnectionError, aioredis.TimeoutError):

@@ -171,3 +171,23 @@ async def test_a_key_that_is_not_a_stream_fails_its_watchers_only(new_id, quick_
     events.append(healthy, "done", {"status": "ok"})
     got = await asyncio.wait_for(healthy_task, 5)
     assert [event.seq for event in got] == [1, 2]
+
+
+async def test_a_thousand_streams_opening_at_once_wake_the_reader_a_few_times(new_id, quick_idle):
+    prediction_id = new_id()
+    events.append(prediction_id, "status", {"status": "starting"})
+    waiting = asyncio.create_task(collect(new_id()))  # the reader is blocked already
+    await asyncio.sleep(0.2)
+    shared = hub.hub()
+    wake_key = f"hub:wake:{shared.name}"
+    watchers = [asyncio.create_task(collect(prediction_id)) for _ in range(1000)]
+    await asyncio.sleep(0.5)
+    assert shared.watcher_count() == 1001
+    info = await asyncio.to_thread(sync_client().xinfo_stream, wake_key)
+    assert info["entries-added"] <= 3  # not one per stream
+    await append_in_thread(prediction_id, [("done", {"status": "ok"})])
+    results = await asyncio.wait_for(asyncio.gather(*watchers), 10)
+    assert all([event.seq for event in got] == [1, 2] for got in results)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
