@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from billing import plans, publishers, royalties, stripe_client
 from billing import stripe_mirror as mirror
+from billing.credit_purchases import from_cents, to_cents
 from billing.models import (
     ListingPlan,
     ListingSubscription,
@@ -380,13 +381,11 @@ def on_subscription(org: Organization, obj: dict[str, Any], ctx: EventContext) -
     plan = plan_of(obj)
     if plan is None:
         return "ignored: no listing plan has this subscription's price"
-    if ctx.type == "customer.subscription.deleted":
-        obj = {**obj, "status": SubscriptionStatus.CANCELED}
-    return apply_subscription(org, plan, obj, ctx)
+    return apply_subscription(org, plan, mirror.as_applied(obj, ctx), ctx)
 
 
 def _record_paid_invoice(row: ListingSubscription, invoice: dict[str, Any]) -> None:
-    amount = Decimal(int(invoice.get("amount_paid") or 0)) / 100
+    amount = from_cents(invoice.get("amount_paid") or 0)
     paid, created = SubscriptionInvoice.objects.get_or_create(
         stripe_invoice_id=invoice["id"],
         defaults={
@@ -447,14 +446,14 @@ def on_charge_refunded(obj: dict[str, Any], ctx: EventContext) -> str:
     refunds = (obj.get("refunds") or {}).get("data")
     if isinstance(refunds, list):
         amounts = [
-            (f"refund:{refund['id']}", Decimal(int(refund.get("amount") or 0)) / 100)
+            (f"refund:{refund['id']}", from_cents(refund.get("amount") or 0))
             for refund in refunds
             if refund.get("status", "succeeded") in ("succeeded", "pending")
         ]
     else:
-        total = Decimal(int(obj.get("amount_refunded") or 0)) / 100
+        total = from_cents(obj.get("amount_refunded") or 0)
         prefix = f"refund:{obj['id']}:"
-        amounts = [(f"{prefix}{int(total * 100)}", total - royalties.taken_back(prefix))]
+        amounts = [(f"{prefix}{to_cents(total)}", total - royalties.taken_back(prefix))]
     written = [
         royalties.reverse_subscription_invoice(invoice, RoyaltyEntry.Kind.REFUND, ref, amount)
         for ref, amount in amounts
@@ -470,7 +469,7 @@ def on_dispute(obj: dict[str, Any], ctx: EventContext) -> str:
     invoice = _invoice_of_charge(_id_of(obj.get("charge")), _id_of(obj.get("payment_intent")))
     if invoice is None:
         return "ignored: not a subscription charge"
-    amount = Decimal(int(obj.get("amount") or 0)) / 100
+    amount = from_cents(obj.get("amount") or 0)
     if ctx.type == "charge.dispute.created":
         kind, reference = RoyaltyEntry.Kind.DISPUTE, f"dispute:{obj['id']}"
     elif obj.get("status") == "won":

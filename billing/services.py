@@ -333,9 +333,7 @@ def _on_subscription(obj: dict[str, Any], ctx: EventContext) -> str:
     plan = _plan_from(obj)
     if plan is None:
         return "ignored: no plan has this subscription's price"
-    if ctx.type == "customer.subscription.deleted":
-        obj = {**obj, "status": SubscriptionStatus.CANCELED}
-    return _apply_subscription(org, obj, plan, ctx)
+    return _apply_subscription(org, mirror.as_applied(obj, ctx), plan, ctx)
 
 
 def _on_invoice(obj: dict[str, Any], ctx: EventContext) -> str:

@@ -63,6 +63,13 @@ def takes_over(row: MirroredSubscription, sub_id: str, status: str) -> bool:
     return row.status in ENDED or (status in PAID_ACCESS and row.status not in PAID_ACCESS)
 
 
+def as_applied(sub: dict[str, Any], ctx: EventContext) -> dict[str, Any]:
+    """The subscription an event describes; a deletion's object may still say active."""
+    if ctx.type == "customer.subscription.deleted":
+        return {**sub, "status": SubscriptionStatus.CANCELED}
+    return sub
+
+
 def copy_state(row: MirroredSubscription, sub: dict[str, Any], ctx: EventContext) -> None:
     """Sets what a subscription event says on `row` (not saved)."""
     start, end = period_of(sub)

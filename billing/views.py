@@ -41,18 +41,22 @@ logger = logging.getLogger(__name__)
 
 
 def redirect_to_service(
-    request: HttpRequest, action: Callable[[], str], fallback: str
+    request: HttpRequest,
+    action: Callable[[], str],
+    fallback: str,
+    respond: Callable[[str], HttpResponse] = redirect,
 ) -> HttpResponse:
-    """Redirects to the URL a service returns; 404/403 propagate, other errors are shown."""
+    """Redirects (`respond`) to the URL a service returns; 404/403 propagate, other
+    errors are shown on `fallback`."""
     try:
-        return redirect(action())
+        return respond(action())
     except NotFound as exc:
         raise Http404(exc.message) from exc
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from exc
     except PortalError as exc:
         messages.error(request, exc.message)
-        return redirect(fallback)
+        return respond(fallback)
 
 
 def _is_owner(request: HttpRequest) -> bool:
@@ -238,22 +242,15 @@ def listing_checkout(request: HttpRequest, plan_id: int) -> HttpResponse:
         raise Http404(exc.message) from exc
     model_page = reverse("model_detail", args=[listing.slug])
     success = request.build_absolute_uri(reverse("billing_success"))
-    try:
-        url = services.start_listing_checkout(
-            request.org,
-            request.user,
-            plan_id,
-            success + "?session_id={CHECKOUT_SESSION_ID}",
-            request.build_absolute_uri(model_page),
-        )
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-    except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from exc
-    except PortalError as exc:
-        messages.error(request, exc.message)
-        return _see_other(model_page)
-    return _see_other(url)
+    start = partial(
+        services.start_listing_checkout,
+        request.org,
+        request.user,
+        plan_id,
+        success + "?session_id={CHECKOUT_SESSION_ID}",
+        request.build_absolute_uri(model_page),
+    )
+    return redirect_to_service(request, start, model_page, respond=_see_other)
 
 
 @org_member_required()

@@ -20,10 +20,11 @@ import pytest
 import stripe
 from django.test import Client
 
-from billing.models import Plan
+from billing.models import Plan, PublisherAccount
 from inference import presence
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ModelListing
+from portal.models import Role
 
 WEBHOOK_SECRET = "whsec_test_billing"
 STRIPE_KEY = "sk_test_billing"
@@ -52,6 +53,34 @@ def listings(db) -> dict[str, ModelListing]:
 @pytest.fixture
 def echo(listings) -> ModelListing:
     return listings["echo"]
+
+
+@pytest.fixture
+def listing(org, echo) -> ModelListing:
+    """A copy of echo, published by `org` (public), at a price in force since before now."""
+    from billing import prices
+
+    echo.pk, echo.slug, echo.org = None, "acme-echo", org
+    echo.save()
+    made = ModelListing.objects.get(slug="acme-echo")
+    prices.set_price(made, input_per_million="1", output_per_million="2")
+    return made
+
+
+@pytest.fixture
+def onboarded(org) -> PublisherAccount:
+    """`org` as a publisher Stripe can pay out."""
+    return PublisherAccount.objects.create(
+        org=org, stripe_account_id="acct_pages", charges_enabled=True, payouts_enabled=True,
+        details_submitted=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def admin(teammate, org):
+    """The teammate, made an admin of `org`."""
+    org.memberships.filter(user=teammate).update(role=Role.ADMIN)
+    return teammate
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from billing import listing_subscriptions, prices
-from billing.models import ListingPlan, ListingSubscription, PublisherAccount
+from billing.models import ListingPlan, ListingSubscription
 from models_hub.models import ModelListing, Visibility
 from portal.models import Role
 from tests.conftest import make_user
@@ -38,30 +38,6 @@ def retire_url(slug: str, plan_id: int) -> str:
 
 def checkout_url(plan_id: int) -> str:
     return f"/billing/checkout/listing/{plan_id}/"
-
-
-@pytest.fixture
-def listing(org, echo) -> ModelListing:
-    """A copy of echo, published by `org` (public), with a price in force."""
-    echo.pk, echo.slug, echo.org = None, "acme-echo", org
-    echo.save()
-    made = ModelListing.objects.get(slug="acme-echo")
-    prices.set_price(made, input_per_million="1", output_per_million="2")
-    return made
-
-
-@pytest.fixture
-def onboarded(org) -> PublisherAccount:
-    return PublisherAccount.objects.create(
-        org=org, stripe_account_id="acct_plans", charges_enabled=True, payouts_enabled=True,
-        details_submitted=True,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def admin(teammate, org):
-    org.memberships.filter(user=teammate).update(role=Role.ADMIN)
-    return teammate
 
 
 @pytest.fixture

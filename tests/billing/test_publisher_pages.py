@@ -16,7 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from billing import price_notices, prices, tasks
-from billing.models import ListingPrice, PriceChangeNotice, PublisherAccount
+from billing.models import ListingPrice, PriceChangeNotice
 from models_hub.models import ListingStatus, ModelListing
 from portal.errors import InvalidInput, NotAllowed, NotFound
 from portal.models import Organization, Role
@@ -48,30 +48,6 @@ def ahead(hours: float) -> datetime:
 
 def form_data(when: datetime, **overrides: str) -> dict[str, str]:
     return {**NEW_PRICE, "effective_from": f"{when.astimezone(UTC):%Y-%m-%dT%H:%M}", **overrides}
-
-
-@pytest.fixture
-def listing(org, echo):
-    """A copy of echo, published by `org`, at a price in force since before now."""
-    echo.pk, echo.slug, echo.org = None, "acme-echo", org
-    echo.save()
-    made = ModelListing.objects.get(slug="acme-echo")
-    prices.set_price(made, input_per_million="1", output_per_million="2")
-    return made
-
-
-@pytest.fixture
-def onboarded(org) -> PublisherAccount:
-    return PublisherAccount.objects.create(
-        org=org, stripe_account_id="acct_pages", charges_enabled=True, payouts_enabled=True,
-        details_submitted=True,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def admin(teammate, org):
-    org.memberships.filter(user=teammate).update(role=Role.ADMIN)
-    return teammate
 
 
 def price_rows(listing) -> int:
