@@ -8,6 +8,7 @@ that connects late or reconnects gets every event after its last seq exactly onc
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,20 +25,33 @@ STREAM_MAX_EVENTS = 50_000
 RETENTION_SECONDS = 24 * 3600
 TERMINAL_EVENT = "done"
 REDIS_RETRY_SECONDS = 0.5
+# How far back a resent append looks for its first send (see _APPEND_SCRIPT).
+RESEND_WINDOW = 16
 
 # Seq and append in one atomic step, so several writers (worker, canceler, reaper) never
 # reuse a seq and readers always see seqs in increasing order.
+# ARGV[5] names this append: redis-py resends a command whose reply it lost (Redis
+# restarting, a dropped connection), and if the first send ran, its entry is among the
+# last few (other writers append a handful at most meanwhile); the resend returns that
+# entry's seq instead of writing the event twice.
 # KEYS[3], when given, is a flag the appender watches (a worker, its cancel flag): the
 # reply says whether it is set, which saves the worker a round trip per token.
 _APPEND_SCRIPT = """
+local flagged = 0
+if KEYS[3] then flagged = redis.call('EXISTS', KEYS[3]) end
+local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[6])
+for _, entry in ipairs(recent) do
+  if entry[2][6] == ARGV[5] then
+    return {tonumber(string.match(entry[1], '^%d+')), flagged}
+  end
+end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0',
+  't', ARGV[1], 'd', ARGV[2], 'a', ARGV[5])
 if ARGV[1] == 'done' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-local flagged = 0
-if KEYS[3] then flagged = redis.call('EXISTS', KEYS[3]) end
 return {seq, flagged}
 """
 
@@ -84,7 +98,8 @@ def append_watching(prediction_id: str, type_: str, data: object, flag_key: str)
 def _append(prediction_id: str, type_: str, data: object, watched: list[str]) -> tuple[int, bool]:
     script = _append_script(sync_client())
     keys = [stream_key(prediction_id), _seq_key(prediction_id), *watched]
-    args = [type_, json.dumps(data), STREAM_MAX_EVENTS, RETENTION_SECONDS]
+    append_id = secrets.token_hex(8)
+    args = [type_, json.dumps(data), STREAM_MAX_EVENTS, RETENTION_SECONDS, append_id, RESEND_WINDOW]
     seq, flagged = script(keys=keys, args=args)
     return int(seq), bool(flagged)
 

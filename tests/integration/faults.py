@@ -162,9 +162,13 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
+    def _passes(self, src: socket.socket, data: bytes) -> bool:
+        """Whether `data` read from `src` goes on; False hangs up both ends instead."""
+        return True
+
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(65536):
+            while (data := src.recv(65536)) and self._passes(src, data):
                 dst.sendall(data)
         except OSError:
             pass
