@@ -21,9 +21,9 @@ PASSWORD = "correct-horse-battery-staple-42"
 
 
 def clear_counters() -> None:
-    """Cache entries and rate-limit windows; never the broker's queues or worker presence,
-    which live in the same Redis database while the integration stack runs. A new cache
-    epoch retires what any process cached of rows the last test's rollback removed."""
+    """Cache entries and rate-limit windows; never worker presence, which lives in the
+    same Redis database while the integration stack runs. A new cache epoch retires what
+    any process cached of rows the last test's rollback removed."""
     client = sync_client()
     patterns = (f"{settings.CACHES['default']['KEY_PREFIX']}:*", "rl:*", hotcache.KEY_PREFIX + "*")
     for pattern in patterns:

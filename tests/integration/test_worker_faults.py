@@ -21,6 +21,7 @@ from inference.models import Prediction, Status
 from inference.tasks import run_prediction
 from models_hub.demo import load_demo_catalog
 from tests.integration.conftest import STACK_LEASE_SECONDS, Worker, wait_until
+from tests.livestack import send_to_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -96,7 +97,7 @@ def _redeliver(ids: list[str]) -> None:
     """What the broker does with a dead worker's unacknowledged message (after the
     visibility timeout): deliver the same task again, here at once."""
     for prediction in Prediction.objects.filter(pk__in=ids):
-        run_prediction.apply_async(args=[prediction.pk], queue=prediction.queue)
+        send_to_stack(run_prediction, prediction.pk, queue=prediction.queue)
 
 
 def _all_terminal(ids: list[str]) -> bool:
