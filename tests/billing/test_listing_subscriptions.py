@@ -306,6 +306,14 @@ def test_a_failed_stripe_price_writes_no_plan(published, outsider, fake_stripe):
         ({"trial_days": "91"}, "trial_days"),
         ({"trial_days": "-1"}, "trial_days"),
         ({"trial_days": "seven"}, "trial_days"),
+        ({"overage_percent": "abc"}, "overage_percent"),
+        ({"overage_percent": 1.5}, "overage_percent"),
+        ({"overage_percent": "100.01"}, "overage_percent"),
+        ({"overage_percent": "-1"}, "overage_percent"),
+        ({"overage_percent": "12.345"}, "overage_percent"),
+        ({"overage_percent": "1e400"}, "overage_percent"),
+        ({"overage_percent": "9" * 40}, "overage_percent"),
+        ({"overage_percent": "NaN"}, "overage_percent"),
     ],
 )
 @pytest.mark.django_db
@@ -315,6 +323,21 @@ def test_bad_plan_input_is_refused_and_writes_nothing(published, outsider, field
         listing_subscriptions.create_plan(published, outsider, **values)
     assert refused.value.param == param
     assert not ListingPlan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [(None, "100"), ("", "100"), ("  ", "100"), ("80", "80"), ("0", "0"), ("12.5", "12.5")],
+)
+@pytest.mark.django_db
+def test_a_plans_overage_percent_is_the_full_price_unless_given(
+    published, outsider, settings, given, stored
+):
+    settings.STRIPE_SECRET_KEY = ""
+    values = {"name": "Team", "monthly_price": "49", "included_usage": "40"}
+    made = listing_subscriptions.create_plan(published, outsider, **values, overage_percent=given)
+    made.refresh_from_db()
+    assert made.overage_percent == Decimal(stored)
 
 
 @pytest.mark.django_db
