@@ -61,6 +61,7 @@ ACCOUNT_EXAMPLE = OpenApiExample(
                 "model": "acme-labs-coder",
                 "plan": {"id": 12, "name": "Team"},
                 "monthly_price": "49",
+                "overage_percent": "80",
                 "status": "active",
                 "cancel_at_period_end": False,
                 "included_usage": {

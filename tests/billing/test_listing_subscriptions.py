@@ -17,6 +17,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing import caps, costs, credits, listing_subscriptions, metering, prices, services
+from billing.account import terms_for
 from billing.models import (
     CallCost,
     CreditEntry,
@@ -32,6 +33,7 @@ from billing.models import (
 )
 from inference.models import Prediction, Status
 from inference.services import PredictionRequest, admit, finish
+from portal import hotcache
 from portal import services as portal_services
 from portal.auth import Principal
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, PaymentRequired
@@ -136,8 +138,6 @@ def test_a_subscription_needs_no_site_plan_coverage_and_ends_with_its_status(
     alone pays. A canceled one pays nothing."""
     run(org, owner)
     ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
-    from portal import hotcache
-
     hotcache.new_epoch()  # `.update()` sends no signal: as a webhook's save would
     with pytest.raises(PaymentRequired) as refused:
         run(org, owner)
@@ -616,6 +616,10 @@ def test_the_account_api_lists_listing_subscriptions_to_the_org_only(
     assert sub["included_usage"] == {
         "included": "0.05", "used": "0", "reserved": "0.025", "remaining": "0.025",
     }  # fmt: skip
+    assert sub["overage_percent"] == "100"
+    ListingPlan.objects.filter(pk=subscribed.plan_id).update(overage_percent=Decimal("80"))
+    [sub] = api_client(token_for(org)).get("/api/v1/account").json()["subscriptions"]
+    assert sub["overage_percent"] == "80"
     other = api_client(token_for(outsider_org)).get("/api/v1/account").json()
     assert other["subscriptions"] == []
     assert json.dumps(body)  # money stays strings
@@ -799,3 +803,18 @@ def test_200_concurrent_calls_across_a_discounted_boundary_settle_to_the_micro_u
     assert charged == debited
     period = UsagePeriod.objects.get(org=org)
     assert (period.paid_reserved, period.spent) == (0, debited)
+
+
+@pytest.mark.django_db
+def test_the_model_page_terms_name_the_rate_beyond_the_included_usage(org, plan, free_plan):
+    _subscribe_at(org, plan, "100", included="0.05")
+    assert terms_for(org, plan.listing) == (
+        "Paid from your Starter subscription's included usage; beyond it, buy credits."
+    )
+    ListingPlan.objects.filter(pk=plan.pk).update(overage_percent=Decimal("80"))
+    hotcache.new_epoch()  # `.update()` sends no signal
+    credits.grant_credits(org, "2")
+    assert terms_for(org, plan.listing) == (
+        "Paid from your Starter subscription's included usage; beyond it, at 80% of these "
+        "prices, your credits pay ($2 left)."
+    )
