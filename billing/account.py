@@ -82,6 +82,7 @@ def _listing_subscription(sub: ListingSubscription) -> dict[str, Any]:
         "model": sub.listing.slug,
         "plan": {"id": sub.plan.pk, "name": sub.plan.name},
         "monthly_price": _amount(sub.plan.monthly_price),
+        "overage_percent": _amount(sub.plan.overage_percent),
         "status": sub.status,
         "cancel_at_period_end": sub.cancel_at_period_end,
         "included_usage": {
@@ -148,7 +149,9 @@ def terms_for(org: Organization | None, listing) -> str | None:
     credits = f"your credits pay ({_money(balance)} left)" if balance > 0 else ""
     subscribed = listing_subscriptions.in_force(org.pk, listing, state.stamp)
     if subscribed is not None:
-        beyond = f"; beyond it, {credits}" if credits else "; beyond it, buy credits"
+        percent = subscribed.plan.overage_percent
+        rate = "" if percent == 100 else f", at {decimal_string(percent)}% of these prices"
+        beyond = f"; beyond it{rate}, {credits or 'buy credits'}"
         return f"Paid from your {subscribed.plan.name} subscription's included usage{beyond}."
     if state.subscription_required or not plans.includes(plan, listing, state.stamp):
         if credits:
@@ -186,6 +189,7 @@ def _offered(plan: ListingPlan) -> dict[str, Any]:
         "name": plan.name,
         "monthly_price": _amount(plan.monthly_price),
         "included_usage": _amount(plan.included_usage),
+        "overage_percent": _amount(plan.overage_percent),
         "trial_days": plan.trial_days,
     }
 

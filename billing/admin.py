@@ -340,7 +340,8 @@ class ListingPlanAdmin(ReadOnlyAdmin):
     immutable (a new price is a new plan), so operators look here, and retire."""
 
     list_display = [
-        "listing", "name", "monthly_price", "included_usage", "trial_days", "is_active",
+        "listing", "name", "monthly_price", "included_usage", "overage_percent", "trial_days",
+        "is_active",
         "stripe_price_id", "created_at",
     ]  # fmt: skip
     list_filter = ["is_active"]

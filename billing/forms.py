@@ -84,4 +84,12 @@ class ListingPlanForm(forms.Form):
     name = forms.CharField(label="Plan name", max_length=60, strip=True)
     monthly_price = _price_part("Monthly price")
     included_usage = _price_part("Included usage per month")
+    overage_percent = forms.CharField(
+        label="Beyond the included usage (% of pay-as-you-go)",
+        max_length=AMOUNT_MAX_LENGTH,
+        strip=True,
+        required=False,
+        help_text="What subscribers pay per call beyond the included usage, as a percentage "
+        "of this listing's pay-as-you-go price: 80 is 20% off, 0 is free. Empty: 100.",
+    )
     trial_days = forms.CharField(label="Trial days", max_length=3, strip=True, required=False)

@@ -4,8 +4,9 @@ Stripe mirror of who holds one, the usage each includes per period, and the pric
 An org holds any number of these beside its site plan, one per listing. A call to a
 listing the org subscribes to is paid from the subscription's included usage first (its
 own counters, `SubscriptionUsage`, held by conditional UPDATE), then per call as without
-one. The publisher is paid through the royalty ledger: a subscription entry per paid
-invoice, reversed by refunds and disputes of its charge.
+one, at the plan's `overage_percent` of the listing's price (billing.metering). The
+publisher is paid through the royalty ledger: a subscription entry per paid invoice,
+reversed by refunds and disputes of its charge.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ MIN_MONTHLY_PRICE = Decimal("0.50")  # Stripe's smallest charge in USD
 MAX_MONTHLY_PRICE = Decimal(100_000)
 MAX_TRIAL_DAYS = 90
 CENT = Decimal("0.01")
+FULL_PRICE = Decimal(100)
 
 # --- Plans --------------------------------------------------------------------------
 
@@ -55,6 +57,21 @@ def _monthly_price(value: object) -> Decimal:
             param="monthly_price",
         )
     return amount
+
+
+def _overage_percent(value: object) -> Decimal:
+    """The plan's rate beyond its included usage, in percent of the listing's price, to
+    the hundredth; empty means the full price."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return FULL_PRICE
+    # parse_amount refuses floats, signs, NaN and what no column could hold ("1e400").
+    percent = parse_amount(value, "overage_percent")
+    if percent != percent.quantize(CENT) or percent > FULL_PRICE:
+        raise InvalidInput(
+            "overage_percent must be a percentage from 0 to 100 with at most 2 decimal places.",
+            param="overage_percent",
+        )
+    return percent
 
 
 def _trial_days(value: object) -> int:
@@ -91,6 +108,7 @@ def create_plan(
     monthly_price: object,
     included_usage: object,
     trial_days: object = 0,
+    overage_percent: object = None,
 ) -> ListingPlan:
     """A new plan on `listing`; with Stripe configured, its monthly Price too (nothing is
     written if Stripe fails). Only publishers Stripe can pay out may sell one."""
@@ -101,6 +119,7 @@ def create_plan(
         name=_plan_name(name),
         monthly_price=price,
         included_usage=parse_amount(included_usage, "included_usage"),
+        overage_percent=_overage_percent(overage_percent),
         trial_days=_trial_days(trial_days),
         currency=settings.PORTAL_CURRENCY,
         created_by=actor,

@@ -3,16 +3,20 @@ that applies (plan allowance, credits, org and token spend caps, `max_cost`) in 
 atomic step, and settlement turns the reservation into what was delivered.
 
 Who pays, in order: the plan's allowance (for the models it covers), then prepaid
-credits, then overage (only where the plan allows it). Every change happens under the
-lock of the org's `UsagePeriod` row, which admission and settlement of one org share, so
-the checks below are never read-then-write; credits also change only by conditional
-UPDATE. A call is never charged more than the worst case it reserved.
+credits, then overage (only where the plan allows it). A listing subscription's
+included usage takes the plan allowance's place for its listing, and what it does not
+cover is charged at the subscription plan's `overage_percent` of the price, rounded
+down to the micro-unit (the customer is never charged more than the rate says).
+
+Every change happens under the lock of the org's `UsagePeriod` row, which admission and
+settlement of one org share, so the checks below are never read-then-write; credits also
+change only by conditional UPDATE. A call is never charged more than the worst case it reserved.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from functools import partial
 
 from django.conf import settings
@@ -36,6 +40,7 @@ from billing.models import (
     CallCost,
     CreditEntry,
     ListingPrice,
+    ListingSubscription,
     TokenSpendCap,
     UsageCorrection,
     UsagePeriod,
@@ -50,6 +55,7 @@ from portal.hotcache import HotCache
 from portal.models import Organization
 
 ZERO = Decimal(0)
+HUNDRED = Decimal(100)
 AMOUNT_STEP = Decimal(1).scaleb(-MONEY_PLACES)
 
 
@@ -122,6 +128,25 @@ class Split:
     @property
     def paid(self) -> Decimal:
         return self.credits + self.overage
+
+    @property
+    def charged(self) -> Decimal:
+        return self.allowance + self.paid
+
+
+def overage_percent(subscribed: ListingSubscription | None) -> Decimal:
+    """The rate of the part of a call beyond a listing subscription's included usage (the
+    full price without one). The plan comes with the cached subscription: no query."""
+    return HUNDRED if subscribed is None else subscribed.plan.overage_percent
+
+
+def at_percent(amount: Decimal, percent: Decimal) -> Decimal:
+    """`percent` of `amount`, rounded down to the micro-unit: a discount never rounds the
+    customer's charge up, and a smaller amount never costs more (settlement stays within
+    what admission reserved)."""
+    if percent == HUNDRED:
+        return amount
+    return (amount * percent / HUNDRED).quantize(AMOUNT_STEP, rounding=ROUND_DOWN)
 
 
 def _money(amount: Decimal, currency: str | None = None) -> str:
@@ -220,18 +245,23 @@ def _shortfall(
     )
 
 
+def _charged(worst: Decimal, room: Decimal | None, percent: Decimal) -> tuple[Decimal, Decimal]:
+    """The worst case as the customer would be charged it: what the allowance that covers
+    the call (the plan's, or the listing subscription's; `room` None means unlimited)
+    still holds, at the price, and the rest at `percent` of it."""
+    from_allowance = worst if room is None else min(worst, room)
+    return from_allowance, at_percent(worst - from_allowance, percent)
+
+
 def _split(
-    worst: Decimal,
+    from_allowance: Decimal,
+    rest: Decimal,
     state: PlanState,
     listing: ModelListing,
     covered: bool,
-    room: Decimal | None,
     account: BillingAccount | None,
 ) -> Split:
-    """`room`: what the allowance that covers the call (the plan's, or the listing
-    subscription's) still holds; None means unlimited."""
-    from_allowance = worst if room is None else min(worst, room)
-    rest = worst - from_allowance
+    """Who pays `rest`, the part of the worst case beyond the allowance, as charged."""
     if not rest:
         return Split(allowance=from_allowance)
     if account is not None and account.balance < 0:
@@ -334,7 +364,7 @@ def reserve(
         locked = listing_subscriptions.price_lock(subscribed, prediction.created_at)
     price = price_at(listing, prediction.created_at, state.stamp, announced_by=locked)
     worst = worst_case(listing, prediction.input, price)
-    check_max_cost(worst, max_cost, price.currency)
+    percent = overage_percent(subscribed)
     fields = {
         "prediction": prediction,
         "org_id": prediction.org_id,
@@ -342,9 +372,11 @@ def reserve(
         "token_id": prediction.token_id,
         "price": price if price.pk else None,
         "max_cost": worst,
+        "overage_percent": percent,
     }
     if state.plan is None:
         # Billing is off (no default plan at all): nothing is reserved, nobody pays.
+        check_max_cost(worst, max_cost, price.currency)
         period_id = _period_id(prediction.org, state)
         return counters.insert_record(UsageRecord(period_id=period_id, metered=False, **fields))
     # What does not change with the counters is read before the lock, so that it is
@@ -359,7 +391,10 @@ def reserve(
         room = listing_subscriptions.room(usage)
     else:
         room = _allowance_room(state, period, covered)
-    split = _split(worst, state, listing, covered, room, account)
+    from_allowance, rest = _charged(worst, room, percent)
+    # The client's cap is on what it would be charged, known once the room is read.
+    check_max_cost(from_allowance + rest, max_cost, price.currency)
+    split = _split(from_allowance, rest, state, listing, covered, account)
     if split.paid:
         _check_caps(split.paid, period, account, token_cap)
     if usage is not None and not listing_subscriptions.hold(usage.pk, split.allowance):
@@ -410,10 +445,13 @@ def _counts_as_request(prediction: Prediction, output_tokens: int) -> bool:
 
 
 def _pay(amount: Decimal, record: UsageRecord) -> Split:
-    """The delivered amount, paid in the order the worst case was reserved in."""
+    """The delivered amount, paid in the order the worst case was reserved in: the
+    allowance at the price, the rest at the rate it was reserved at (never more than
+    reserved: `at_percent` of a smaller amount is never larger)."""
     from_allowance = min(amount, record.reserved_allowance)
-    from_credits = min(amount - from_allowance, record.reserved_credits)
-    from_overage = min(amount - from_allowance - from_credits, record.reserved_overage)
+    rest = at_percent(amount - from_allowance, record.overage_percent)
+    from_credits = min(rest, record.reserved_credits)
+    from_overage = min(rest - from_credits, record.reserved_overage)
     return Split(from_allowance, from_credits, from_overage)
 
 
@@ -465,9 +503,12 @@ def settle(prediction: Prediction) -> CallCost | None:
     )
     price = record.price or price_at(prediction.model, prediction.created_at)
     amount = costs.amount_for(price, billed)
+    paid = Split()
     if record.metered:
-        amount = min(amount, record.max_cost)
-    paid = _pay(amount, record) if record.metered else Split()
+        paid = _pay(min(amount, record.max_cost), record)
+        # The receipt's amount is what the customer is charged (a subscription's rate
+        # beyond its included usage applied): the royalty and spend ledgers add it up.
+        amount = paid.charged
     _release(record, paid, billed)
     by_subscription = record.subscription_usage_id is not None
     receipt = costs.record_cost(prediction, price, billed, amount, paid, by_subscription)

@@ -39,6 +39,16 @@ def _money(help_text: str = "", *, digits: int = MONEY_DIGITS) -> models.Decimal
     )
 
 
+def _percent(help_text: str) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal(100),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
+        help_text=help_text,
+    )
+
+
 def _portal_currency() -> str:
     return settings.PORTAL_CURRENCY
 
@@ -250,6 +260,9 @@ class UsageRecord(models.Model):
     max_cost = _money("The call's worst case: more is never charged.")
     # False when billing was off at admission (no plan at all): nobody pays for the call.
     metered = models.BooleanField(default=True)
+    # The listing subscription plan's rate beyond its included usage, as it was when the
+    # call was admitted: settlement charges at the rate the reservation was made with.
+    overage_percent = _percent("Percent of the price paid beyond the included usage.")
     reserved_allowance = _money()
     reserved_credits = _money()
     reserved_overage = _money()
@@ -699,8 +712,9 @@ class RoyaltyEntry(models.Model):
 class ListingPlan(models.Model):
     """A publisher's subscription plan on one listing: a monthly price that includes
     `included_usage` worth of calls at the listing's price; beyond it, calls are paid per
-    call (credits), as without a plan. Prices are immutable, as Stripe's are: a new price
-    is a new plan, and a retired plan keeps its subscribers at what they bought."""
+    call (credits), as without a plan, at `overage_percent` of the listing's price. Prices
+    are immutable, as Stripe's are: a new price is a new plan, and a retired plan keeps its
+    subscribers at what they bought."""
 
     listing = models.ForeignKey(
         ModelListing, on_delete=models.CASCADE, related_name="subscription_plans"
@@ -715,6 +729,10 @@ class ListingPlan(models.Model):
     included_usage = _money(
         "Calls worth this much at the listing's price are included each month.",
         digits=TOTAL_DIGITS,
+    )
+    overage_percent = _percent(
+        "Calls beyond the included usage cost this percentage of the listing's "
+        "pay-as-you-go price (100: the full price)."
     )
     trial_days = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(90)])
     currency = models.CharField(max_length=3, default=_portal_currency)
@@ -734,7 +752,11 @@ class ListingPlan(models.Model):
             models.CheckConstraint(
                 condition=Q(monthly_price__gt=0) & Q(included_usage__gte=0),
                 name="listing_plan_amounts",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(overage_percent__gte=0) & Q(overage_percent__lte=100),
+                name="listing_plan_overage_percent",
+            ),
         ]
 
     def __str__(self) -> str:

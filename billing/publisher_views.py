@@ -264,6 +264,7 @@ def _plan_cells(plan: ListingPlan) -> dict[str, Any]:
         "name": plan.name,
         "monthly_price": decimal_string(plan.monthly_price),
         "included_usage": decimal_string(plan.included_usage),
+        "overage_percent": decimal_string(plan.overage_percent),
         "currency": plan.currency,
         "trial_days": plan.trial_days,
         "is_active": plan.is_active,

@@ -16,7 +16,8 @@ class AccountSerializer(serializers.Serializer):
     subscriptions = serializers.ListField(
         child=serializers.DictField(),
         help_text="The org's subscriptions to publishers' listings, each with its included "
-        "usage this period.",
+        "usage this period and `overage_percent`: the percentage of the listing's "
+        "pay-as-you-go price paid beyond it (a decimal string, 100 = the full price).",
     )
     quota = serializers.DictField()
     credits = serializers.DictField(help_text="Prepaid credits: balance and reserved.")
@@ -61,6 +62,7 @@ ACCOUNT_EXAMPLE = OpenApiExample(
                 "model": "acme-labs-coder",
                 "plan": {"id": 12, "name": "Team"},
                 "monthly_price": "49",
+                "overage_percent": "80",
                 "status": "active",
                 "cancel_at_period_end": False,
                 "included_usage": {

@@ -131,6 +131,22 @@ def test_an_admin_adds_a_plan_with_its_stripe_price(
     assert (made.created_by, made.stripe_price_id, made.is_active) == (admin, "price_new", True)
     assert len(stripe_prices.calls("/v1/prices")) == 1
     assert "now offers the Starter plan" in client.get(LISTINGS).content.decode()
+    assert made.overage_percent == Decimal(100)  # the form's field left empty
+
+
+def test_a_plans_overage_percent_is_set_on_the_form_and_shown_in_its_row(
+    listing, org, owner, client_for, stripe_prices, onboarded
+):
+    client = client_for(owner, org)
+    form = client.get(LISTINGS).content.decode()
+    assert "Beyond the included usage (% of pay-as-you-go)" in form
+    assert "80 is 20% off, 0 is free" in form  # the field's help text
+    response = client.post(plans_url(listing.slug), {**PLAN, "overage_percent": "80"})
+    assert response.status_code == 302
+    assert ListingPlan.objects.get(listing=listing).overage_percent == Decimal(80)
+    text = client.get(LISTINGS).content.decode()
+    row = re.search(r"<tr><td data-label=\"Plan\">Starter</td>.*?</tr>", text, re.DOTALL).group(0)
+    assert '<td data-label="Beyond it">then 80% of pay-as-you-go</td>' in row
 
 
 def test_a_replayed_post_adds_a_second_plan(
@@ -203,6 +219,12 @@ BAD_PLANS = [
     {"trial_days": "seven"},
     {"trial_days": "1.5"},
     {"trial_days": "9999"},
+    {"overage_percent": "abc"},
+    {"overage_percent": "100.01"},
+    {"overage_percent": "-1"},
+    {"overage_percent": "12.345"},
+    {"overage_percent": "1e400"},
+    {"overage_percent": "9" * 40},
 ]
 
 
@@ -285,7 +307,10 @@ def test_the_model_page_offers_active_plans_with_a_subscribe_button(
     text = model_page(client_for(outsider, outsider_org), listing)
     offered = re.search(rf'<li id="listing-plan-{plan.pk}">.*?</li>', text, re.DOTALL).group(0)
     assert "Team" in offered and "$49 / month" in offered and "includes $40" in offered
-    assert "14-day free trial" in offered
+    assert "each month, then pay-as-you-go, 14-day free trial." in offered
+    ListingPlan.objects.filter(pk=plan.pk).update(overage_percent=Decimal("80"))
+    text = model_page(client_for(outsider, outsider_org), listing)
+    assert "each month, then 80% of pay-as-you-go, 14-day free trial." in text
     assert f'action="{checkout_url(plan.pk)}"' in offered and ">Subscribe</button>" in offered
     assert "Gone" not in text
 
@@ -420,7 +445,10 @@ def test_the_billing_page_lists_the_orgs_model_subscriptions(
     text = client_for(outsider, outsider_org).get("/billing/").content.decode()
     row = re.search(r'<tr><td data-label="Model">.*?</tr>', text, re.DOTALL).group(0)
     assert f'href="/models/{listing.slug}/"' in row and "Team ($49 / month)" in row
-    assert ">active<" in row and "$12.5 used of $40, $27.5 left" in row
+    assert ">active<" in row and "$12.5 used of $40, $27.5 left; then pay-as-you-go" in row
+    ListingPlan.objects.filter(pk=plan.pk).update(overage_percent=Decimal("33.5"))
+    text = client_for(outsider, outsider_org).get("/billing/").content.decode()
+    assert "$27.5 left; then 33.5% of pay-as-you-go" in text
     assert f"{usage.end:%Y-%m-%d %H:%M}" in row
     # The publisher's own billing page lists none of its customers' subscriptions.
     theirs = client_for(owner, org).get("/billing/").content.decode()

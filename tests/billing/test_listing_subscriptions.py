@@ -6,17 +6,21 @@ refunds and disputes."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from dateutil.relativedelta import relativedelta
+from django.db import connections
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import costs, credits, listing_subscriptions, prices, services
+from billing import caps, costs, credits, listing_subscriptions, metering, prices, services
+from billing.account import terms_for
 from billing.models import (
     CallCost,
+    CreditEntry,
     ListingPlan,
     ListingPrice,
     ListingSubscription,
@@ -28,8 +32,10 @@ from billing.models import (
     UsagePeriod,
 )
 from inference.models import Prediction, Status
-from inference.services import finish
+from inference.services import PredictionRequest, admit, finish
+from portal import hotcache
 from portal import services as portal_services
+from portal.auth import Principal
 from portal.errors import Conflict, InvalidInput, NotAllowed, NotFound, PaymentRequired
 from portal.models import Role
 from tests.billing.conftest import make_event
@@ -132,8 +138,6 @@ def test_a_subscription_needs_no_site_plan_coverage_and_ends_with_its_status(
     alone pays. A canceled one pays nothing."""
     run(org, owner)
     ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
-    from portal import hotcache
-
     hotcache.new_epoch()  # `.update()` sends no signal: as a webhook's save would
     with pytest.raises(PaymentRequired) as refused:
         run(org, owner)
@@ -306,6 +310,14 @@ def test_a_failed_stripe_price_writes_no_plan(published, outsider, fake_stripe):
         ({"trial_days": "91"}, "trial_days"),
         ({"trial_days": "-1"}, "trial_days"),
         ({"trial_days": "seven"}, "trial_days"),
+        ({"overage_percent": "abc"}, "overage_percent"),
+        ({"overage_percent": 1.5}, "overage_percent"),
+        ({"overage_percent": "100.01"}, "overage_percent"),
+        ({"overage_percent": "-1"}, "overage_percent"),
+        ({"overage_percent": "12.345"}, "overage_percent"),
+        ({"overage_percent": "1e400"}, "overage_percent"),
+        ({"overage_percent": "9" * 40}, "overage_percent"),
+        ({"overage_percent": "NaN"}, "overage_percent"),
     ],
 )
 @pytest.mark.django_db
@@ -315,6 +327,21 @@ def test_bad_plan_input_is_refused_and_writes_nothing(published, outsider, field
         listing_subscriptions.create_plan(published, outsider, **values)
     assert refused.value.param == param
     assert not ListingPlan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [(None, "100"), ("", "100"), ("  ", "100"), ("80", "80"), ("0", "0"), ("12.5", "12.5")],
+)
+@pytest.mark.django_db
+def test_a_plans_overage_percent_is_the_full_price_unless_given(
+    published, outsider, settings, given, stored
+):
+    settings.STRIPE_SECRET_KEY = ""
+    values = {"name": "Team", "monthly_price": "49", "included_usage": "40"}
+    made = listing_subscriptions.create_plan(published, outsider, **values, overage_percent=given)
+    made.refresh_from_db()
+    assert made.overage_percent == Decimal(stored)
 
 
 @pytest.mark.django_db
@@ -589,6 +616,10 @@ def test_the_account_api_lists_listing_subscriptions_to_the_org_only(
     assert sub["included_usage"] == {
         "included": "0.05", "used": "0", "reserved": "0.025", "remaining": "0.025",
     }  # fmt: skip
+    assert sub["overage_percent"] == "100"
+    ListingPlan.objects.filter(pk=subscribed.plan_id).update(overage_percent=Decimal("80"))
+    [sub] = api_client(token_for(org)).get("/api/v1/account").json()["subscriptions"]
+    assert sub["overage_percent"] == "80"
     other = api_client(token_for(outsider_org)).get("/api/v1/account").json()
     assert other["subscriptions"] == []
     assert json.dumps(body)  # money stays strings
@@ -607,3 +638,183 @@ def test_a_live_subscription_with_a_payment_problem_blocks_a_second_checkout(
     assert refused.value.code == "already_subscribed"
     ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
     assert services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+
+
+# --- The plan's overage price --------------------------------------------------------------
+
+
+def _subscribe_at(org, plan: ListingPlan, percent: str, included: str) -> ListingSubscription:
+    plan.overage_percent, plan.included_usage = Decimal(percent), Decimal(included)
+    plan.save()
+    return listing_subscriptions.grant(org, plan, None)
+
+
+@pytest.mark.parametrize(
+    ("percent", "held", "charged"),
+    [
+        ("80", "0.008", "0.0032"),
+        ("33.33", "0.003333", "0.001333"),  # 0.003333 exactly; 0.0013332 rounded down
+        ("100", "0.01", "0.004"),  # the full price: as before plans had a rate
+        ("0", "0", "0"),  # free beyond the included usage
+    ],
+)
+@pytest.mark.django_db
+def test_a_call_across_the_included_usage_pays_the_rest_at_the_plans_rate(
+    owner, org, plan, free_plan, percent, held, charged
+):
+    """0.03 included. The first call (0.015) is all within it, at the full price. The
+    second's worst case (0.025) holds the 0.015 left and 0.01 beyond it at the rate; it
+    delivers 0.019: 0.015 from the included usage, 0.004 beyond it at the rate."""
+    sub = _subscribe_at(org, plan, percent, included="0.03")
+    credits.grant_credits(org, "1")
+    first = run(org, owner)
+    finish(first, Status.SUCCEEDED, input_tokens=4, output_tokens=5)
+    inside = CallCost.objects.get(prediction=first)
+    assert (inside.amount, inside.paid_by_subscription, inside.paid_by_credits) == money(
+        "0.015", "0.015", "0"
+    )
+
+    second = run(org, owner)
+    record = second.usage_record
+    assert (record.max_cost, record.reserved_allowance, record.reserved_credits) == money(
+        "0.025", "0.015", held
+    )
+    assert record.overage_percent == Decimal(percent)
+    finish(second, Status.SUCCEEDED, input_tokens=4, output_tokens=7)
+    receipt = CallCost.objects.get(prediction=second)
+    assert (receipt.paid_by_subscription, receipt.paid_by_credits, receipt.paid_as_overage) == (
+        money("0.015", charged, "0")
+    )
+    assert receipt.amount == Decimal("0.015") + Decimal(charged)
+    account = credits.account_for(org)
+    assert (account.balance, account.credits_reserved) == (1 - Decimal(charged), 0)
+    assert (_usage(sub).used, _usage(sub).reserved) == money("0.03", "0")
+    period = UsagePeriod.objects.get(org=org)
+    assert (period.spent, period.paid_reserved) == (Decimal(charged), 0)
+
+
+@pytest.mark.django_db
+def test_the_royalty_entry_of_a_discounted_call_splits_what_the_customer_paid(
+    owner, org, plan, free_plan
+):
+    _subscribe_at(org, plan, "80", included="0")
+    credits.grant_credits(org, "1")
+    prediction = run(org, owner)
+    finish(prediction, Status.SUCCEEDED, input_tokens=4, output_tokens=10)  # 0.025 listed
+    receipt = CallCost.objects.get(prediction=prediction)
+    assert costs.cost_payload(receipt)["amount"] == "0.02"
+    assert costs.cost_payload(receipt)["paid_from"] == [{"source": "credits", "amount": "0.02"}]
+    entry = RoyaltyEntry.objects.get()
+    assert (entry.customer_charge, entry.publisher_share, entry.platform_fee) == money(
+        "0.02", "0.016", "0.004"
+    )
+
+
+@pytest.mark.django_db
+def test_at_0_percent_calls_beyond_the_included_usage_are_free_without_credits(
+    owner, org, plan, free_plan
+):
+    _subscribe_at(org, plan, "0", included="0.03")
+    calls = [run(org, owner) for _ in range(3)]  # no credits: the last two go beyond
+    for prediction in calls:
+        finish(prediction, Status.SUCCEEDED, input_tokens=4, output_tokens=10)
+    amounts = [CallCost.objects.get(prediction=p).amount for p in calls]
+    assert amounts == list(money("0.025", "0.005", "0"))
+    assert not RoyaltyEntry.objects.exists()
+    assert credits.account_for(org).balance == 0
+
+
+@pytest.mark.django_db
+def test_max_cost_and_spend_caps_count_the_discounted_charge(owner, org, plan, free_plan):
+    """Nothing included, 80%: a worst case of 0.025 at the price is at most 0.02 charged."""
+    _subscribe_at(org, plan, "80", included="0")
+    credits.grant_credits(org, "1")
+    data = {"prompt": "hello there", "max_new_tokens": 10}
+    token = portal_services.issue_token(org, owner, "capped").token
+    who = Principal(org=org, user=None, token=token, scopes=token.scopes)
+
+    def call(max_cost: str | None = None) -> Prediction:
+        cap = None if max_cost is None else Decimal(max_cost)
+        return admit(who, PredictionRequest("echo", data, max_cost=cap))
+
+    with pytest.raises(PaymentRequired) as refused:
+        call("0.019999")
+    assert refused.value.code == "cost_cap_exceeded" and "up to $0.02," in refused.value.message
+    assert call("0.02").usage_record.reserved_credits == Decimal("0.02")
+
+    caps.set_token_spend_cap(token, "0.04", actor=owner)  # two calls' charge, not one's price
+    call()
+    with pytest.raises(PaymentRequired) as capped:
+        call()
+    assert "API token's spend cap" in capped.value.message
+    caps.set_token_spend_cap(token, None, actor=owner)
+    caps.set_spend_cap(org, "0.06")
+    call()
+    with pytest.raises(PaymentRequired) as capped:
+        call()
+    assert "organization's spend cap" in capped.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_concurrent_calls_across_a_discounted_boundary_settle_to_the_micro_unit(
+    owner, org, plan, free_plan
+):
+    """Room for 100 worst cases and a bit: one call straddles the boundary; each settles
+    at what it delivered (0 to 10 output tokens), so calls hold more than they pay."""
+    sub = _subscribe_at(org, plan, "33.33", included=str(WORST * 100 + Decimal("0.01")))
+    credits.grant_credits(org, "100")
+    results = _hammer(200, _admit_one(org, owner))
+    admitted = [r for r in results if isinstance(r, Prediction)]
+    assert len(admitted) == 200, [r for r in results if not isinstance(r, Prediction)][:3]
+    assert _usage(sub).reserved == _usage(sub).included
+    straddling = [p.usage_record for p in admitted if 0 < p.usage_record.reserved_allowance < WORST]
+    assert [(r.reserved_allowance, r.reserved_credits) for r in straddling] == [
+        money("0.01", "0.004999")  # 0.015 beyond at 33.33%, rounded down
+    ]
+
+    def settle(pair: tuple[int, Prediction]) -> None:
+        try:
+            finish(pair[1], Status.SUCCEEDED, input_tokens=4, output_tokens=pair[0] % 11)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        list(pool.map(settle, enumerate(admitted)))
+
+    receipts = CallCost.objects.filter(org=org)
+    totals = receipts.aggregate(
+        amount=Sum("amount"), subscription=Sum("paid_by_subscription"),
+        credits=Sum("paid_by_credits"), overage=Sum("paid_as_overage"),
+    )  # fmt: skip
+    debited = -CreditEntry.objects.filter(org=org, kind="usage").aggregate(t=Sum("amount"))["t"]
+    usage = _usage(sub)
+    assert usage.reserved == 0 and usage.used == totals["subscription"]
+    assert totals["amount"] == debited + usage.used
+    assert (totals["credits"], totals["overage"]) == (debited, 0)
+    assert credits.account_for(org).balance == 100 - debited
+    assert credits.account_for(org).credits_reserved == 0
+    price = prices.price_at(plan.listing)
+    for receipt in receipts:  # each: the included part at the price, the rest at the rate
+        billed = costs.Billed(receipt.input_tokens, receipt.output_tokens, Decimal(0), 1)
+        listed = costs.amount_for(price, billed)
+        beyond = listed - receipt.paid_by_subscription
+        assert receipt.paid_by_credits == metering.at_percent(beyond, Decimal("33.33"))
+    charged = RoyaltyEntry.objects.aggregate(t=Sum("customer_charge"))["t"]
+    assert charged == debited
+    period = UsagePeriod.objects.get(org=org)
+    assert (period.paid_reserved, period.spent) == (0, debited)
+
+
+@pytest.mark.django_db
+def test_the_model_page_terms_name_the_rate_beyond_the_included_usage(org, plan, free_plan):
+    _subscribe_at(org, plan, "100", included="0.05")
+    assert terms_for(org, plan.listing) == (
+        "Paid from your Starter subscription's included usage; beyond it, buy credits."
+    )
+    ListingPlan.objects.filter(pk=plan.pk).update(overage_percent=Decimal("80"))
+    hotcache.new_epoch()  # `.update()` sends no signal
+    credits.grant_credits(org, "2")
+    assert terms_for(org, plan.listing) == (
+        "Paid from your Starter subscription's included usage; beyond it, at 80% of these "
+        "prices, your credits pay ($2 left)."
+    )

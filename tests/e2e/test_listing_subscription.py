@@ -115,10 +115,12 @@ def price_and_plan(page: Page) -> None:
     page.fill("#id_echo_plan_monthly_price", "9")
     page.fill("#id_echo_plan_included_usage", "5")
     page.fill("#id_echo_plan_trial_days", "0")
+    page.fill("#id_echo_plan_overage_percent", "80")
     page.get_by_role("button", name="Add plan").click()
     expect(page.locator(".messages")).to_contain_text("now offers the Starter plan")
     row = page.locator("tbody tr", has_text="Starter")
     expect(row).to_contain_text("9 USD")
+    expect(row.locator('[data-label="Beyond it"]')).to_have_text("then 80% of pay-as-you-go")
     expect(row.locator('[data-label="Status"]')).to_have_text("active")
     expect(row.locator('[data-label="Subscribers"]')).to_have_text("0")
     screenshot(page, "listing-plans")
@@ -158,9 +160,10 @@ def test_a_customer_subscribes_to_a_publishers_model_and_calls_it(
     assert PublisherAccount.objects.get(org=publisher).onboarded
     price_and_plan(seller)
     plan = ListingPlan.objects.get(listing=echo, is_active=True)
-    assert (plan.monthly_price, plan.included_usage, plan.stripe_price_id) == (
-        Decimal("9"), Decimal("5"), PRICE_ID
+    assert (plan.monthly_price, plan.included_usage, plan.overage_percent) == (
+        Decimal("9"), Decimal("5"), Decimal("80")
     )  # fmt: skip
+    assert plan.stripe_price_id == PRICE_ID
     (stripe_price,) = fake_stripe.calls("/v1/prices")
     assert stripe_price.form["unit_amount"] == ["900"]
 
@@ -169,6 +172,7 @@ def test_a_customer_subscribes_to_a_publishers_model_and_calls_it(
     buyer.goto("/models/echo/")
     offered = buyer.locator(f"#listing-plan-{plan.pk}")
     expect(offered).to_contain_text("Starter: $9 / month, includes $5 of calls")
+    expect(offered).to_contain_text("then 80% of pay-as-you-go")
     screenshot(buyer, "listing-subscribe")
     offered.get_by_role("button", name="Subscribe to Starter").click()
     buyer.wait_for_url(checkout_url)
@@ -195,6 +199,7 @@ def test_a_customer_subscribes_to_a_publishers_model_and_calls_it(
     row = buyer.locator("#subscriptions tbody tr", has_text="Starter")
     expect(row).to_contain_text("active")
     expect(row).to_contain_text(f"${cost['amount']} used of $5")
+    expect(row).to_contain_text("then 80% of pay-as-you-go")
     screenshot(buyer, "listing-subscription-billing")
 
     # The invoice's royalty entry: 9 USD charged, the publisher's share after the fee.
