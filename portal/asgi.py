@@ -1,6 +1,8 @@
 import gc
 import os
+from importlib import import_module
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -23,7 +25,9 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Everything loaded so far (Django, the apps, their libraries) lives as long as the
-# process: out of the collector's reach, a full collection no longer walks it. With
+# The views and what they import load now, not on the first request.
+import_module(settings.ROOT_URLCONF)
+# Everything loaded so far (Django, the apps, the views, their libraries) lives as long as
+# the process: out of the collector's reach, a full collection no longer walks it. With
 # thousands of open streams a full collection over it paused every stream for a second.
 gc.freeze()
