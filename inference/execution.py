@@ -16,6 +16,7 @@ from inference import services
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.runners.base import EventType, FinishReason, Result
+from portal.errors import InvalidInput
 from portal.logs import prediction_context
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ def _execute(prediction_id: str, worker_host: str) -> None:
     try:
         with lease_heartbeat(prediction.id):
             result, logs = _run(prediction, delivery)
+    except InvalidInput as exc:
+        # An input the web admitted without counting its tokens (see
+        # `inference.tokenizing.token_counter`), refused by the same check here.
+        services.finish(prediction, Status.FAILED, error=exc.message, **delivery.failed_counts())
+        return
     except SoftTimeLimitExceeded:
         services.finish(
             prediction,

@@ -12,8 +12,6 @@ loading the folder afterwards well under one.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -33,7 +31,8 @@ import torch
 from filelock import FileLock
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from inference.spec import ModelSpec, Source, SourceKind, parse_source
+from inference.locations import gguf_folder, local_path
+from inference.spec import ModelSpec, SourceKind, parse_source
 from portal import metrics
 
 logger = logging.getLogger(__name__)
@@ -42,8 +41,6 @@ DEFAULT_CACHE_MAX_BYTES = 8 * 1024**3
 MODELS_GAUGE_INTERVAL = 5
 MODELS_GAUGE_TTL = 20
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Bump when the conversion itself changes, so old folders are not reused.
-GGUF_CONVERSION_VERSION = "1"
 BYTE_SUFFIXES = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -115,34 +112,6 @@ def parse_bytes(text: str) -> int:
 # --- Where weights are -----------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    configured = os.environ.get("MODEL_CACHE_DIR")
-    if configured:
-        root = Path(configured)
-    else:
-        from django.conf import settings
-
-        root = Path(settings.VAR_DIR) / "model-cache"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def package_path(source: Source) -> Path:
-    """The file or folder a `pkg:` source names, found without importing the package."""
-    package, _, relative = source.location.partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"Package {package!r} is not installed.")
-    return Path(spec.submodule_search_locations[0]) / relative
-
-
-def local_path(source: Source) -> Path:
-    path = package_path(source) if source.kind == SourceKind.PKG else Path(source.location)
-    if not path.exists():
-        raise FileNotFoundError(f"{source} does not exist on this machine.")
-    return path
-
-
 def pretrained_args(spec_source: str, revision: str) -> tuple[str, dict[str, Any]]:
     """What to pass to `from_pretrained` for a source: a folder or repo id, and kwargs."""
     source = parse_source(spec_source)
@@ -165,11 +134,8 @@ def converted_gguf_dir(gguf_path: Path) -> Path:
     A file lock makes concurrent processes wait for one conversion instead of each doing
     it; the temp-folder-and-rename makes a crash mid-way leave nothing half written.
     """
-    stat = gguf_path.stat()
-    identity = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{GGUF_CONVERSION_VERSION}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    root = cache_root()
-    target = root / f"{gguf_path.stem}-{digest}"
+    target = gguf_folder(gguf_path)
+    root = target.parent
     if target.is_dir():
         return target
     with FileLock(str(root / f".{target.name}.lock")):
@@ -343,5 +309,7 @@ def _tokenizer(source: str, revision: str) -> Any:
 
 
 def get_tokenizer(spec: ModelSpec) -> Any:
-    """The model's tokenizer without its weights: web processes count tokens with it."""
+    """The model's tokenizer without its weights (converting a GGUF source first): what
+    `prepare_models` loads ahead of the first request. The web process counts tokens with
+    `inference.tokenizing` instead, from the same files, without torch."""
     return _tokenizer(spec.source, spec.revision)

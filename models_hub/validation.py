@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from jsonschema.exceptions import best_match
 
-from inference.runners import get_runner
+from inference.input_checks import check_input
 from models_hub.models import ModelListing, Task
 from portal import strict_json
 from portal.errors import InvalidInput, Unavailable
@@ -240,7 +240,7 @@ def check_caps(caps: dict[str, Any], data: dict[str, Any]) -> None:
 def check_with_model(listing: ModelListing, data: dict[str, Any]) -> None:
     """Token counts need the model's tokenizer; a tokenizer that will not load is our fault."""
     try:
-        get_runner(listing.task).check_input(listing.runtime_spec, data)
+        check_input(listing.runtime_spec, data)
     except OSError as exc:
         logger.exception("Cannot load the tokenizer of %s", listing.slug, exc_info=exc)
         raise Unavailable(f"{listing.name} is not available right now.") from exc

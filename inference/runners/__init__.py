@@ -1,6 +1,13 @@
-"""Runners by task: `get_runner(task).run(spec, input, should_cancel)` yields events."""
+"""Runners by task: `get_runner(task).run(spec, input, should_cancel)` yields events.
+
+The runners import torch, so they are imported on the first `get_runner`, in a worker:
+the web process imports this package (the event types, the echo model's tokens) and must
+stay without torch.
+"""
 
 from __future__ import annotations
+
+from functools import cache
 
 from inference.runners.base import (
     CancelCheck,
@@ -12,26 +19,31 @@ from inference.runners.base import (
     Runner,
     never_cancel,
 )
-from inference.runners.classification import ClassificationRunner
-from inference.runners.embeddings import EmbeddingsRunner
-from inference.runners.text_generation import TextGenerationRunner
 
-# A new task is a runner module here plus a `models_hub.models.Task` choice.
-RUNNERS: dict[str, Runner] = {
-    runner.task: runner
-    for runner in (TextGenerationRunner(), EmbeddingsRunner(), ClassificationRunner())
-}
+
+@cache
+def runners() -> dict[str, Runner]:
+    """A new task is a runner module here plus a `models_hub.models.Task` choice."""
+    from inference.runners.classification import ClassificationRunner
+    from inference.runners.embeddings import EmbeddingsRunner
+    from inference.runners.text_generation import TextGenerationRunner
+
+    all_runners: tuple[Runner, ...] = (
+        TextGenerationRunner(),
+        EmbeddingsRunner(),
+        ClassificationRunner(),
+    )
+    return {runner.task: runner for runner in all_runners}
 
 
 def get_runner(task: str) -> Runner:
     try:
-        return RUNNERS[task]
+        return runners()[task]
     except KeyError:
         raise LookupError(f"No runner for task {task!r}.") from None
 
 
 __all__ = [
-    "RUNNERS",
     "CancelCheck",
     "Event",
     "EventType",

@@ -96,12 +96,6 @@ class Event:
 class Runner(Protocol):
     task: str
 
-    def check_input(self, spec: ModelSpec, data: dict[str, Any]) -> None:
-        """Checks that need the model (token counts against its context); raises InvalidInput.
-
-        `data` has already passed the listing's JSON Schema.
-        """
-
     def run(
         self, spec: ModelSpec, data: dict[str, Any], should_cancel: CancelCheck = never_cancel
     ) -> Iterator[Event]:

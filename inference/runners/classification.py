@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from inference.loading import Arch, LoadedModel, LoadKey, get_model
 from inference.runners.base import CancelCheck, Event, Metrics, Result, never_cancel
-from inference.runners.embeddings import check_lengths, embed
+from inference.runners.embeddings import check_token_counts, embed
 from inference.spec import ModelSpec
 
 DEFAULT_LABELS = ("positive", "negative", "neutral")
@@ -70,13 +70,11 @@ class ClassificationRunner:
     def __init__(self) -> None:
         self.label_vectors = LabelVectors()
 
-    def check_input(self, spec: ModelSpec, data: dict[str, Any]) -> None:
-        check_lengths(spec, [data["text"]], ["input.text"])
-
     def run(
         self, spec: ModelSpec, data: dict[str, Any], should_cancel: CancelCheck = never_cancel
     ) -> Iterator[Event]:
         loaded = get_model(spec, Arch.ENCODER)
+        check_token_counts(spec, loaded, [data["text"]], ["input.text"])
         started = time.perf_counter()  # once the model is in memory, as for generation
         labels = list(data.get("labels") or spec.options.get("default_labels", DEFAULT_LABELS))
         label_matrix = torch.stack(

@@ -9,19 +9,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from inference.loading import Arch, LoadedModel, get_model, get_tokenizer
+from inference.input_checks import check_text_lengths, embedding_params, embedding_texts
+from inference.loading import Arch, LoadedModel, get_model
 from inference.runners.base import CancelCheck, Event, FinishReason, Metrics, Result, never_cancel
 from inference.spec import ModelSpec
-from portal.errors import InvalidInput
 
 # Texts per forward pass; a large request is split so memory stays bounded and a cancel
 # is noticed between batches.
 DEFAULT_BATCH_SIZE = 64
-
-
-def input_texts(data: dict[str, Any]) -> list[str]:
-    raw = data["input"]
-    return [raw] if isinstance(raw, str) else list(raw)
 
 
 def token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -47,36 +42,25 @@ def embed(
     return vectors, int(encoded["attention_mask"].sum())
 
 
-def check_lengths(spec: ModelSpec, texts: Sequence[str], params: Sequence[str]) -> None:
-    """Over-long texts are refused rather than silently truncated; `params` name each text."""
-    if not spec.max_context:
-        return
-    for param, count in zip(params, token_counts(get_tokenizer(spec), texts), strict=True):
-        if count > spec.max_context:
-            raise InvalidInput(
-                f"{param} is {count} tokens; this model reads at most {spec.max_context}.",
-                param=param,
-            )
-
-
-def input_params(data: dict[str, Any]) -> list[str]:
-    if isinstance(data["input"], str):
-        return ["input.input"]
-    return [f"input.input[{index}]" for index in range(len(data["input"]))]
+def check_token_counts(
+    spec: ModelSpec, loaded: LoadedModel, texts: Sequence[str], params: Sequence[str]
+) -> None:
+    """The web's length check on this worker's counts, for a model the web could not
+    count for (see `inference.tokenizing.token_counter`): `embed` would truncate."""
+    if spec.max_context:
+        check_text_lengths(spec, token_counts(loaded.tokenizer, texts), params)
 
 
 class EmbeddingsRunner:
     task = "embeddings"
-
-    def check_input(self, spec: ModelSpec, data: dict[str, Any]) -> None:
-        check_lengths(spec, input_texts(data), input_params(data))
 
     def run(
         self, spec: ModelSpec, data: dict[str, Any], should_cancel: CancelCheck = never_cancel
     ) -> Iterator[Event]:
         loaded = get_model(spec, Arch.ENCODER)
         started = time.perf_counter()  # once the model is in memory, as for generation
-        texts = input_texts(data)
+        texts = embedding_texts(data)
+        check_token_counts(spec, loaded, texts, embedding_params(data))
         batch_size = int(spec.options.get("batch_size", DEFAULT_BATCH_SIZE))
         vectors: list[list[float]] = []
         tokens = 0

@@ -19,7 +19,8 @@ import torch
 from django.conf import settings
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from inference.loading import Arch, LoadedModel, get_model, get_tokenizer
+from inference.input_checks import chat_messages, check_prompt_fits, context_limit, plain_prompt
+from inference.loading import Arch, LoadedModel, get_model
 from inference.runners.base import (
     CancelCheck,
     Event,
@@ -30,11 +31,8 @@ from inference.runners.base import (
 )
 from inference.runners.echo import EchoBackend
 from inference.spec import ModelSpec
-from portal.errors import InvalidInput
 
 FALLBACK_MAX_NEW_TOKENS = 256
-# Tokenizers report a huge sentinel when they do not know the model's context.
-UNKNOWN_CONTEXT = 10**7
 # Below this, sampling cannot be told from argmax, and float32 logits divided by the
 # temperature overflow to inf (a temperature under ~1e-45 is zero in float32).
 MIN_SAMPLING_TEMPERATURE = 1e-5
@@ -77,12 +75,6 @@ def resolve_params(spec: ModelSpec, data: dict[str, Any]) -> GenerationParams:
     )
 
 
-def chat_messages(data: dict[str, Any]) -> list[dict[str, str]]:
-    if data.get("messages"):
-        return [{"role": m["role"], "content": m["content"]} for m in data["messages"]]
-    return [{"role": "user", "content": data["prompt"]}]
-
-
 def encode_prompt(tokenizer: Any, data: dict[str, Any]) -> list[int]:
     """Token ids of the prompt as the model will see it (through its chat template if any)."""
     if getattr(tokenizer, "chat_template", None):
@@ -90,11 +82,7 @@ def encode_prompt(tokenizer: Any, data: dict[str, Any]) -> list[int]:
             chat_messages(data), add_generation_prompt=True, tokenize=False
         )
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    if data.get("messages"):
-        # No template: a plain transcript that ends where the assistant should speak.
-        lines = [f"{m['role']}: {m['content']}" for m in data["messages"]]
-        return tokenizer("\n".join([*lines, "assistant:"]))["input_ids"]
-    return tokenizer(data["prompt"])["input_ids"]
+    return tokenizer(plain_prompt(data))["input_ids"]
 
 
 class IncrementalDecoder:
@@ -255,13 +243,6 @@ def select_token(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
-def context_limit(spec: ModelSpec, tokenizer: Any) -> int | None:
-    if spec.max_context:
-        return spec.max_context
-    known = getattr(tokenizer, "model_max_length", None)
-    return known if known and known < UNKNOWN_CONTEXT else None
-
-
 class TextGenerationRunner:
     task = "text-generation"
 
@@ -277,28 +258,6 @@ class TextGenerationRunner:
             return BatchedTransformersBackend(spec, loaded, settings.GENERATION_MAX_BATCH, window)
         return TransformersBackend(spec, loaded)
 
-    def check_input(self, spec: ModelSpec, data: dict[str, Any]) -> None:
-        if spec.parsed_source.is_builtin:
-            count, limit = len(EchoBackend(spec, data).encode(data)), spec.max_context
-        else:
-            tokenizer = get_tokenizer(spec)
-            count, limit = len(encode_prompt(tokenizer, data)), context_limit(spec, tokenizer)
-        field = "input.messages" if data.get("messages") else "input.prompt"
-        if limit is None:
-            return
-        if count >= limit:
-            raise InvalidInput(
-                f"{field} is {count} tokens; this model's context is {limit} tokens.",
-                param=field,
-            )
-        requested = data.get("max_new_tokens")
-        if requested is not None and count + requested > limit:
-            raise InvalidInput(
-                f"input.max_new_tokens is {requested}, but the prompt is {count} tokens and "
-                f"this model's context is {limit}: at most {limit - count} new tokens fit.",
-                param="input.max_new_tokens",
-            )
-
     def run(
         self, spec: ModelSpec, data: dict[str, Any], should_cancel: CancelCheck = never_cancel
     ) -> Iterator[Event]:
@@ -307,6 +266,9 @@ class TextGenerationRunner:
         started = time.perf_counter()
         params = resolve_params(spec, data)
         prompt = backend.encode(data)
+        # The web checked this already when it could count for the model (see
+        # `inference.tokenizing.token_counter`); the same rule here covers when it could not.
+        check_prompt_fits(len(prompt), backend.context, data)
         if backend.context:
             # An unset max_new_tokens must not run past the context either.
             room = max(backend.context - len(prompt), 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference import loading
+from inference import loading, locations
 from inference.loading import (
     Arch,
     LoadedModel,
@@ -143,9 +143,9 @@ def test_real_models_are_evicted_least_recently_used_first(minilm_spec):
 
 @pytest.mark.models
 def test_gguf_is_converted_once_to_plain_safetensors(smollm2, monkeypatch):
-    gguf = loading.local_path(parse_source(demo_spec("smollm2-135m-instruct").source))
+    gguf = locations.local_path(parse_source(demo_spec("smollm2-135m-instruct").source))
     folder = loading.converted_gguf_dir(gguf)
-    assert folder.parent == loading.cache_root()
+    assert folder.parent == locations.cache_root()
     assert (folder / "model.safetensors").is_file()
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config
@@ -210,4 +210,4 @@ def test_builtin_sources_have_no_weights():
 
 def test_missing_package_is_reported():
     with pytest.raises(FileNotFoundError):
-        loading.local_path(parse_source("pkg:no_such_package_here/model"))
+        locations.local_path(parse_source("pkg:no_such_package_here/model"))
