@@ -111,8 +111,9 @@ ENDPOINTS: dict[str, Endpoint] = {
         Access.PUBLIC, ("GET", "POST"), role=None, params={"key": "invitation_key"}
     ),
     "org/tokens/": Endpoint(Access.PAGE, ("GET", "POST"), role=Role.ADMIN),
+    # GET: the confirmation page; POST: the revocation.
     "org/tokens/<int:token_id>/revoke/": Endpoint(
-        Access.PAGE, ("POST",), role=Role.ADMIN, params={"token_id": "token"}
+        Access.PAGE, ("GET", "POST"), role=Role.ADMIN, params={"token_id": "token"}
     ),
     "org/audit/": ADMIN_PAGE,
     "models/": PUBLIC,
