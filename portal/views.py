@@ -17,6 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -67,6 +68,12 @@ def run_service(request: HttpRequest, action: Callable[[], object], success: str
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
+
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask for /favicon.ico where a page links no icon (admin, the API docs, JSON):
+    the SVG our pages link. Not permanent: its URL changes with its content in production."""
+    return HttpResponseRedirect(static("favicon.svg"))
 
 
 @org_member_required()
