@@ -341,8 +341,8 @@ def take_new_token(request: HttpRequest) -> NewToken | None:
     kept = request.session.pop(JUST_ISSUED_SESSION_KEY, None)
     if not kept or kept["org"] != request.org.pk:
         return None
-    token = scoped(ApiToken.objects.select_related("org"), request.org).filter(pk=kept["token"])
-    token = token.first()
+    tokens = scoped(ApiToken.objects.select_related("org"), request.org)
+    token = tokens.filter(pk=kept["token"]).first()
     if token is None:
         return None
     listing = first_call_listing(token)
