@@ -149,24 +149,31 @@ class ModelListingAdmin(admin.ModelAdmin):
         change = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
         return HttpResponseRedirect(reverse(change, args=[listing.pk]))
 
+    # Each action counts the selection before changing it: the queryset carries the
+    # changelist's filters (the review queue is filtered by status), so counting it after
+    # the change no longer finds what was selected ("1 of 0").
+
     @admin.action(description="Publish selected (approved submissions, or the operator's drafts)")
     def publish(self, request: HttpRequest, queryset: QuerySet[ModelListing]) -> None:
+        selected = queryset.count()
         try:
             count = services.publish_listings(queryset, request.user)
         except Conflict as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return
-        self._report(request, count, queryset.count(), "published")
+        self._report(request, count, selected, "published")
 
     @admin.action(description="Return selected submissions to draft (write the review note first)")
     def return_to_draft(self, request: HttpRequest, queryset: QuerySet[ModelListing]) -> None:
+        selected = queryset.count()
         count = services.reject_listings(queryset, request.user)
-        self._report(request, count, queryset.count(), "returned to draft")
+        self._report(request, count, selected, "returned to draft")
 
     @admin.action(description="Deprecate selected (hidden from the catalog, still callable)")
     def deprecate(self, request: HttpRequest, queryset: QuerySet[ModelListing]) -> None:
+        selected = queryset.count()
         count = services.deprecate_listings(queryset, request.user)
-        self._report(request, count, queryset.count(), "deprecated")
+        self._report(request, count, selected, "deprecated")
 
     def _report(self, request: HttpRequest, done: int, selected: int, verb: str) -> None:
         self.message_user(request, f"{done} of {selected} listing(s) {verb}.", messages.SUCCESS)

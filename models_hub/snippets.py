@@ -11,7 +11,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Case, IntegerField, Value, When
+
 from models_hub.models import ModelListing, Task
+from portal.models import ApiToken, TokenScope
+
+# The diagnostic model: a first call to it proves the token works and nothing else.
+ECHO_SOURCE = "builtin:echo"
 
 
 @dataclass(frozen=True)
@@ -148,3 +154,17 @@ def snippets_for(listing: ModelListing, base_url: str) -> list[Snippet]:
         websocket_snippet(listing, base_url),
     ]
     return [snippet for snippet in candidates if snippet is not None]
+
+
+def first_call_listing(token: ApiToken) -> ModelListing | None:
+    """The model a new token's first call runs: one the token may call, a real one before
+    `echo`; None when the token cannot run predictions at all."""
+    if TokenScope.PREDICT not in token.scopes:
+        return None
+    listings = ModelListing.objects.catalog(token.org)
+    if token.allowed_models:
+        listings = listings.filter(slug__in=token.allowed_models)
+    echo_last = Case(
+        When(source=ECHO_SOURCE, then=Value(1)), default=Value(0), output_field=IntegerField()
+    )
+    return listings.order_by(echo_last, "slug").first()

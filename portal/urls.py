@@ -28,6 +28,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("orgs/", views.org_list, name="org_list"),
     path("orgs/switch/", views.org_switch, name="org_switch"),

@@ -7,6 +7,7 @@ services (server-side), the decorator below only spares a round trip for plain r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 
@@ -14,17 +15,21 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from billing.account import billing_summary
+from models_hub.models import ModelListing
+from models_hub.snippets import Snippet, curl_snippet, first_call_listing
 from portal import services
 from portal.auth import SESSION_ORG_KEY
 from portal.errors import NotAllowed, NotFound, PortalError
-from portal.models import AuditLog, Membership, Role, TokenScope
-from portal.scoping import scoped
+from portal.models import ApiToken, AuditLog, Membership, Role, TokenScope
+from portal.scoping import get_for_org, scoped
 from portal.validators import validate_single_line
 
 View = Callable[..., HttpResponse]
@@ -63,6 +68,12 @@ def run_service(request: HttpRequest, action: Callable[[], object], success: str
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
+
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask for /favicon.ico where a page links no icon (admin, the API docs, JSON):
+    the SVG our pages link. Not permanent: its URL changes with its content in production."""
+    return HttpResponseRedirect(static("favicon.svg"))
 
 
 @org_member_required()
@@ -302,10 +313,55 @@ class TokenForm(forms.Form):
         return [slug.strip() for slug in raw.split(",") if slug.strip()]
 
 
+# The plaintext of a token just issued, kept server-side in the session between the POST
+# that creates it and the one GET that shows it (never in a URL, a cookie or the messages).
+JUST_ISSUED_SESSION_KEY = "new_api_token"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: ApiToken
+    plaintext: str
+    # What the token's first call runs, and that call as curl (None: it cannot run one).
+    model: ModelListing | None
+    first_call: Snippet | None
+
+
+def keep_new_token(request: HttpRequest, issued: services.IssuedToken) -> None:
+    request.session[JUST_ISSUED_SESSION_KEY] = {
+        "org": issued.token.org_id,
+        "token": issued.token.pk,
+        "plaintext": issued.plaintext,
+    }
+
+
+def take_new_token(request: HttpRequest) -> NewToken | None:
+    """The secret for this one page view: read once, gone on reload, and only shown in the
+    org it belongs to (the user may have switched in between)."""
+    kept = request.session.pop(JUST_ISSUED_SESSION_KEY, None)
+    if not kept or kept["org"] != request.org.pk:
+        return None
+    tokens = scoped(ApiToken.objects.select_related("org"), request.org)
+    token = tokens.filter(pk=kept["token"]).first()
+    if token is None:
+        return None
+    listing = first_call_listing(token)
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    first_call = curl_snippet(listing, base_url) if listing else None
+    return NewToken(token, kept["plaintext"], listing, first_call)
+
+
+def get_org_token(request: HttpRequest, token_id: int) -> ApiToken:
+    """Another org's token is a 404, exactly like a missing one."""
+    try:
+        return get_for_org(ApiToken.objects.select_related("created_by"), request.org, pk=token_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
 @org_member_required(Role.ADMIN)
 def token_list(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
-    plaintext = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         days = data["expires_days"]
@@ -324,10 +380,11 @@ def token_list(request: HttpRequest) -> HttpResponse:
             )
 
         if run_service(request, issue, "Token created. Copy it now: it is shown only once."):
-            plaintext = issued[0].plaintext
-            form = TokenForm()
+            keep_new_token(request, issued[0])
+            # Post/Redirect/Get: reloading the page that follows cannot issue a second token.
+            return HttpResponseRedirect(reverse("token_list"), status=303)
     tokens = scoped(request.org.tokens.all(), request.org).select_related("created_by")
-    context = {"form": form, "tokens": tokens, "plaintext": plaintext}
+    context = {"form": form, "tokens": tokens, "new_token": take_new_token(request)}
     response = render(request, "portal/tokens.html", context)
     # The one page that shows a secret must not be kept by the browser or a proxy.
     response["Cache-Control"] = "no-store"
@@ -335,8 +392,12 @@ def token_list(request: HttpRequest) -> HttpResponse:
 
 
 @org_member_required(Role.ADMIN)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """GET asks for confirmation (a page, so it works without JavaScript); POST revokes."""
+    if request.method == "GET":
+        token = get_org_token(request, token_id)
+        return render(request, "portal/token_revoke.html", {"token": token})
     run_service(
         request,
         lambda: services.revoke_token(request.org, request.user, token_id),

@@ -11,10 +11,17 @@
   // <button class="copy" data-target="ID">: copies the text of element ID.
   document.querySelectorAll("button.copy[data-target]").forEach((button) => {
     button.addEventListener("click", async () => {
-      const code = document.getElementById(button.dataset.target).textContent;
-      await navigator.clipboard.writeText(code);
-      button.textContent = "Copied";
-      setTimeout(() => { button.textContent = "Copy"; }, 1500);
+      const target = document.getElementById(button.dataset.target);
+      try {
+        await navigator.clipboard.writeText(target.textContent);
+        button.textContent = "Copied";
+      } catch {
+        // No clipboard API (a plain-http origin) or no permission: select the text so
+        // that the keyboard's copy takes it, rather than leave the click doing nothing.
+        window.getSelection().selectAllChildren(target);
+        button.textContent = "Selected: press Ctrl+C";
+      }
+      setTimeout(() => { button.textContent = "Copy"; }, 2500);
     });
   });
 })();

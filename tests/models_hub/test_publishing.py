@@ -151,6 +151,34 @@ def test_admin_publish_action(draft, org, owner, staff):
     assert draft.status == ListingStatus.PUBLISHED
 
 
+@pytest.mark.parametrize(
+    ("action", "status", "verb"),
+    [
+        ("publish", ListingStatus.PENDING_REVIEW, "published"),
+        ("return_to_draft", ListingStatus.PENDING_REVIEW, "returned to draft"),
+        ("deprecate", ListingStatus.PUBLISHED, "deprecated"),
+    ],
+)
+def test_admin_action_message_counts_what_was_selected(
+    draft, org, owner, staff, action, status, verb
+):
+    """Run from the review queue (the changelist filtered by status), the action used to
+    count the selection after changing it: the filter no longer matched, "1 of 0"."""
+    submitted = services.submit_for_review(org, owner, "acme-chat")
+    services.approve_listing(submitted.pk, staff, submitted.content_revision)
+    ModelListing.objects.filter(pk=draft.pk).update(status=status)
+    client = Client()
+    client.force_login(staff)
+    changelist = reverse("admin:models_hub_modellisting_changelist")
+    response = client.post(
+        f"{changelist}?status__exact={status}",
+        {"action": action, "_selected_action": [draft.pk]},
+        follow=True,
+    )
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == [f"1 of 1 listing(s) {verb}."]
+
+
 def test_admin_pages_render(draft, staff):
     client = Client()
     client.force_login(staff)
