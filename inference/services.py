@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Value
+from django.db.models.functions import Cast, Extract
 from django.utils import timezone
 
 from billing import metering, quota
@@ -40,6 +41,11 @@ from portal.hotcache import Stamp
 logger = logging.getLogger(__name__)
 
 CANCEL_KEY_TTL_SECONDS = 3600
+# A prediction's own columns: its relations (org, model, version, token, user) are set
+# at admission and never change.
+MUTABLE_FIELDS = [
+    field.attname for field in Prediction._meta.concrete_fields if not field.is_relation
+]
 
 
 @dataclass
@@ -215,14 +221,13 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
         worker_host=worker_host[:200],
         # In the same statement: a worker killed right after claiming still counts.
         attempt=F("attempt") + 1,
+        queue_time=_seconds_since_created(now),
     )
     if not claimed:
         return None
     prediction = Prediction.objects.select_related("model", "version__listing", "org").get(
         pk=prediction_id
     )
-    prediction.queue_time = (now - prediction.created_at).total_seconds()
-    prediction.save(update_fields=["queue_time"])
     events.append(prediction_id, "status", {"status": Status.PROCESSING})
     metrics.observe(
         "portal_prediction_queue_wait_seconds",
@@ -230,6 +235,12 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
         prediction.queue_time,
     )
     return prediction
+
+
+def _seconds_since_created(now: datetime) -> Func:
+    """`now - created_at` in seconds, computed by the claiming UPDATE itself."""
+    waited = ExpressionWrapper(Value(now) - F("created_at"), output_field=DurationField())
+    return Cast(Extract(waited, "epoch"), FloatField())
 
 
 def renew_lease(prediction_id: str) -> None:
@@ -293,7 +304,9 @@ def finish(
         )
         if not updated:
             return False
-        prediction.refresh_from_db()
+        # What others may have changed too (a cancel request, output), not the relations,
+        # which never change and which the claim loaded with the prediction.
+        prediction.refresh_from_db(fields=MUTABLE_FIELDS)
         quota.settle(prediction)
     _record_finish(prediction)
     final = prediction_payload(prediction)
