@@ -1,7 +1,8 @@
+import gc
 import os
 
 from celery import Celery, Task
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -22,3 +23,16 @@ def _return_database_connections(sender: Task, **kwargs: object) -> None:
     # A task run in place (`apply`, eager mode) runs inside its caller's transaction.
     if not getattr(sender.request, "is_eager", False):
         close_old_connections()
+
+
+@worker_init.connect
+def load_runners_and_freeze(**kwargs: object) -> None:
+    """In the worker's main process, before its pool forks. The runners (torch,
+    transformers) load here once, shared copy-on-write by the pool's children, instead of
+    in each child on its first task (the web process never loads them, so they are not
+    imported at module level). Then everything loaded is out of the collector's reach: a
+    full collection walking it paused token streaming for over 100 ms."""
+    from inference.runners import runners
+
+    runners()
+    gc.freeze()
