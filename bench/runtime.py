@@ -101,7 +101,7 @@ def bench_generation(spec: Any, repeats: int, max_new_tokens: int) -> dict[str, 
 
     from inference.loading import Arch, get_model
     from inference.runners import EventType, get_runner
-    from inference.runners.text_generation import encode_prompt
+    from inference.runners.transformers_backend import encode_prompt
 
     loaded = get_model(spec, Arch.CAUSAL_LM)
     data = {"prompt": GENERATION_PROMPT, "temperature": 0, "max_new_tokens": max_new_tokens}

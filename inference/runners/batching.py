@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from inference.loading import LoadedModel
-from inference.runners.text_generation import (
-    GenerationParams,
+from inference.runners.generation import GenerationParams
+from inference.runners.transformers_backend import (
     IncrementalDecoder,
     TransformersBackend,
     sampling_processors,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from inference.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from inference.runners.text_generation import GenerationParams
+    from inference.runners.generation import GenerationParams
 
 DEFAULT_TOKENS_PER_SECOND = 20.0
 # A token is a run of non-space characters with the whitespace before it, like the

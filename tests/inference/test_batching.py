@@ -19,11 +19,9 @@ from inference.runners.batching import (
     GenerationBatcher,
     batcher_for,
 )
-from inference.runners.text_generation import (
-    TextGenerationRunner,
-    TransformersBackend,
-    resolve_params,
-)
+from inference.runners.generation import resolve_params
+from inference.runners.text_generation import TextGenerationRunner
+from inference.runners.transformers_backend import TransformersBackend
 from tests.inference.helpers import demo_spec
 
 PROMPTS = [

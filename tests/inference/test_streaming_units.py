@@ -9,7 +9,8 @@ import pytest
 
 from inference.runners import FinishReason, get_runner
 from inference.runners.echo import split_pieces
-from inference.runners.text_generation import IncrementalDecoder, StopMatcher, resolve_params
+from inference.runners.generation import StopMatcher, resolve_params
+from inference.runners.transformers_backend import IncrementalDecoder
 from tests.inference.helpers import collect, demo_spec, outputs
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference.runners import FinishReason, get_runner
-from inference.runners.text_generation import encode_prompt
+from inference.runners.transformers_backend import encode_prompt
 from tests.inference.helpers import collect, outputs
 
 pytestmark = pytest.mark.models

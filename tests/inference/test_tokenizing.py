@@ -13,7 +13,7 @@ from inference import loading
 from inference.input_checks import context_limit, prompt_tokens
 from inference.runners import get_runner
 from inference.runners.embeddings import token_counts
-from inference.runners.text_generation import encode_prompt
+from inference.runners.transformers_backend import encode_prompt
 from inference.spec import ModelSpec
 from inference.tokenizing import TOKENIZER_FILE, token_counter
 from models_hub.demo import DEMO_LISTINGS

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from inference.runners.text_generation import resolve_params
+from inference.runners.generation import resolve_params
 from models_hub.validation import validate_input
 from portal.errors import InvalidInput
 from portal.ratelimit import ip_bucket
