@@ -204,17 +204,31 @@ def bench_batching(profile: Profile) -> Section:
     section = Section("Batched generation in one worker process (in-process, no stack)")
     section.notes.append(
         f"`{batching.MODEL}` on {results['gpu'] or results['device']}, greedy, "
-        f"{results['max_new_tokens']} new tokens per request; configurations interleaved."
+        f"{results['max_new_tokens']} new tokens per request; one at a time, static and "
+        "continuous batching interleaved in each repeat."
     )
     section.figures.append(
         Figure.from_spread("one request at a time", "tok/s", results["one_at_a_time"])
     )
-    for key, stats in results.items():
-        if key.startswith("batched_"):
-            count = key.removeprefix("batched_")
+    for count in results["concurrency"]:
+        for mode in batching.MODES:
             section.figures.append(
-                Figure.from_spread(f"{count} concurrent, batched", "tok/s", stats)
+                Figure.from_spread(
+                    f"{count} concurrent, {mode}", "tok/s", results[f"{mode}_{count}"]
+                )
             )
+    others = max(results["concurrency"]) - 1
+    for mode in batching.MODES:
+        section.figures.append(
+            Figure.from_spread(
+                f"newcomer's first token while {others} run, {mode}",
+                "ms",
+                results[f"{mode}_newcomer_ttft"],
+                scale=1000,
+            )
+        )
+    for name, mib in results["peak_memory_mib"].items():
+        section.notes.append(f"Peak memory, {name.replace('_', ' ')}: {mib:.0f} MiB.")
     return section
 
 

@@ -1,13 +1,19 @@
-"""Batched generation inside one worker process: aggregate tokens/s with 1, 8 and 32
-concurrent requests for the same model, against serving them one at a time.
+"""Batched generation inside one worker process: one at a time vs static batching vs
+continuous batching, side by side in one run.
 
-Each concurrent request runs in its own thread (as on a Celery threads-pool worker) and
-reads its stream through `GenerationBatcher`; the one-at-a-time figure runs requests back
-to back through the unbatched backend. Greedy decoding and a fixed `max_new_tokens`, so
-every request generates the same number of tokens unless the model stops early; tokens
-are counted, not assumed. Figures are medians over repeats, with the min-max spread.
+- aggregate tokens/s with 1, 8 and 32 concurrent requests for the same model (each in its
+  own thread, as on a Celery threads-pool worker), against serving them back to back;
+- time to first token of a request that arrives while 31 others are mid-generation: the
+  static batcher makes it wait for the running batch to end, the continuous one takes it
+  in at the next step;
+- peak memory of each configuration (GPU: allocated by torch; CPU: the process's RSS
+  sampled during the run, which the allocator rarely gives back, so read it as an upper
+  bound in run order).
 
-    .venv/bin/python bench/batching.py [--concurrency 1,8,32] [--repeats 3]
+Greedy decoding and a fixed `max_new_tokens`; tokens are counted, not assumed. Figures
+are medians over repeats with the min-max spread; configurations interleave per repeat.
+
+    .venv/bin/python -m bench.batching [--concurrency 1,8,32] [--repeats 3]
         [--max-new-tokens 32]      (MODEL_DEVICE=cuda for the GPU)
 """
 
@@ -16,12 +22,16 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from bench.runtime import GENERATION_PROMPT, demo_specs, setup_django, spread
 
 MODEL = "smollm2-135m-instruct"
+MODES = ("static", "continuous")
+# The newcomer arrives once every one of the others has streamed this many tokens.
+NEWCOMER_AFTER_TOKENS = 4
 
 
 def _prompts(count: int) -> list[dict[str, str]]:
@@ -30,7 +40,7 @@ def _prompts(count: int) -> list[dict[str, str]]:
 
 
 def _jobs(backend: Any, spec: Any, count: int, max_new_tokens: int) -> list[tuple]:
-    from inference.runners.text_generation import resolve_params
+    from inference.runners.generation import resolve_params
 
     jobs = []
     for data in _prompts(count):
@@ -46,7 +56,7 @@ def one_at_a_time(backend: Any, jobs: list[tuple]) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def batched(batcher: Any, jobs: list[tuple]) -> float:
+def concurrently(batcher: Any, jobs: list[tuple]) -> float:
     counts = [0] * len(jobs)
 
     def consume(index: int, prompt: Any, params: Any) -> None:
@@ -61,6 +71,84 @@ def batched(batcher: Any, jobs: list[tuple]) -> float:
     return sum(counts) / (time.perf_counter() - started)
 
 
+def newcomer_ttft(batcher: Any, running: list[tuple], newcomer: tuple) -> float:
+    """Seconds to the first token of `newcomer`, submitted once every running request has
+    streamed NEWCOMER_AFTER_TOKENS tokens (or ended)."""
+    progress = [0] * len(running)
+    ready = threading.Event()
+
+    def consume(index: int, prompt: Any, params: Any) -> None:
+        for _ in batcher.deltas(prompt, params):
+            progress[index] += 1
+            if progress[index] == NEWCOMER_AFTER_TOKENS:
+                _mark_ready()
+        progress[index] = max(progress[index], NEWCOMER_AFTER_TOKENS)
+        _mark_ready()
+
+    def _mark_ready() -> None:
+        if min(progress) >= NEWCOMER_AFTER_TOKENS:
+            ready.set()
+
+    threads = [threading.Thread(target=consume, args=(i, *job)) for i, job in enumerate(running)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    stream = batcher.deltas(*newcomer)
+    next(stream)
+    ttft = time.perf_counter() - started
+    stream.close()
+    for thread in threads:
+        thread.join()
+    return ttft
+
+
+class PeakMemory:
+    """Peak memory while a block runs: torch's allocator on a GPU, sampled RSS on a CPU."""
+
+    def __init__(self, device: Any):
+        self.device = device
+        self.peak = 0
+
+    def measure(self, action: Callable[[], Any]) -> Any:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            result = action()
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
+            return result
+        return self._sampling_rss(action)
+
+    def _sampling_rss(self, action: Callable[[], Any]) -> Any:
+        import psutil
+
+        process, done = psutil.Process(), threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.01):
+                self.peak = max(self.peak, process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            return action()
+        finally:
+            done.set()
+            sampler.join()
+
+
+def _batchers(loaded: Any, eos_ids: frozenset[int], max_batch: int) -> dict[str, Any]:
+    from inference.runners.batching import GenerationBatcher
+    from inference.runners.continuous_batching import ContinuousBatcher
+
+    return {
+        # A window long enough for every thread to join the first batch.
+        "static": GenerationBatcher(loaded, eos_ids, max_batch, window=0.05),
+        "continuous": ContinuousBatcher(loaded, eos_ids, max_batch),
+    }
+
+
 def run(
     concurrency: tuple[int, ...] = (1, 8, 32),
     repeats: int = 3,
@@ -69,47 +157,71 @@ def run(
     import torch
 
     from inference.loading import Arch, get_model
-    from inference.runners.batching import GenerationBatcher
-    from inference.runners.text_generation import TransformersBackend
+    from inference.runners.transformers_backend import TransformersBackend
 
     spec = demo_specs()[MODEL]
     loaded = get_model(spec, Arch.CAUSAL_LM)
     backend = TransformersBackend(spec, loaded)
-    # A window long enough for every thread to join the first batch.
-    batcher = GenerationBatcher(loaded, backend.eos_ids, max(concurrency), window=0.05)
+    batchers = _batchers(loaded, backend.eos_ids, max(concurrency))
     # Serial throughput does not depend on how many are waiting: a few requests suffice.
     serial_jobs = _jobs(backend, spec, min(4, max(concurrency)), max_new_tokens)
     batch_jobs = {count: _jobs(backend, spec, count, max_new_tokens) for count in concurrency}
+    # The others run long enough to be mid-generation when the newcomer arrives.
+    running = _jobs(backend, spec, max(concurrency) - 1, max_new_tokens * 2)
+    newcomer = _jobs(backend, spec, 1, max_new_tokens)[0]
     one_at_a_time(backend, serial_jobs[:1])  # warm-up
-    samples: dict[str, list[float]] = {"one_at_a_time": []}
+    for batcher in batchers.values():
+        concurrently(batcher, serial_jobs[:2])
+    memory = {name: PeakMemory(loaded.device) for name in ("one_at_a_time", *MODES)}
+    samples: dict[str, list[float]] = {}
     # Interleaved: a machine that gets busier mid-run slows every configuration alike.
     for _ in range(repeats):
-        samples["one_at_a_time"].append(one_at_a_time(backend, serial_jobs))
-        for count, jobs in batch_jobs.items():
-            samples.setdefault(f"batched_{count}", []).append(batched(batcher, jobs))
+        samples.setdefault("one_at_a_time", []).append(
+            memory["one_at_a_time"].measure(lambda: one_at_a_time(backend, serial_jobs))
+        )
+        for mode, batcher in batchers.items():
+            for count, jobs in batch_jobs.items():
+                rate = memory[mode].measure(lambda b=batcher, j=jobs: concurrently(b, j))
+                samples.setdefault(f"{mode}_{count}", []).append(rate)
+            ttft = memory[mode].measure(lambda b=batcher: newcomer_ttft(b, running, newcomer))
+            samples.setdefault(f"{mode}_newcomer_ttft", []).append(ttft)
+    batchers["continuous"].close()
     return {
         "device": str(loaded.device),
         "gpu": torch.cuda.get_device_name() if loaded.device.type == "cuda" else None,
         "dtype": spec.dtype,
         "max_new_tokens": max_new_tokens,
+        "concurrency": concurrency,
+        "peak_memory_mib": {name: peak.peak / 2**20 for name, peak in memory.items()},
         **{name: spread(values) for name, values in samples.items()},
     }
 
 
 def report(results: dict[str, Any]) -> str:
     serial = results["one_at_a_time"]["median"]
+    others = max(results["concurrency"]) - 1
     lines = [
         f"batched generation, {MODEL} on {results['gpu'] or results['device']}, "
         f"{results['max_new_tokens']} new tokens per request",
-        f"  one at a time      {serial:8.1f} tok/s",
+        f"  one at a time          {serial:8.1f} tok/s",
     ]
-    for key, stats in results.items():
-        if key.startswith("batched_"):
+    for count in results["concurrency"]:
+        for mode in MODES:
+            stats = results[f"{mode}_{count}"]
             lines.append(
-                f"  {key.removeprefix('batched_'):>3} concurrent     {stats['median']:8.1f} tok/s "
+                f"  {count:>3} concurrent, {mode:<10} {stats['median']:8.1f} tok/s "
                 f"({stats['min']:.1f}-{stats['max']:.1f}, n={stats['n']}), "
                 f"x{stats['median'] / serial:.2f} vs one at a time"
             )
+    for mode in MODES:
+        stats = results[f"{mode}_newcomer_ttft"]
+        lines.append(
+            f"  first token of a newcomer while {others} run, {mode:<10} "
+            f"{stats['median'] * 1000:8.0f} ms ({stats['min'] * 1000:.0f}-"
+            f"{stats['max'] * 1000:.0f})"
+        )
+    for name, mib in results["peak_memory_mib"].items():
+        lines.append(f"  peak memory, {name:<13} {mib:8.0f} MiB")
     return "\n".join(lines)
 
 

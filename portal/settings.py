@@ -338,7 +338,25 @@ CELERY_BEAT_SCHEDULE = {
 # Concurrent generations of one model in one worker run as a batch when this is above 1
 # (a GPU worker on Celery's threads pool, see docker-compose.yml).
 GENERATION_MAX_BATCH = env_int("GENERATION_MAX_BATCH", 1)
+# `continuous` (default): a request joins the running batch at the next step, on
+# transformers' paged-attention manager. `static`: requests that arrive within
+# GENERATION_BATCH_WINDOW_MS of each other run as one batch; later ones wait for it.
+GENERATION_BATCHING = env("GENERATION_BATCHING", "continuous")
+if GENERATION_BATCHING not in {"continuous", "static"}:
+    raise ImproperlyConfigured("GENERATION_BATCHING must be 'continuous' or 'static'")
 GENERATION_BATCH_WINDOW_MS = env_int("GENERATION_BATCH_WINDOW_MS", 5)
+# The continuous batcher's paged KV cache. Tokens per page (0: 256 on a GPU, 64 on a
+# CPU); pages are allocated to a request as it grows.
+GENERATION_KV_PAGE_SIZE = env_int("GENERATION_KV_PAGE_SIZE", 0)
+# Whole-model blocks of a page each. 0 sizes the cache from free memory:
+# GENERATION_KV_MEMORY_PERCENT of what the device has free once the model is loaded
+# (0: 90 on a GPU; 1 on a CPU, of the RAM this process does not use: every other process
+# shares it, and each step's attention there reads across the whole cache).
+GENERATION_KV_BLOCKS = env_int("GENERATION_KV_BLOCKS", 0)
+GENERATION_KV_MEMORY_PERCENT = env_int("GENERATION_KV_MEMORY_PERCENT", 0)
+# Prompt and generated tokens computed in one forward pass (0: 512 on a CPU, else
+# transformers' default); a longer prompt is prefilled in chunks of this size.
+GENERATION_MAX_BATCH_TOKENS = env_int("GENERATION_MAX_BATCH_TOKENS", 0)
 # A prediction still queued after this long is failed by the reaper.
 PREDICTION_QUEUE_TIMEOUT_SECONDS = env_int("PREDICTION_QUEUE_TIMEOUT_SECONDS", 600)
 PREFER_WAIT_MAX_SECONDS = 60
