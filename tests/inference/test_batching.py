@@ -131,9 +131,11 @@ def test_sampling_rows_keep_their_own_seed(spec, single, batcher):
     assert alone[0] != alone[2]  # the seed matters, so the comparison above can fail
 
 
-def test_the_runner_uses_the_batcher_when_configured(spec):
+def test_the_runner_uses_the_static_batcher_when_configured(spec):
     runner = TextGenerationRunner()
-    with override_settings(GENERATION_MAX_BATCH=4, GENERATION_BATCH_WINDOW_MS=1):
+    with override_settings(
+        GENERATION_MAX_BATCH=4, GENERATION_BATCHING="static", GENERATION_BATCH_WINDOW_MS=1
+    ):
         assert isinstance(runner.backend(spec, PROMPTS[0]), BatchedTransformersBackend)
     assert isinstance(runner.backend(spec, PROMPTS[0]), TransformersBackend)
     assert not isinstance(runner.backend(spec, PROMPTS[0]), BatchedTransformersBackend)
