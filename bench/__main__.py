@@ -229,6 +229,7 @@ def bench_batching(profile: Profile) -> Section:
         )
     for name, mib in results["peak_memory_mib"].items():
         section.notes.append(f"Peak memory, {name.replace('_', ' ')}: {mib:.0f} MiB.")
+    section.notes.extend(f"{batching.agreement_line(item)}." for item in results["agreement"])
     return section
 
 

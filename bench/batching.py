@@ -103,6 +103,45 @@ def newcomer_ttft(batcher: Any, running: list[tuple], newcomer: tuple) -> float:
     return ttft
 
 
+def agreement(spec: Any, count: int, max_new_tokens: int) -> dict[str, Any]:
+    """Greedy outputs of `count` requests run together through the continuous batcher
+    against each run alone: the share identical, and where the first divergent ones part
+    (batched and single matmuls round differently; in bfloat16 a near-tie can flip)."""
+    from inference.loading import Arch, get_model
+    from inference.runners.continuous_batching import ContinuousBatcher
+    from inference.runners.transformers_backend import TransformersBackend
+
+    loaded = get_model(spec, Arch.CAUSAL_LM)
+    backend = TransformersBackend(spec, loaded)
+    jobs = _jobs(backend, spec, count, max_new_tokens)
+    alone = [list(backend.deltas(prompt, params)) for prompt, params in jobs]
+    batcher = ContinuousBatcher(loaded, backend.eos_ids, count)
+    together: list[list[str]] = [[] for _ in jobs]
+
+    def consume(index: int, prompt: Any, params: Any) -> None:
+        together[index] = list(batcher.deltas(prompt, params))
+
+    threads = [threading.Thread(target=consume, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    divergences = [_first_difference(a, b) for a, b in zip(alone, together, strict=True) if a != b]
+    return {
+        "dtype": spec.dtype,
+        "requests": count,
+        "identical": count - len(divergences),
+        "first_divergence": min(divergences) if divergences else None,
+    }
+
+
+def _first_difference(a: list[str], b: list[str]) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 class PeakMemory:
     """Peak memory while a block runs: torch's allocator on a GPU, sampled RSS on a CPU."""
 
@@ -186,7 +225,12 @@ def run(
             ttft = memory[mode].measure(lambda b=batcher: newcomer_ttft(b, running, newcomer))
             samples.setdefault(f"{mode}_newcomer_ttft", []).append(ttft)
     batchers["continuous"].close()
+    agreements = [
+        agreement(replace(spec, dtype=dtype), max(concurrency), max_new_tokens)
+        for dtype in dict.fromkeys((spec.dtype, "float32"))
+    ]
     return {
+        "agreement": agreements,
         "device": str(loaded.device),
         "gpu": torch.cuda.get_device_name() if loaded.device.type == "cuda" else None,
         "dtype": spec.dtype,
@@ -222,7 +266,18 @@ def report(results: dict[str, Any]) -> str:
         )
     for name, mib in results["peak_memory_mib"].items():
         lines.append(f"  peak memory, {name:<13} {mib:8.0f} MiB")
+    lines.extend(f"  {agreement_line(item)}" for item in results["agreement"])
     return "\n".join(lines)
+
+
+def agreement_line(item: dict[str, Any]) -> str:
+    line = (
+        f"greedy, {item['dtype']}: {item['identical']} of {item['requests']} outputs "
+        "identical batched (continuous) and alone"
+    )
+    if item["first_divergence"] is not None:
+        line += f"; the earliest divergence at output token {item['first_divergence']}"
+    return line
 
 
 def main() -> None:
