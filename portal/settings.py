@@ -345,6 +345,11 @@ GENERATION_BATCHING = env("GENERATION_BATCHING", "continuous")
 if GENERATION_BATCHING not in {"continuous", "static"}:
     raise ImproperlyConfigured("GENERATION_BATCHING must be 'continuous' or 'static'")
 GENERATION_BATCH_WINDOW_MS = env_int("GENERATION_BATCH_WINDOW_MS", 5)
+if GENERATION_MAX_BATCH > 1:
+    # A batch is shared by the threads of one process; prefork children cannot share one.
+    # `celery worker --pool/--concurrency` still override these.
+    CELERY_WORKER_POOL = "threads"
+    CELERY_WORKER_CONCURRENCY = GENERATION_MAX_BATCH
 # The continuous batcher's paged KV cache. Tokens per page (0: 256 on a GPU, 64 on a
 # CPU); pages are allocated to a request as it grows.
 GENERATION_KV_PAGE_SIZE = env_int("GENERATION_KV_PAGE_SIZE", 0)

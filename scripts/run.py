@@ -97,7 +97,10 @@ def main() -> int:
         manage("prepare_models", env=env)
         manage("ensure_admin", env=env)
         worker = [PYTHON, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO"]
-        worker += ["--concurrency", "1", "-Q", env.get("WORKER_QUEUES", "default,cpu")]
+        worker += ["-Q", env.get("WORKER_QUEUES", "default,cpu")]
+        if int(env.get("GENERATION_MAX_BATCH") or 1) <= 1:
+            # Else the settings run a threads pool as wide as the batch.
+            worker += ["--concurrency", "1"]
         children.append(subprocess.Popen(worker, cwd=ROOT, env=env))
         web = [PYTHON, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1"]
         web += ["--port", port, "--no-access-log"]

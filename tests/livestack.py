@@ -79,12 +79,15 @@ class Worker:
     # Extra environment on top of stack_env() (the e2e stack configures Stripe).
     extra_env: dict[str, str] | None = None
 
-    def start(self, concurrency: int = 1) -> None:
+    def start(self, concurrency: int | None = 1) -> None:
+        """`concurrency` None leaves pool and concurrency to the settings."""
         command = [
             sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", self.queues,
-            "-n", f"{self.name}@%h", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "-n", f"{self.name}@%h", "--loglevel", "WARNING",
             "--without-gossip", "--without-mingle",
         ]  # fmt: skip
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=stack_env(self.extra_env), start_new_session=True
         )
