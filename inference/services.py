@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Value
@@ -21,6 +22,7 @@ from inference import concurrency, events, webhooks
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.payloads import prediction_payload
 from inference.presence import queue_has_worker
+from inference.task_names import DELIVER_WEBHOOK, RUN_PREDICTION
 from models_hub import hot
 from models_hub.models import ModelListing, ModelVersion
 from models_hub.validation import validate_input
@@ -187,11 +189,10 @@ def _reserve_quota(
 
 
 def _dispatch(prediction: Prediction, listing: ModelListing) -> None:
-    from inference.tasks import run_prediction
-
     events.append(prediction.id, "status", {"status": Status.STARTING})
     limits = listing.time_limits()
-    run_prediction.apply_async(
+    current_app.send_task(
+        RUN_PREDICTION,
         args=[prediction.id],
         queue=listing.queue,
         soft_time_limit=limits.soft,
@@ -371,9 +372,7 @@ def _queue_webhook(prediction: Prediction, event: str) -> None:
         return
     if not webhooks.should_send(prediction.id, event):
         return
-    from inference.tasks import deliver_webhook
-
-    deliver_webhook.delay(prediction.id, event)
+    current_app.send_task(DELIVER_WEBHOOK, args=[prediction.id, event])
 
 
 def notify_output(prediction: Prediction) -> None:
