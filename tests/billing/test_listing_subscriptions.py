@@ -31,8 +31,9 @@ from billing.models import (
     SubscriptionUsage,
     UsagePeriod,
 )
+from inference.admission import PredictionRequest, admit
+from inference.lifecycle import finish
 from inference.models import Prediction, Status
-from inference.services import PredictionRequest, admit, finish
 from portal import hotcache
 from portal import services as portal_services
 from portal.auth import Principal

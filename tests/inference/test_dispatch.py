@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from inference import presence, tasks
+from inference.admission import PredictionRequest, admit
+from inference.lifecycle import finish
 from inference.models import Status
-from inference.services import PredictionRequest, admit, finish
 from inference.task_names import DELIVER_WEBHOOK, RUN_PREDICTION
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ModelListing
