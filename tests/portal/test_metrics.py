@@ -10,9 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
+from billing.checkout import grant_plan
 from billing.demo import load_demo_plans
 from billing.models import Plan
-from billing.services import grant_plan
 from inference import lifecycle
 from inference.models import Prediction, Status
 from models_hub.demo import load_demo_catalog
