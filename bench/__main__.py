@@ -238,7 +238,7 @@ def bench_admission(profile: Profile) -> Section:
     with fresh_database(admission.ADMISSION_DATABASE_SUFFIX) as database_url:
         results = in_child(admission.run, **profile.admission, database_url=database_url)
     settings = profile.admission
-    section = Section("Admission (`inference.services.admit`, PostgreSQL + Redis, no worker)")
+    section = Section("Admission (`inference.admission.admit`, PostgreSQL + Redis, no worker)")
     section.notes.append(
         f"{settings['clients']} concurrent threads, rounds of {settings['seconds']} s, "
         "modes interleaved within each round."

@@ -1,4 +1,4 @@
-"""Admission benchmark: inference.services.admit from 50 concurrent threads, on PostgreSQL
+"""Admission benchmark: inference.admission.admit from 50 concurrent threads, on PostgreSQL
 and Redis, with billing in three modes:
 
 - off:      the billing hooks replaced by no-ops (admission as it was before plans)
@@ -150,7 +150,7 @@ def mode(name: str, org: Any) -> Iterator[None]:
 def one_round(principal: Any, clients: int, seconds: float) -> float:
     from django.db import connections
 
-    from inference.services import PredictionRequest, admit
+    from inference.admission import PredictionRequest, admit
 
     request = PredictionRequest("echo", {"prompt": "the quick brown fox", "max_new_tokens": 16})
     counts = [0] * clients

@@ -38,7 +38,7 @@ STOP_GRACE_SECONDS = 20
 # stream benchmark holds a thousand streams of one org).
 BENCH_PLAN = """
 from billing.models import Plan
-from billing.services import grant_plan
+from billing.checkout import grant_plan
 from portal.models import Organization
 team = Plan.objects.get(slug="team")
 plan, _ = Plan.objects.update_or_create(slug="bench", defaults=dict(

@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import corrections, listing_subscriptions, prices, services
+from billing import checkout, corrections, listing_subscriptions, prices, stripe_events
 from billing.models import (
     BillingAccount,
     BillingAlert,
@@ -60,7 +60,7 @@ class PlanAdmin(admin.ModelAdmin):
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     """Stripe subscriptions are a read-only mirror; operators grant plans by adding a row
-    (saved through `services.grant_plan`) and resync mirrors from Stripe."""
+    (saved through `checkout.grant_plan`) and resync mirrors from Stripe."""
 
     list_display = ["org", "plan", "status", "current_period_end", "granted_by_admin"]
     list_filter = ["status", "plan", "granted_by_admin"]
@@ -85,7 +85,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Subscription, form, change: bool) -> None:
         try:
-            services.grant_plan(obj.org, obj.plan, request.user)
+            checkout.grant_plan(obj.org, obj.plan, request.user)
         except PortalError as exc:
             self.message_user(request, exc.message, messages.ERROR)
 
@@ -93,7 +93,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def resync_from_stripe(self, request: HttpRequest, queryset: QuerySet) -> None:
         for sub in queryset.select_related("org", "plan"):
             try:
-                outcome = services.resync_subscription(sub)
+                outcome = stripe_events.resync_subscription(sub)
             except PortalError as exc:
                 outcome = exc.message
             self.message_user(request, f"{sub.org}: {outcome}")

@@ -8,7 +8,7 @@ webhook's event row: a replay changes nothing and events may come in any order. 
 of credits already spent may leave the balance below zero; paid calls stop until a
 purchase or a top-up brings it back.
 
-This module must not import `billing.services` (which dispatches webhooks here).
+This module must not import `billing.stripe_events` (which dispatches webhooks here).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ REFUND_COUNTS = ("succeeded", "pending", "requires_action")
 
 
 class EventLike(Protocol):
-    """What a webhook handler here needs of `billing.services.EventContext`."""
+    """What a webhook handler here needs of `billing.stripe_mirror.EventContext`."""
 
     id: str
     type: str
@@ -82,8 +82,8 @@ def start_credits_checkout(
     cancel_url: str,
 ) -> str:
     """The URL of a Checkout Session that buys `amount` of credits for the org. `customer`
-    gives the org's Stripe customer id (`billing.services.ensure_customer`, passed in by
-    the view: this module does not import services)."""
+    gives the org's Stripe customer id (`billing.checkout.ensure_customer`, passed in by
+    the view: this module does not import checkout)."""
     require_role(org, user, Role.OWNER)
     if not (MIN_PURCHASE <= amount <= MAX_PURCHASE) or amount != amount.quantize(CENT):
         raise InvalidInput(
@@ -186,7 +186,7 @@ def maybe_start_top_up(org_id: int) -> bool:
         claim = now.isoformat()
 
         def send() -> None:
-            # Imported here: billing.tasks imports billing.services, which imports us.
+            # Imported here: billing.tasks imports this module.
             from billing import tasks
 
             tasks.start_top_up.delay(org_id, claim)
@@ -279,7 +279,7 @@ def _record_intent(org_id: int, claimed_at: datetime, intent: stripe_client.TopU
     return "settled"
 
 
-# --- Webhooks (called by billing.services.process_event, inside its transaction) -------
+# --- Webhooks (called by billing.stripe_events.process_event, in its transaction) -----
 
 
 def _org_for(metadata: dict | None, customer_id: Any = None) -> Organization | None:

@@ -5,7 +5,7 @@ Stripe can pay out.
 Stripe is the source of truth: `PublisherAccount` only mirrors it, and an older event never
 overwrites what a newer one applied.
 
-This module must not import `billing.services` (which dispatches webhooks here).
+This module must not import `billing.stripe_events` (which dispatches webhooks here).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ONBOARDED = "onboarded"
 
 
 class EventLike(Protocol):
-    """What the webhook handler here needs of `billing.services.EventContext`."""
+    """What the webhook handler here needs of `billing.stripe_mirror.EventContext`."""
 
     id: str
     type: str
@@ -82,7 +82,7 @@ def start_onboarding(
     return url
 
 
-# --- Webhooks (called by billing.services.process_event, inside its transaction) ----------
+# --- Webhooks (called by billing.stripe_events.process_event, in its transaction) --------
 
 
 def apply_account_updated(obj: dict[str, Any], ctx: EventLike) -> str:

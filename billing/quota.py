@@ -3,14 +3,15 @@
 Admission calls `check_entitlement` before validating the input, counts `rate_limits`
 with the caller's own, and calls `reserve` inside the transaction that creates the
 prediction; `finish` calls `settle` inside the transaction that makes it terminal. The
-work happens in `billing.services`; this module is the pipeline's fixed interface.
+work happens in `billing.entitlement` and `billing.metering`; this module is the
+pipeline's fixed interface.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from billing import metering, services
+from billing import entitlement, metering
 from portal import ratelimit
 
 if TYPE_CHECKING:
@@ -26,12 +27,12 @@ def check_entitlement(org: Organization, listing: ModelListing) -> PlanState:
     """The plan in force; raises PaymentRequired when it does not include the model.
     Admission passes what it returns to the other hooks: the plan checked is the plan
     the call is limited and reserved under, even if a webhook changes it meanwhile."""
-    return services.check_entitlement(org, listing)
+    return entitlement.check_entitlement(org, listing)
 
 
 def rate_limits(org: Organization, state: PlanState) -> list[ratelimit.Limit]:
     """The plan's per-minute limit, for admission to count with the caller's own."""
-    limit = services.plan_rate_limit(org, state)
+    limit = entitlement.plan_rate_limit(org, state)
     return [] if limit is None else [limit]
 
 

@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from billing import alerts, credit_purchases, payouts, price_notices, services
+from billing import alerts, credit_purchases, overage_reports, payouts, price_notices
 from inference.webhooks import DELIVERY_RETRIES, WebhookRefused
 
 logger = logging.getLogger(__name__)
@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 @shared_task(ignore_result=True)
 def report_overage() -> dict[str, int]:
     """Beat: sends overage to Stripe's Billing Meter; failures stay pending for the next run."""
-    return services.report_overage()
+    return overage_reports.report_overage()
 
 
 @shared_task(ignore_result=True)

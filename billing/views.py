@@ -24,11 +24,18 @@ from billing import (
     credit_purchases,
     listing_subscriptions,
     plans,
-    services,
     stripe_client,
+    stripe_events,
     usage,
 )
 from billing.account import billing_summary
+from billing.checkout import (
+    ensure_customer,
+    invoices_for,
+    open_customer_portal,
+    start_checkout,
+    start_listing_checkout,
+)
 from billing.forms import AutoTopUpForm, BuyCreditsForm, SpendCapForm
 from billing.models import BillingAccount, Plan
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
@@ -89,7 +96,7 @@ def _render_overview(
 ) -> HttpResponse:
     org = request.org
     try:
-        invoices = services.invoices_for(org)
+        invoices = invoices_for(org)
         invoices_error = ""
     except stripe_client.StripeUnavailable as exc:
         invoices, invoices_error = [], exc.message
@@ -145,7 +152,7 @@ def credits_checkout(request: HttpRequest) -> HttpResponse:
             org,
             user,
             form.cleaned_data["amount"],
-            customer=lambda: services.ensure_customer(org, user),
+            customer=lambda: ensure_customer(org, user),
             success_url=back + "?credits=paid",
             cancel_url=back,
         )
@@ -223,7 +230,7 @@ def checkout(request: HttpRequest, plan: str) -> HttpResponse:
     cancel = request.build_absolute_uri(reverse("billing_cancel"))
 
     def start() -> str:
-        return services.start_checkout(
+        return start_checkout(
             request.org, request.user, plan, success + "?session_id={CHECKOUT_SESSION_ID}", cancel
         )
 
@@ -243,7 +250,7 @@ def listing_checkout(request: HttpRequest, plan_id: int) -> HttpResponse:
     model_page = reverse("model_detail", args=[listing.slug])
     success = request.build_absolute_uri(reverse("billing_success"))
     start = partial(
-        services.start_listing_checkout,
+        start_listing_checkout,
         request.org,
         request.user,
         plan_id,
@@ -259,7 +266,7 @@ def customer_portal(request: HttpRequest) -> HttpResponse:
     back = request.build_absolute_uri(reverse("billing_overview"))
     return redirect_to_service(
         request,
-        lambda: services.open_customer_portal(request.org, request.user, back),
+        lambda: open_customer_portal(request.org, request.user, back),
         "billing_overview",
     )
 
@@ -358,8 +365,8 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     if not _looks_like_event(event):
         return _webhook_error("malformed_event", "The body is not a Stripe event.")
     try:
-        outcome = services.process_event(event)
-    except services.WebhookHandlerFailed:
+        outcome = stripe_events.process_event(event)
+    except stripe_events.WebhookHandlerFailed:
         return JsonResponse(
             error_body("api_error", "handler_failed", "The event could not be processed."),
             status=500,

@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
-from inference import services
+from inference import lifecycle
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.runners.base import EventType, FinishReason, Result
@@ -32,7 +32,7 @@ def lease_heartbeat(prediction_id: str) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(interval):
-            services.renew_lease(prediction_id)
+            lifecycle.renew_lease(prediction_id)
         connection.close()
 
     thread = threading.Thread(target=beat, name=f"lease-{prediction_id}", daemon=True)
@@ -51,22 +51,22 @@ def execute(prediction_id: str, worker_host: str) -> None:
 
 
 def _execute(prediction_id: str, worker_host: str) -> None:
-    prediction = services.claim(prediction_id, worker_host)
+    prediction = lifecycle.claim(prediction_id, worker_host)
     if prediction is None:
         # Already terminal (nothing to do), or redelivered after its worker died.
-        services.fail_if_abandoned(prediction_id)
+        lifecycle.fail_if_abandoned(prediction_id)
         return
-    delivery = Delivery(partial(services.cancel_requested, prediction.id))
+    delivery = Delivery(partial(lifecycle.cancel_requested, prediction.id))
     try:
         with lease_heartbeat(prediction.id):
             result, logs = _run(prediction, delivery)
     except InvalidInput as exc:
         # An input the web admitted without counting its tokens (see
         # `inference.tokenizing.token_counter`), refused by the same check here.
-        services.finish(prediction, Status.FAILED, error=exc.message, **delivery.failed_counts())
+        lifecycle.finish(prediction, Status.FAILED, error=exc.message, **delivery.failed_counts())
         return
     except SoftTimeLimitExceeded:
-        services.finish(
+        lifecycle.finish(
             prediction,
             Status.FAILED,
             error="The prediction exceeded its time limit.",
@@ -75,10 +75,10 @@ def _execute(prediction_id: str, worker_host: str) -> None:
         return
     except Exception:
         logger.exception("prediction %s failed", prediction_id)
-        services.finish(prediction, Status.FAILED, error=MODEL_FAILURE, **delivery.failed_counts())
+        lifecycle.finish(prediction, Status.FAILED, error=MODEL_FAILURE, **delivery.failed_counts())
         return
     canceled = result.finish_reason == FinishReason.CANCELED
-    services.finish(
+    lifecycle.finish(
         prediction,
         Status.CANCELED if canceled else Status.SUCCEEDED,
         output=result.output,
@@ -137,12 +137,12 @@ def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     result: Result | None = None
     for event in runner.run(spec, prediction.input, delivery.should_cancel):
         if event.type == EventType.OUTPUT:
-            delivery.appended(services.append_checking_cancel(prediction.id, "output", event.data))
+            delivery.appended(lifecycle.append_checking_cancel(prediction.id, "output", event.data))
             delivery.delivered(event.tokens)
-            services.notify_output(prediction)
+            lifecycle.notify_output(prediction)
         elif event.type == EventType.LOG:
             log_lines.append(event.data)
-            delivery.appended(services.append_checking_cancel(prediction.id, "log", event.data))
+            delivery.appended(lifecycle.append_checking_cancel(prediction.id, "log", event.data))
         else:
             result = event.data
     if result is None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from inference import services
+from inference import lifecycle
 from inference.models import Prediction, Status
 from portal.logs import prediction_context
 
@@ -23,14 +23,14 @@ def reap() -> int:
     abandoned = Prediction.objects.filter(status=Status.PROCESSING, lease_expires_at__lt=now)
     for prediction in abandoned.select_related("model")[:500]:
         with prediction_context(prediction.id, prediction.org_id):
-            reaped += services.finish(
+            reaped += lifecycle.finish(
                 prediction, Status.FAILED, error=WORKER_LOST, from_status=Status.PROCESSING
             )
     queued_too_long = now - timedelta(seconds=settings.PREDICTION_QUEUE_TIMEOUT_SECONDS)
     stale = Prediction.objects.filter(status=Status.STARTING, created_at__lt=queued_too_long)
     for prediction in stale.select_related("model")[:500]:
         with prediction_context(prediction.id, prediction.org_id):
-            reaped += services.finish(
+            reaped += lifecycle.finish(
                 prediction, Status.FAILED, error=NEVER_STARTED, from_status=Status.STARTING
             )
     if reaped:

@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers around services (see ARCHITECTURE.md, "The spine")."""
+"""Celery tasks: thin wrappers around services (see ARCHITECTURE.md, "The spine"). The
+spine's are sent by name (`inference.task_names`): their senders never import this module."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ import logging
 
 from celery import shared_task
 
-from inference import execution, reaper, retention, webhooks
+from inference import execution, reaper, retention, task_names, webhooks
 from inference.models import Prediction
 from portal.logs import prediction_context
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name=task_names.RUN_PREDICTION, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def run_prediction(prediction_id: str) -> None:
     execution.execute(prediction_id, run_prediction.request.hostname or "")
 
 
-@shared_task(**webhooks.DELIVERY_RETRIES, ignore_result=True)
+@shared_task(name=task_names.DELIVER_WEBHOOK, **webhooks.DELIVERY_RETRIES, ignore_result=True)
 def deliver_webhook(prediction_id: str, event: str) -> None:
     prediction = Prediction.objects.select_related("org", "model").get(pk=prediction_id)
     with prediction_context(prediction.id, prediction.org_id):

@@ -1,6 +1,6 @@
 """Per-client-IP request limit, ahead of sessions, authentication and views.
 
-Tokens and users have their own limits (inference.services); this one bounds what a
+Tokens and users have their own limits (inference.admission); this one bounds what a
 single address can make us do before we know who it is: token guessing, anonymous
 scraping of the catalog, floods of log-in pages.
 """

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from billing.costs import cost_number, cost_of
 from billing.metering import parse_max_cost
 from billing.pricing import catalog_pricing
-from inference import concurrency, events, hub, services
+from inference import admission, concurrency, events, hub
 from inference.models import Prediction, Source, Status
 from inference.streaming import (
     CredentialsRevoked,
@@ -158,14 +158,14 @@ def _map_input_errors(exc: InvalidInput) -> InvalidInput:
 
 
 def _admit(principal: Principal, model: str, model_input: dict, body: dict) -> Prediction:
-    request = services.PredictionRequest(
+    request = admission.PredictionRequest(
         model=model,
         input=model_input,
         source=Source.OPENAI,
         max_cost=parse_max_cost(body.get("max_cost")),
     )
     try:
-        return services.admit(principal, request)
+        return admission.admit(principal, request)
     except InvalidInput as exc:
         raise _map_input_errors(exc) from exc
 
@@ -267,7 +267,7 @@ class _CancelOnClose:
 
     async def close(self) -> None:
         if not self.finished:
-            await sync_to_async(services.cancel)(self.prediction)
+            await sync_to_async(admission.cancel)(self.prediction)
 
 
 def _sse(payload: dict | str) -> str:

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.metering import parse_max_cost, quote_payload
-from inference import services
+from inference import admission
 from inference.api import examples
 from inference.models import Prediction, Source, Status
 from inference.payloads import prediction_payload
@@ -155,7 +155,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         prediction = self.get_object()
         payload = self._payload(prediction)
         if prediction.status == Status.STARTING:
-            payload["queue_position"] = services.queue_position(prediction)
+            payload["queue_position"] = admission.queue_position(prediction)
         return Response(payload)
 
     @extend_schema(
@@ -165,11 +165,11 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:
-        wait_seconds = services.validate_wait(request.headers.get("Prefer"))
+        wait_seconds = admission.validate_wait(request.headers.get("Prefer"))
         body = PredictionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        admission = services.PredictionRequest(
+        prediction_request = admission.PredictionRequest(
             model=data["model"],
             input=data["input"],
             webhook=data.get("webhook", ""),
@@ -178,9 +178,9 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
             max_cost=parse_max_cost(data.get("max_cost")),
         )
         if wait_seconds:
-            prediction = services.admit_and_wait(request.auth, admission, wait_seconds)
+            prediction = admission.admit_and_wait(request.auth, prediction_request, wait_seconds)
         else:
-            prediction = services.admit(request.auth, admission)
+            prediction = admission.admit(request.auth, prediction_request)
         return Response(self._payload(prediction), status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -196,7 +196,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         body.is_valid(raise_exception=True)
         data = body.validated_data
         parse_max_cost(data.get("max_cost"))
-        result = services.quote(request.auth, data["model"], data["input"])
+        result = admission.quote(request.auth, data["model"], data["input"])
         return Response(quote_payload(result))
 
     @extend_schema(
@@ -204,5 +204,5 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        prediction = services.cancel(self.get_object())
+        prediction = admission.cancel(self.get_object())
         return Response(self._payload(prediction))

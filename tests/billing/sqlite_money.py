@@ -31,7 +31,7 @@ def scenario() -> dict[str, object]:
     from billing import credits, prices
     from billing.models import Plan, UsagePeriod, UsageRecord
     from inference import presence
-    from inference.services import PredictionRequest, admit
+    from inference.admission import PredictionRequest, admit
     from models_hub.demo import load_demo_catalog
     from portal.auth import ALL_SCOPES, Principal
     from portal.errors import PaymentRequired

@@ -13,8 +13,8 @@ from django.db.models import Sum
 
 from billing import caps, corrections, credits
 from billing.models import CallCost, CreditEntry, UsageCorrection, UsagePeriod
+from inference.lifecycle import finish
 from inference.models import Status
-from inference.services import finish
 from portal.errors import InvalidInput, NotFound, PaymentRequired
 from portal.models import AuditLog
 from tests.billing.test_quota import _hammer, money, run

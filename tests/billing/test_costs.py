@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from billing import prices
 from billing.models import CallCost, Subscription
-from inference import events, services
+from inference import events, lifecycle
+from inference.admission import PredictionRequest, admit
+from inference.lifecycle import finish
 from inference.models import Prediction, Status
-from inference.services import PredictionRequest, admit, finish
 from portal.auth import ALL_SCOPES, Principal
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("worker_present")]
@@ -68,7 +69,7 @@ PRICE = {
 def test_a_call_costs_its_tokens_request_and_seconds(owner, org, free_plan, echo):
     prices.set_price(echo, **PRICE)
     prediction = run(org, owner)
-    services.claim(prediction.id, "test-host")
+    lifecycle.claim(prediction.id, "test-host")
     Prediction.objects.filter(pk=prediction.pk).update(
         started_at=timezone.now() - timedelta(seconds=2.5)
     )

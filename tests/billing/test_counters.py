@@ -16,8 +16,8 @@ from django.db import connections
 
 from billing import counters, credits
 from billing.models import CreditEntry, UsagePeriod, UsageRecord
+from inference.admission import PredictionRequest, admit
 from inference.models import Prediction
-from inference.services import PredictionRequest, admit
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired
 

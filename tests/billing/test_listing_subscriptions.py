@@ -16,7 +16,7 @@ from django.db import connections
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import caps, costs, credits, listing_subscriptions, metering, prices, services
+from billing import caps, checkout, costs, credits, listing_subscriptions, metering, prices
 from billing.account import terms_for
 from billing.models import (
     CallCost,
@@ -31,8 +31,9 @@ from billing.models import (
     SubscriptionUsage,
     UsagePeriod,
 )
+from inference.admission import PredictionRequest, admit
+from inference.lifecycle import finish
 from inference.models import Prediction, Status
-from inference.services import PredictionRequest, admit, finish
 from portal import hotcache
 from portal import services as portal_services
 from portal.auth import Principal
@@ -393,7 +394,7 @@ def test_checkout_sends_the_listing_plan_with_its_trial_and_metadata(
 ):
     plan.trial_days = 7
     plan.save()
-    url = services.start_listing_checkout(org, owner, plan.pk, "https://s/ok", "https://s/no")
+    url = checkout.start_listing_checkout(org, owner, plan.pk, "https://s/ok", "https://s/no")
     assert url == "https://checkout.stripe.test/cs_1"
     [sent] = checkout_answers.calls("/v1/checkout/sessions")
     metadata = {"org": str(org.pk), "kind": "listing_plan", "listing_plan": str(plan.pk)}
@@ -418,13 +419,13 @@ def test_checkout_is_for_owners_of_orgs_that_can_see_the_listing(
     owner, teammate, org, plan, outsider_org, checkout_answers
 ):
     with pytest.raises(NotAllowed):
-        services.start_listing_checkout(org, teammate, plan.pk, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, teammate, plan.pk, "https://s/", "https://s/")
     with pytest.raises(NotFound):
-        services.start_listing_checkout(org, owner, 10_000, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, owner, 10_000, "https://s/", "https://s/")
     plan.listing.visibility = "private"
     plan.listing.save()
     with pytest.raises(NotFound):  # another org's private listing: as if missing
-        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
     assert not checkout_answers.calls("/v1/checkout/sessions")
 
 
@@ -432,7 +433,7 @@ def test_checkout_is_for_owners_of_orgs_that_can_see_the_listing(
 def test_a_paying_subscriber_cannot_check_out_again(owner, org, plan, subscribed, checkout_answers):
     ListingSubscription.objects.filter(pk=subscribed.pk).update(stripe_subscription_id="sub_9")
     with pytest.raises(Conflict) as refused:
-        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
     assert refused.value.code == "already_subscribed"
 
 
@@ -440,7 +441,7 @@ def test_a_paying_subscriber_cannot_check_out_again(owner, org, plan, subscribed
 def test_without_stripe_checkout_says_billing_is_not_configured(owner, org, plan, settings):
     settings.STRIPE_SECRET_KEY = ""
     with pytest.raises(PaymentRequired) as refused:
-        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
     assert refused.value.code == "billing_not_configured"
 
 
@@ -634,10 +635,10 @@ def test_a_live_subscription_with_a_payment_problem_blocks_a_second_checkout(
         stripe_subscription_id="sub_9", status=status
     )
     with pytest.raises(Conflict) as refused:
-        services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+        checkout.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
     assert refused.value.code == "already_subscribed"
     ListingSubscription.objects.filter(pk=subscribed.pk).update(status="canceled")
-    assert services.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
+    assert checkout.start_listing_checkout(org, owner, plan.pk, "https://s/", "https://s/")
 
 
 # --- The plan's overage price --------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Entitlement and quota at admission, settlement at the end, through the real pipeline
-functions (inference.services.admit / finish, the reaper) on PostgreSQL and Redis."""
+functions (inference.admission.admit, inference.lifecycle.finish, the reaper) on
+PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from billing.models import (
     UsageRecord,
 )
 from inference import reaper
+from inference.admission import PredictionRequest, admit
+from inference.lifecycle import finish
 from inference.models import Prediction, Status
 from inference.runners import get_runner
-from inference.services import PredictionRequest, admit, finish
 from portal import services as portal_services
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired, RateLimited

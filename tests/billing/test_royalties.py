@@ -11,8 +11,8 @@ from django.db.models import Sum
 
 from billing import corrections, credits, royalties
 from billing.models import CallCost, PublisherAccount, RoyaltyEntry
+from inference.lifecycle import finish
 from inference.models import Prediction, Status
-from inference.services import finish
 from portal import services as portal_services
 from portal.errors import PaymentRequired
 from tests.billing.test_quota import _admit_one, _hammer, _settle_all, money, run

@@ -10,7 +10,7 @@ import pytest
 import stripe
 from django.core.management import call_command
 
-from billing import services
+from billing import checkout, overage_reports, stripe_events
 from billing.models import (
     CallCost,
     Customer,
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_customer_is_created_once_per_org(localstripe, owner, org):
-    first = services.ensure_customer(org, owner)
-    assert services.ensure_customer(org, owner) == first
+    first = checkout.ensure_customer(org, owner)
+    assert checkout.ensure_customer(org, owner) == first
     assert Customer.objects.get(org=org).stripe_customer_id == first
     remote = stripe.Customer.retrieve(first, api_key=STRIPE_KEY)
     assert remote["metadata"]["org"] == str(org.pk)
@@ -58,12 +58,12 @@ def _localstripe_subscription(customer_id: str, org, status_plan_id: str) -> dic
 
 
 def test_resync_mirrors_the_subscription_from_stripe(localstripe, owner, org, pro_plan):
-    customer = services.ensure_customer(org, owner)
+    customer = checkout.ensure_customer(org, owner)
     remote = _localstripe_subscription(customer, org, "plan_resync")
     stale = Subscription.objects.create(
         org=org, plan=pro_plan, status="past_due", stripe_subscription_id=remote["id"]
     )
-    outcome = services.resync_subscription(stale)
+    outcome = stripe_events.resync_subscription(stale)
     stale.refresh_from_db()
     assert outcome.startswith("applied")
     assert remote["status"] == stale.status == "active"
@@ -71,10 +71,10 @@ def test_resync_mirrors_the_subscription_from_stripe(localstripe, owner, org, pr
 
 
 def test_invoices_are_listed_from_stripe(localstripe, owner, org):
-    customer = services.ensure_customer(org, owner)
+    customer = checkout.ensure_customer(org, owner)
     _localstripe_subscription(customer, org, "plan_invoices")  # issues and pays an invoice
     remote = stripe.Invoice.list(api_key=STRIPE_KEY, customer=customer)["data"]
-    listed = services.invoices_for(org)
+    listed = checkout.invoices_for(org)
     assert remote and [inv.id for inv in listed] == [inv["id"] for inv in remote]
     assert (listed[0].total_cents, listed[0].status) == (2000, "paid")
 
@@ -191,14 +191,14 @@ def test_overage_is_reported_in_cents_in_batches_retried_and_never_twice(fake_st
     fake_stripe.respond("POST", "/v1/billing/meter_events", 500, {"error": {"message": "x"}})
     fake_stripe.respond("POST", "/v1/billing/meter_events", 200, {"object": "billing.meter_event"})
 
-    assert services.report_overage() == {"retry": 1}
+    assert overage_reports.report_overage() == {"retry": 1}
     report = MeterReport.objects.get()
     assert (report.amount, report.cents, report.rounding) == (
         Decimal("0.500004"), 50, Decimal("-0.000004")
     )  # fmt: skip
     assert (report.state, report.attempts) == ("pending", 1)
-    assert services.report_overage() == {"sent": 1}
-    assert services.report_overage() == {}
+    assert overage_reports.report_overage() == {"sent": 1}
+    assert overage_reports.report_overage() == {}
 
     first, second = fake_stripe.calls("/v1/billing/meter_events")
     assert first.form["identifier"] == second.form["identifier"] == [report.identifier]
@@ -216,7 +216,7 @@ def test_cents_round_the_periods_running_total_once(fake_stripe, org, echo):
     fake_stripe.respond("POST", "/v1/billing/meter_events", 200, {"object": "billing.meter_event"})
     for _ in range(3):
         _overage_receipt(org, echo, "0.004")
-        services.report_overage()
+        overage_reports.report_overage()
     reports = list(MeterReport.objects.order_by("pk"))
     assert [r.cents for r in reports] == [0, 1, 0]
     assert sum(r.amount for r in reports) == Decimal("0.012")
@@ -230,8 +230,8 @@ def test_cents_round_the_periods_running_total_once(fake_stripe, org, echo):
 def test_a_receipt_joins_one_report_only(fake_stripe, org, echo):
     Customer.objects.create(org=org, stripe_customer_id="cus_once")
     receipt = _overage_receipt(org, echo, "1.5")
-    services.batch_overage()
-    services.batch_overage()
+    overage_reports.batch_overage()
+    overage_reports.batch_overage()
     assert MeterReport.objects.get().cents == 150
     assert receipt.metered.report == MeterReport.objects.get()
 

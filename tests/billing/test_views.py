@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from billing import credits
+from billing.checkout import grant_plan
 from billing.models import CallCost, Subscription, UsagePeriod, UsageRecord
-from billing.services import grant_plan
 from inference.models import Prediction, Status
 from models_hub.catalog import pricing_for
 

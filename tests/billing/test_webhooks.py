@@ -10,7 +10,7 @@ import pytest
 
 from billing import plans
 from billing.models import Customer, EventStatus, StripeEvent, Subscription
-from billing.services import HANDLERS
+from billing.stripe_events import HANDLERS
 from tests.billing.conftest import make_event
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from inference import events, execution, services
+from inference import admission, events, execution, lifecycle
 from inference.models import Prediction, Status
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ModelListing
@@ -18,11 +18,11 @@ pytestmark = pytest.mark.django_db
 
 
 class CancelWhenLogged(execution.Delivery):
-    """The worker's own delivery; the cancel is requested for real (`services.cancel`: the
+    """The worker's own delivery; the cancel is requested for real (`admission.cancel`: the
     prediction's Redis flag) as soon as `outputs` outputs reached the event log."""
 
     def __init__(self, prediction: Prediction, outputs: int):
-        super().__init__(partial(services.cancel_requested, prediction.id))
+        super().__init__(partial(lifecycle.cancel_requested, prediction.id))
         self.prediction = prediction
         self.outputs_left = outputs
 
@@ -30,7 +30,7 @@ class CancelWhenLogged(execution.Delivery):
         super().delivered(tokens)
         self.outputs_left -= 1
         if self.outputs_left == 0:
-            services.cancel(self.prediction)
+            admission.cancel(self.prediction)
 
 
 def prediction_for(org, prompt: str, **params) -> Prediction:

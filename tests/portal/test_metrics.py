@@ -10,10 +10,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
+from billing.checkout import grant_plan
 from billing.demo import load_demo_plans
 from billing.models import Plan
-from billing.services import grant_plan
-from inference import services
+from inference import lifecycle
 from inference.models import Prediction, Status
 from models_hub.demo import load_demo_catalog
 from portal import metrics
@@ -101,8 +101,8 @@ def test_http_latency_is_labelled_by_route_pattern_not_path(org, token_for, api_
 def test_finish_and_claim_record_prediction_metrics(org):
     echo = next(listing for listing in load_demo_catalog() if listing.slug == "echo")
     prediction = Prediction.objects.create(org=org, model=echo, input={"prompt": "a b"})
-    claimed = services.claim(prediction.id, "worker-1")
-    services.finish(
+    claimed = lifecycle.claim(prediction.id, "worker-1")
+    lifecycle.finish(
         claimed, Status.SUCCEEDED, output="a b", output_tokens=2, from_status=Status.PROCESSING
     )
     text = metrics.render()

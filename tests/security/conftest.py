@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from billing.checkout import grant_plan
 from billing.models import Plan
-from billing.services import grant_plan
 from models_hub.demo import load_demo_catalog
 from models_hub.models import ListingStatus, ModelListing, Task, Visibility
 from models_hub.schemas import text_generation_schema

@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from billing.checkout import grant_plan
 from billing.demo import load_demo_plans
 from billing.models import UsagePeriod
-from billing.services import grant_plan
 from inference import presence
 from inference.models import Prediction
 from models_hub import services as hub

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from billing import stripe_client
-from billing.services import sync_plans
+from billing.plan_sync import sync_plans
 
 
 class Command(BaseCommand):
