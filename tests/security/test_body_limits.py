@@ -178,10 +178,11 @@ def open_files_under(pid: int, folder: Path) -> list[str]:
 
 
 def read_status(sock: socket.socket, timeout: float = 30) -> tuple[int, bytes]:
-    """The status code and head of the first response on the socket."""
+    """The status code and the first response on the socket: its head, and its body up
+    to Content-Length (the body may arrive in a later segment than the head)."""
     sock.settimeout(timeout)
     data = b""
-    while b"\r\n\r\n" not in data:
+    while not _complete(data):
         chunk = sock.recv(65536)
         if not chunk:
             break
@@ -189,6 +190,14 @@ def read_status(sock: socket.socket, timeout: float = 30) -> tuple[int, bytes]:
     match = re.match(rb"HTTP/1\.1 (\d{3})", data)
     assert match, data[:200]
     return int(match.group(1)), data
+
+
+def _complete(data: bytes) -> bool:
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return length is None or len(body) >= int(length.group(1))
 
 
 def head(path: str, host: str, port: int, **headers: str) -> bytes:
