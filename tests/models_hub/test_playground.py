@@ -155,6 +155,22 @@ def test_sliders_show_what_the_runner_would_use(chat, org, owner, client_for):
     assert 'data-mode="chat"' in response.content.decode()
 
 
+# --- The prediction page's button ---------------------------------------------------------
+
+
+def test_the_prediction_page_links_to_the_playground_with_its_input(
+    chat, team_prediction, org, owner, client_for
+):
+    client = client_for(owner, org)
+    url = reverse("prediction_detail", args=[team_prediction.id])
+    body = client.get(url).content.decode()
+    assert f'href="/models/{chat.slug}/?from={team_prediction.id}#playground"' in body
+    assert "Open in playground with these inputs" in body
+
+    Prediction.objects.filter(pk=team_prediction.pk).update(data_removed_at=timezone.now())
+    assert "Open in playground" not in client.get(url).content.decode()
+
+
 # --- The API tab's code -------------------------------------------------------------------
 
 
