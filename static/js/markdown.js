@@ -106,17 +106,31 @@
     decorate(target);
   }
 
-  // Clipboard where the page may use it; otherwise the text is selected for Ctrl+C.
-  async function copyText(text, button, fallbackTarget) {
+  // The clipboard API needs a secure origin (https or localhost); a plain-http portal
+  // still copies through a selected, off-screen textarea.
+  function copyBySelection(text) {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.append(area);
+    area.select();
+    const copied = document.execCommand("copy");
+    area.remove();
+    return copied;
+  }
+
+  async function copyText(text, button) {
     // The label before the first click: a second click must not restore "Copied".
     const label = button.dataset.label || (button.dataset.label = button.textContent);
+    let copied = false;
     try {
       await navigator.clipboard.writeText(text);
-      button.textContent = "Copied";
+      copied = true;
     } catch {
-      if (fallbackTarget) window.getSelection().selectAllChildren(fallbackTarget);
-      button.textContent = fallbackTarget ? "Selected: press Ctrl+C" : "Copy failed";
+      copied = copyBySelection(text);
     }
+    button.textContent = copied ? "Copied" : "Copy failed";
     setTimeout(() => { button.textContent = label; }, 2000);
   }
 

@@ -247,7 +247,11 @@
       const latest = pendingRenders.get(target);
       pendingRenders.delete(target);
       if (before) before();
+      // Follow the stream down, unless the reader scrolled up to read something.
+      const output = ui.output;
+      const pinned = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
       window.PortalMarkdown.render(target, latest);
+      if (pinned) output.scrollTop = output.scrollHeight;
     });
   }
 
@@ -277,7 +281,7 @@
       copy.className = "secondary copy-message";
       copy.textContent = "Copy";
       copy.setAttribute("aria-label", "Copy this reply as Markdown");
-      copy.addEventListener("click", () => window.PortalMarkdown.copyText(box.dataset.raw || "", copy, body));
+      copy.addEventListener("click", () => window.PortalMarkdown.copyText(box.dataset.raw || "", copy));
       head.append(copy);
       box.dataset.raw = turn.content;
     } else {
@@ -400,6 +404,7 @@
 
   const api = {
     snippets: readJSON("playground-snippets") || [],
+    shown: "example", // "example" (the page's), "pending" (the inputs now) or "ran"
     key: null,
     note: $("playground-api-note"),
     code: $("playground-code"),
@@ -431,7 +436,10 @@
 
   // The code for `input`, made by the server (models_hub/snippets.py) so that the page's
   // examples and this tab write the same call the same way, with this site's base URL.
-  async function showCall(input) {
+  // `ran`: the call was just made (else it is the one Run would make now).
+  let callsAsked = 0;
+  async function showCall(input, ran = true) {
+    const asked = ++callsAsked;
     const response = await fetch(root.dataset.snippetsUrl, {
       method: "POST",
       credentials: "same-origin",
@@ -439,9 +447,21 @@
       body: JSON.stringify({ input }),
     }).catch(() => null);
     if (!response || !response.ok) return;
-    api.snippets = (await response.json()).snippets;
-    api.note.textContent = "The call you just ran, with your API token in the MODEL_PORTAL_TOKEN environment variable.";
+    const snippets = (await response.json()).snippets;
+    if (asked !== callsAsked) return; // a later call's code is on its way
+    api.snippets = snippets;
+    api.shown = ran ? "ran" : "pending";
+    api.note.textContent = (ran ? "The call you just ran" : "The call Run makes with the inputs as they are") +
+      ", with an API token in the MODEL_PORTAL_TOKEN environment variable.";
     drawLanguages();
+  }
+
+  // What Run would send now, for the API tab before anything has run.
+  function pendingInput() {
+    if (!chat) return form.collect();
+    const next = ui.composer.value.trim() ? [{ role: "user", content: ui.composer.value }] : [];
+    const history = turns.map((t) => ({ role: t.role, content: t.content }));
+    return { ...form.collect(), messages: systemMessages().concat(history, next) };
   }
 
   // Tabs: a click or the arrow keys choose one; only the chosen panel is shown.
@@ -491,6 +511,17 @@
     });
   }
   setupTabs(root.querySelector(".pg-results > [role=tablist]"));
+  // Until something runs, the API tab follows the inputs as they are when it is opened.
+  $("playground-tab-api").addEventListener("click", () => {
+    if (api.shown !== "ran") showCall(pendingInput(), false);
+  });
+  // Ctrl+Enter (Cmd+Enter) runs from any field, as in other playgrounds.
+  formEl.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !current) {
+      event.preventDefault();
+      formEl.requestSubmit();
+    }
+  });
   drawLanguages();
   updateButtons();
 })();
