@@ -70,17 +70,23 @@
     return match ? match[1] : "";
   }
 
-  // A copy button on each code block: what people copy most from a reply.
-  function addCopyButton(pre) {
+  // A bar over each code block with its language and a copy button: code is what people
+  // copy most from a reply.
+  function addCodeBar(pre, language) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "secondary copy-code";
     button.textContent = "Copy";
     button.addEventListener("click", () => copyText(pre.textContent, button));
+    const name = document.createElement("span");
+    name.textContent = language || "code";
+    const bar = document.createElement("div");
+    bar.className = "codeblock-bar";
+    bar.append(name, button);
     const wrap = document.createElement("div");
     wrap.className = "codeblock";
     pre.replaceWith(wrap);
-    wrap.append(button, pre);
+    wrap.append(bar, pre);
   }
 
   function decorate(target) {
@@ -89,8 +95,9 @@
       link.target = "_blank";
     });
     target.querySelectorAll("pre > code").forEach((code) => {
-      highlightElement(code, languageOf(code));
-      addCopyButton(code.parentElement);
+      const language = languageOf(code);
+      highlightElement(code, language);
+      addCodeBar(code.parentElement, language);
     });
   }
 

@@ -247,12 +247,16 @@
       const latest = pendingRenders.get(target);
       pendingRenders.delete(target);
       if (before) before();
-      // Follow the stream down, unless the reader scrolled up to read something.
-      const output = ui.output;
-      const pinned = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
-      window.PortalMarkdown.render(target, latest);
-      if (pinned) output.scrollTop = output.scrollHeight;
+      renderFollowing(target, latest);
     });
+  }
+
+  // Renders and follows the text down, unless the reader scrolled up to read something.
+  function renderFollowing(target, text) {
+    const output = ui.output;
+    const pinned = output.scrollHeight - output.scrollTop - output.clientHeight < 40;
+    window.PortalMarkdown.render(target, text);
+    if (pinned) output.scrollTop = output.scrollHeight;
   }
 
   // The finished result replaces whatever the stream was about to draw.
@@ -297,7 +301,7 @@
     const body = box.querySelector(".message-body");
     cancelRender(body);
     box.dataset.raw = text;
-    window.PortalMarkdown.render(body, text);
+    renderFollowing(body, text);
   }
 
   function systemMessages() {
