@@ -4,6 +4,7 @@ browser libraries it loads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -250,3 +251,16 @@ def test_a_missing_install_is_a_warning_that_says_what_to_run(settings, tmp_path
     assert [w.id for w in warnings] == ["portal.W010"]
     assert "make install" in warnings[0].hint
     assert vendor.VendorFinder().find("vendor/marked.umd.js") == []
+
+
+def test_the_sliders_neutral_values_are_the_runner_s(chat):
+    """RUNNER_DEFAULTS copies what the runner falls back to (the web imports no runner)."""
+    from inference.runners.text_generation import resolve_params
+
+    bare = dataclasses.replace(chat.runtime_spec, default_params={}, max_params={})
+    params = resolve_params(bare, {"prompt": "hi"})
+    assert {
+        "max_new_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+    } == RUNNER_DEFAULTS
