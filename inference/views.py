@@ -8,12 +8,14 @@ from django.shortcuts import render
 
 from billing.costs import cost_of, cost_payload
 from inference.models import Prediction, Status
-from models_hub.models import ModelListing
+from models_hub.models import ListingStatus, ModelListing
 from portal.errors import NotFound
 from portal.scoping import get_for_org, scoped
 from portal.views import org_member_required
 
 PAGE_SIZE = 25
+# The model page shows its playground for these (templates/models_hub/detail.html).
+PLAYGROUND_STATUSES = (ListingStatus.PUBLISHED, ListingStatus.DEPRECATED)
 
 
 @org_member_required()
@@ -37,7 +39,14 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
         )
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    context = {"prediction": prediction, "cost": cost_payload(cost_of(prediction))}
+    context = {
+        "prediction": prediction,
+        "cost": cost_payload(cost_of(prediction)),
+        # The model page's playground takes this prediction's input (?from=), while the
+        # input is kept and the model still has a playground.
+        "can_reopen": prediction.data_removed_at is None
+        and prediction.model.status in PLAYGROUND_STATUSES,
+    }
     return render(request, "inference/prediction_detail.html", context)
 
 

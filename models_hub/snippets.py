@@ -1,8 +1,8 @@
 """Copy-paste code for a model page, pointed at this portal's real base URL.
 
-Each snippet runs the listing's example input; the token is read from the
-MODEL_PORTAL_TOKEN environment variable so that no secret ends up in shell history or
-in a file.
+Each snippet runs the listing's example input, or the input the playground just ran (its
+API tab); the token is read from the MODEL_PORTAL_TOKEN environment variable so that no
+secret ends up in shell history or in a file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from portal.models import ApiToken, TokenScope
 
 # The diagnostic model: a first call to it proves the token works and nothing else.
 ECHO_SOURCE = "builtin:echo"
+# Input fields of text generation that the OpenAI API names the same way.
+OPENAI_SAME_NAMES = ("temperature", "top_p", "stop", "seed")
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,12 @@ def _js(value: Any, margin: int) -> str:
     return _json(value).replace("\n", "\n" + " " * margin)
 
 
-def curl_snippet(listing: ModelListing, base_url: str) -> Snippet:
-    body = _json({"model": listing.slug, "input": listing.example_input}, indent=None)
+def curl_snippet(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any] | None = None
+) -> Snippet:
+    model_input = listing.example_input if model_input is None else model_input
+    # Laid out like the other snippets: a chat's history reads as a list, not one line.
+    body = _json({"model": listing.slug, "input": model_input})
     quoted = body.replace("'", "'\\''")
     code = (
         f"curl -s -X POST {base_url}/api/v1/predictions \\\n"
@@ -63,7 +69,7 @@ def curl_snippet(listing: ModelListing, base_url: str) -> Snippet:
     return Snippet("curl", "curl", "shell", code)
 
 
-def requests_snippet(listing: ModelListing, base_url: str) -> Snippet:
+def requests_snippet(listing: ModelListing, base_url: str, model_input: dict[str, Any]) -> Snippet:
     code = f"""import os
 
 import requests
@@ -76,7 +82,7 @@ response = requests.post(
     }},
     json={{
         "model": {_json(listing.slug)},
-        "input": {_python(listing.example_input, 2)},
+        "input": {_python(model_input, 2)},
     }},
     timeout=90,
 )
@@ -86,7 +92,21 @@ print(prediction["status"], prediction["output"])"""
     return Snippet("python", "Python (requests)", "python", code)
 
 
-def openai_snippet(listing: ModelListing, base_url: str) -> Snippet | None:
+def _chat_arguments(model_input: dict[str, Any]) -> list[str]:
+    """`name=value` lines for chat.completions.create after `messages`: the generation
+    parameters the OpenAI API has, under its names."""
+    lines = []
+    if "max_new_tokens" in model_input:
+        lines.append(f"max_tokens={_python(model_input['max_new_tokens'], 1)},")
+    for name in OPENAI_SAME_NAMES:
+        if name in model_input:
+            lines.append(f"{name}={_python(model_input[name], 1)},")
+    return lines
+
+
+def openai_snippet(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any]
+) -> Snippet | None:
     """The OpenAI SDK covers chat and embeddings; classification has no OpenAI endpoint."""
     header = f"""import os
 
@@ -94,15 +114,19 @@ from openai import OpenAI
 
 client = OpenAI(base_url="{base_url}/v1", api_key=os.environ["MODEL_PORTAL_TOKEN"])
 """
-    example = listing.example_input
     if listing.task == Task.TEXT_GENERATION:
-        messages = example.get("messages") or [
-            {"role": "user", "content": example.get("prompt", "Hello!")}
+        messages = model_input.get("messages") or [
+            {"role": "user", "content": model_input.get("prompt", "Hello!")}
         ]
-        body = f"""stream = client.chat.completions.create(
+        arguments = "".join(f"\n    {line}" for line in _chat_arguments(model_input))
+        # Fields of the model's own (echo's tokens_per_second) have no OpenAI name.
+        others = sorted(
+            set(model_input) - {"prompt", "messages", "max_new_tokens", *OPENAI_SAME_NAMES}
+        )
+        note = "".join(f"# {name}: the predictions API only (curl, Python)\n" for name in others)
+        body = f"""{note}stream = client.chat.completions.create(
     model={_json(listing.slug)},
-    messages={_python(messages, 1)},
-    max_tokens={example.get("max_new_tokens", 128)},
+    messages={_python(messages, 1)},{arguments}
     stream=True,
 )
 for chunk in stream:
@@ -112,7 +136,7 @@ print()"""
     elif listing.task == Task.EMBEDDINGS:
         body = f"""result = client.embeddings.create(
     model={_json(listing.slug)},
-    input={_python(example.get("input", "Hello!"), 1)},
+    input={_python(model_input.get("input", "Hello!"), 1)},
 )
 print(len(result.data), "vectors of", len(result.data[0].embedding), "dimensions")"""
     else:
@@ -120,7 +144,7 @@ print(len(result.data), "vectors of", len(result.data[0].embedding), "dimensions
     return Snippet("openai", "OpenAI SDK", "python", header + "\n" + body)
 
 
-def websocket_snippet(listing: ModelListing, base_url: str) -> Snippet:
+def websocket_snippet(listing: ModelListing, base_url: str, model_input: dict[str, Any]) -> Snippet:
     code = f"""// Node 18+: npm install ws
 import WebSocket from "ws";
 
@@ -130,7 +154,7 @@ const response = await fetch("{base_url}/api/v1/predictions", {{
   headers: {{ ...headers, "Content-Type": "application/json" }},
   body: JSON.stringify({{
     model: {_json(listing.slug)},
-    input: {_js(listing.example_input, 4)},
+    input: {_js(model_input, 4)},
     stream: true,
   }}),
 }});
@@ -145,13 +169,18 @@ socket.on("message", (raw) => {{
     return Snippet("websocket", "JavaScript (WebSocket)", "javascript", code)
 
 
-def snippets_for(listing: ModelListing, base_url: str) -> list[Snippet]:
+def snippets_for(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any] | None = None
+) -> list[Snippet]:
+    """curl, Python, the OpenAI SDK (where it applies) and JavaScript, running
+    `model_input` (default: the listing's example)."""
     base_url = base_url.rstrip("/")
+    model_input = listing.example_input if model_input is None else model_input
     candidates = [
-        curl_snippet(listing, base_url),
-        requests_snippet(listing, base_url),
-        openai_snippet(listing, base_url),
-        websocket_snippet(listing, base_url),
+        curl_snippet(listing, base_url, model_input),
+        requests_snippet(listing, base_url, model_input),
+        openai_snippet(listing, base_url, model_input),
+        websocket_snippet(listing, base_url, model_input),
     ]
     return [snippet for snippet in candidates if snippet is not None]
 

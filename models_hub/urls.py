@@ -17,4 +17,5 @@ urlpatterns = [
         name="publish_deprecate_version",
     ),
     path("<slug:slug>/", views.model_detail, name="model_detail"),
+    path("<slug:slug>/snippets/", views.playground_snippets, name="playground_snippets"),
 ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -18,7 +19,9 @@ from billing.account import listing_offer, terms_for
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
 from models_hub.models import ModelListing, ModelVersion, Tag
+from models_hub.playground import playground_for
 from models_hub.snippets import snippets_for
+from portal import strict_json
 from portal.errors import InvalidInput, NotAllowed, NotFound, PortalError
 from portal.models import Organization, Role
 from portal.views import org_member_required, run_service
@@ -90,12 +93,19 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     except NotFound as exc:
         raise Http404(exc.message) from exc
     pricing = catalog.pricing_for(listing)
+    playground = playground_for(org, listing, request.GET.get("from"))
     context = {
         "listing": listing,
+        "playground": playground,
         "schema_fields": schema_fields(listing.input_schema),
         "schema_json": json.dumps(listing.input_schema, indent=2),
         "example_json": json.dumps(listing.example_input, indent=2),
         "snippets": snippets_for(listing, request.build_absolute_uri("/")),
+        # The playground's API tab: the call its form would make as the page opens.
+        "playground_snippets": [
+            asdict(snippet)
+            for snippet in snippets_for(listing, request.build_absolute_uri("/"), playground.input)
+        ],
         "pricing": pricing,
         "price_lines": catalog.price_lines(pricing),
         "your_terms": terms_for(org, listing),
@@ -106,6 +116,26 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "billing_configured": stripe_client.is_configured(),
     }
     return render(request, "models_hub/detail.html", context)
+
+
+@org_member_required()
+@require_POST
+def playground_snippets(request: HttpRequest, slug: str) -> JsonResponse:
+    """The code for the call the playground just ran (its API tab): the page's snippets
+    for the posted `{"input": {...}}`, with this site's base URL. Formats, runs nothing."""
+    try:
+        listing = catalog.get_listing(request.org, slug)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    try:
+        body = strict_json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    model_input = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(model_input, dict):
+        return JsonResponse({"error": "Send a JSON object with an input object."}, status=400)
+    snippets = snippets_for(listing, request.build_absolute_uri("/"), model_input)
+    return JsonResponse({"snippets": [asdict(snippet) for snippet in snippets]})
 
 
 # --- Publishing (an org's own listings) ------------------------------------------------

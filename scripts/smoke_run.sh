@@ -22,6 +22,8 @@ if [ -z "$ready" ]; then echo "run command never became ready:"; tail -50 "$log"
 echo "ready: $(curl -fsS "http://127.0.0.1:$port/readyz")"
 grep -q "password:" "$log" || { echo "admin password was not printed"; exit 1; }
 curl -fsS "http://127.0.0.1:$port/models/" >/dev/null
+# The playground's libraries, installed by npm ci and served from node_modules.
+curl -fsS "http://127.0.0.1:$port/static/vendor/marked.umd.js" >/dev/null
 
 kill -INT -- "-$pid"
 for _ in $(seq 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done

@@ -88,7 +88,7 @@ def test_main_pages_work_under_the_policy(page, watch, live, owner, org, catalog
     # The model page: the copy buttons (static/js/portal.js) and a playground run, whose
     # stream comes over the WebSocket that connect-src must allow.
     watch.visit("/models/echo/")
-    copy = page.locator("button.copy").first
+    copy = page.locator("#api-heading ~ .snippet button.copy").first
     copy.click()
     expect(copy).to_have_text("Copied")
     code = page.locator(f"#{copy.get_attribute('data-target')}").text_content()
@@ -99,7 +99,10 @@ def test_main_pages_work_under_the_policy(page, watch, live, owner, org, catalog
     expect(page.locator("#playground-status")).to_have_class(
         "status status-succeeded", timeout=60_000
     )
-    expect(page.locator("#playground-output")).to_contain_text("csp echo")
+    expect(page.locator("#playground-output .message-assistant")).to_contain_text("csp echo")
+    # The API tab: the call just made, highlighted by highlight.js (from npm, 'self').
+    page.click("#playground-tab-api")
+    expect(page.locator("#playground-code .hljs-string").first).to_be_visible()
     watch.assert_clean("model page and playground")
 
     # The org switcher submits on change (no inline onchange any more).

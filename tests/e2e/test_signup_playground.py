@@ -19,14 +19,21 @@ EMAIL = "newcomer@example.com"
 # The first run on a worker process may load the model from disk.
 RUN_TIMEOUT_MS = 180_000
 
-# Records every text the output element shows, with the status shown at that moment.
+# The thread's replies: each keeps the text streamed so far in data-raw (it shows it as
+# Markdown, whose rendered text need not grow one token at a time).
+REPLY = "#playground-output .message-assistant"
+# Records every text the newest reply holds, with the status shown at that moment.
 RECORD_OUTPUT_JS = """() => {
   const output = document.getElementById("playground-output");
   const status = document.getElementById("playground-status");
   window.e2eOutputs = [];
   new MutationObserver(() => {
-    window.e2eOutputs.push({text: output.textContent, status: status.textContent});
-  }).observe(output, {childList: true, characterData: true, subtree: true});
+    const replies = output.querySelectorAll(".message-assistant");
+    const last = replies[replies.length - 1];
+    if (last) window.e2eOutputs.push({text: last.dataset.raw || "", status: status.textContent});
+  }).observe(output, {
+    childList: true, subtree: true, attributes: true, attributeFilter: ["data-raw"],
+  });
 }"""
 
 
@@ -47,6 +54,9 @@ def sign_up_and_verify(page: Page, mail_log: MailLog) -> None:
 def run_playground(page: Page, prompt: str, max_new_tokens: int) -> None:
     page.fill("#pg-prompt", prompt)
     page.fill("#pg-max_new_tokens", str(max_new_tokens))
+    advanced = page.locator("#playground-advanced")
+    if advanced.get_attribute("open") is None:
+        advanced.locator("summary").click()
     page.fill("#pg-seed", "7")
     page.click("#playground-run")
 
@@ -68,8 +78,10 @@ def test_sign_up_then_stream_and_cancel_in_the_playground(page, live, mail_log, 
     page.click("text=SmolLM2 135M Instruct")
     page.wait_for_url(f"**/models/{SMOLLM2}/")
     expect(page.locator("#playground-status")).to_have_text("idle")
-    # The main input leads the form, whatever order the database keeps the schema in.
-    expect(page.locator("#playground-fields :is(input, textarea)").first).to_have_id("pg-prompt")
+    # A chat: the composer holds the example's message; the sliders lead the settings,
+    # whatever order the database keeps the schema in.
+    expect(page.locator("#pg-prompt")).not_to_be_empty()
+    expect(page.locator("#playground-fields input").first).to_have_id("pg-max_new_tokens")
 
     # First run: the answer appears token by token, then the run succeeds.
     page.evaluate(RECORD_OUTPUT_JS)
@@ -77,7 +89,7 @@ def test_sign_up_then_stream_and_cancel_in_the_playground(page, live, mail_log, 
     expect(page.locator("#playground-status")).to_have_class(
         "status status-succeeded", timeout=RUN_TIMEOUT_MS
     )
-    final = page.locator("#playground-output").text_content()
+    final = page.locator(REPLY).last.get_attribute("data-raw")
     streamed = [
         r["text"]
         for r in page.evaluate("window.e2eOutputs")
@@ -96,7 +108,7 @@ def test_sign_up_then_stream_and_cancel_in_the_playground(page, live, mail_log, 
     # Second run: canceled while tokens are still streaming.
     run_playground(page, "Count from 1 to 500, separated by commas.", GENERATION_CAP)
     # An expect, not wait_for_function: that evals its text in the page, which the CSP refuses.
-    expect(page.locator("#playground-output")).not_to_be_empty(timeout=RUN_TIMEOUT_MS)
+    expect(page.locator(f"{REPLY} .message-body").last).not_to_be_empty(timeout=RUN_TIMEOUT_MS)
     page.click("#playground-cancel")
     expect(page.locator("#playground-status")).to_have_class(
         "status status-canceled", timeout=60_000

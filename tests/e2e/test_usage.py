@@ -27,12 +27,13 @@ BAR_SIZES_JS = """(title) => {
 def run_echo_in_playground(page: Page) -> None:
     page.goto("/models/echo/")
     page.fill("#pg-prompt", PROMPT)
+    page.locator("#playground-advanced summary").click()
     page.fill("#pg-tokens_per_second", "100")
     page.click("#playground-run")
     expect(page.locator("#playground-status")).to_have_class(
         "status status-succeeded", timeout=60_000
     )
-    expect(page.locator("#playground-output")).to_have_text(PROMPT)
+    expect(page.locator("#playground-output .message-assistant .message-body")).to_have_text(PROMPT)
 
 
 def bars(page: Page, title: str) -> list[dict]:

@@ -136,6 +136,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     # Public for public listings; an org's private listing is 404 to everyone else.
     "models/<slug:slug>/": Endpoint(Access.PUBLIC, role=None, params={"slug": "listing"}),
+    # The playground's API tab: the code for a posted input (it formats, it runs nothing).
+    "models/<slug:slug>/snippets/": Endpoint(Access.PAGE, ("POST",), params={"slug": "listing"}),
     "pricing/": PUBLIC,
     "billing/": MEMBER_PAGE,
     "billing/usage/": MEMBER_PAGE,
