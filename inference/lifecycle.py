@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DurationField, ExpressionWrapper, F, FloatField, Func, Value
-from django.db.models.functions import Cast, Extract
+from django.db.models import DateTimeField, F, FloatField, Func, Value
 from django.utils import timezone
 
 from billing import quota
@@ -57,10 +57,29 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     return prediction
 
 
+class SecondsBetween(Func):
+    """`later - earlier` (two datetimes) in seconds, in the database's own arithmetic.
+
+    Django's Extract of a duration needs a native interval type, which SQLite (the
+    embedded default) lacks; each backend gets its own expression instead."""
+
+    arity = 2
+    output_field = FloatField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple]:
+        return self._compiled(compiler, "EXTRACT(EPOCH FROM ({} - {}))::double precision")
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple]:
+        return self._compiled(compiler, "((julianday({}) - julianday({})) * 86400.0)")
+
+    def _compiled(self, compiler: Any, template: str) -> tuple[str, tuple]:
+        later, earlier = (compiler.compile(e) for e in self.get_source_expressions())
+        return template.format(later[0], earlier[0]), (*later[1], *earlier[1])
+
+
 def _seconds_since_created(now: datetime) -> Func:
     """`now - created_at` in seconds, computed by the claiming UPDATE itself."""
-    waited = ExpressionWrapper(Value(now) - F("created_at"), output_field=DurationField())
-    return Cast(Extract(waited, "epoch"), FloatField())
+    return SecondsBetween(Value(now, output_field=DateTimeField()), F("created_at"))
 
 
 def renew_lease(prediction_id: str) -> None:
