@@ -24,6 +24,16 @@ grep -q "password:" "$log" || { echo "admin password was not printed"; exit 1; }
 curl -fsS "http://127.0.0.1:$port/models/" >/dev/null
 # The playground's libraries, installed by npm ci and served from node_modules.
 curl -fsS "http://127.0.0.1:$port/static/vendor/marked.umd.js" >/dev/null
+# A prediction through the API, run by the worker, on the embedded SQLite and Redis.
+manage() { env -u DATABASE_URL PORTAL_VAR_DIR="$var" .venv/bin/python manage.py "$@"; }
+org=$(manage create_org --name "Smoke" --owner-email admin@localhost | tail -n1)
+manage grant_credits --org "$org" --amount 1 --note "smoke test" >/dev/null
+token=$(manage issue_token --org "$org" --name smoke | tail -n1)
+answer=$(curl -fsS -H "Authorization: Bearer $token" -H "Prefer: wait=30" \
+  -H "Content-Type: application/json" -d '{"model": "echo", "input": {"prompt": "smoke test"}}' \
+  "http://127.0.0.1:$port/api/v1/predictions")
+echo "$answer" | grep -q '"status": *"succeeded"' || { echo "prediction did not succeed: $answer"; tail -30 "$log"; exit 1; }
+echo "prediction succeeded"
 
 kill -INT -- "-$pid"
 for _ in $(seq 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
