@@ -1,8 +1,10 @@
 """Settings for every environment, read from environment variables.
 
-The embedded defaults (SQLite file, a local Redis URL, DEBUG on, console e-mail) let a
-fresh clone run with no configuration. Production sets `PORTAL_ENV=production`, which
-turns DEBUG off and refuses to start without a strong `SECRET_KEY` (see `_require_strong`).
+The embedded defaults (SQLite file, a local Redis URL, console e-mail) let a fresh clone
+run with no configuration. DEBUG is off unless a developer sets `DEBUG=1`: visitors of the
+one-command run see the product's error pages, never Django's technical ones (errors go
+to the console log). Production sets `PORTAL_ENV=production`, which refuses to start
+without a strong `SECRET_KEY` (see `_require_strong`).
 """
 
 import os
@@ -62,7 +64,7 @@ if PRODUCTION:
     _require_strong("SECRET_KEY", SECRET_KEY)
     _require_strong("TOKEN_HMAC_KEY", TOKEN_HMAC_KEY)
 
-DEBUG = env_bool("DEBUG", default=not PRODUCTION)
+DEBUG = env_bool("DEBUG", default=False) and not PRODUCTION
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
