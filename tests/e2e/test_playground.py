@@ -18,8 +18,8 @@ import pytest
 from django.db import transaction
 from playwright.sync_api import Page, expect
 
+from billing.checkout import grant_plan
 from billing.models import Plan
-from billing.services import grant_plan
 from inference.models import Prediction, Status
 from models_hub.models import ModelListing
 from portal import services
