@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -15,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from billing import stripe_client
 from billing.account import listing_offer, terms_for
+from inference.catalog_stats import NO_STATS, ListingStats, catalog_stats
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
 from models_hub.models import ModelListing, ModelVersion, Tag
@@ -33,6 +35,26 @@ def request_org(request: HttpRequest) -> Organization | None:
     return request.org or None
 
 
+@dataclass(frozen=True)
+class Card:
+    """One catalog card: the listing, its price in short and its public figures."""
+
+    listing: ModelListing
+    price_lines: list[str]
+    stats: ListingStats
+
+
+def catalog_cards(listings: list[ModelListing]) -> list[Card]:
+    """The page's cards in a fixed number of queries: prices for the page at once, run
+    figures from one (cached) aggregate over all listings."""
+    pricing = catalog.pricing_for_many(listings)
+    stats = catalog_stats()
+    return [
+        Card(listing, catalog.price_lines(pricing[listing.pk]), stats.get(listing.pk, NO_STATS))
+        for listing in listings
+    ]
+
+
 def model_list(request: HttpRequest) -> HttpResponse:
     form = CatalogFilterForm(request.GET)
     filters = form.filters()
@@ -43,6 +65,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "page": page,
+        "cards": catalog_cards(list(page.object_list)),
         "filters": filters,
         "query": query.urlencode(),
         "tags": Tag.objects.filter(listings__in=ModelListing.objects.catalog(request_org(request)))
