@@ -56,6 +56,24 @@ def search_catalog(
     )
 
 
+def featured(org: Organization | None, limit: int = 3) -> list[ModelListing]:
+    """The models a first visit leads with (landing page, dashboard): real models first,
+    the most run in the last 30 days first, then by name; never a diagnostic one while a
+    real one is listed."""
+    from inference.catalog_stats import NO_STATS, catalog_stats
+
+    listings = list(
+        ModelListing.objects.catalog(org)
+        .select_related("org")
+        .annotate(diagnostic=diagnostic_last())
+        .order_by("diagnostic", "name", "pk")
+    )
+    stats = catalog_stats()
+    # A stable sort keeps real-before-diagnostic and the name order among equal counts.
+    listings.sort(key=lambda listing: (listing.diagnostic, -stats.get(listing.pk, NO_STATS).runs))
+    return listings[:limit]
+
+
 def get_listing(org: Organization | None, slug: str) -> ModelListing:
     listing = (
         ModelListing.objects.viewable_by(org)

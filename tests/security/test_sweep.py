@@ -83,6 +83,7 @@ API_POST = Endpoint(Access.API, ("POST",), role=None)
 # Objects that belong to an org: another org must get 404 for them.
 TENANT_KINDS = {
     "membership", "invitation", "token", "listing", "version", "prediction", "listing_plan",
+    "org",
 }  # fmt: skip
 
 # Keyed by the route as Django joins it (ResolverMatch.route).
@@ -93,6 +94,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "dashboard/": MEMBER_PAGE,
     "orgs/": Endpoint(Access.PAGE, ("GET", "POST"), role=None),
     "orgs/switch/": Endpoint(Access.PAGE, ("POST",), role=None),
+    # Owners and admins of the org the URL names; another org's is a 404 like a missing one.
+    "orgs/<slug:slug>/rename/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "org"}
+    ),
     "org/delete/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
     "org/members/": MEMBER_PAGE,
     "org/retention/": ADMIN_POST,
@@ -345,6 +350,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "version": version.id,
         "plan": plan.slug,
         "listing_plan": str(listing_plan.pk),
+        "org": org.slug,
     }
     missing = {
         "prediction": "x" * len(prediction.id),
@@ -356,6 +362,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "version": "0" * len(version.id),
         "plan": "no-such-plan",
         "listing_plan": "987654321",
+        "org": "no-such-org-anywhere",
     }
     return Objects(
         org, real, missing, prediction, token, issued.invitation, membership, listing, listing_plan
@@ -586,6 +593,8 @@ def _assert_untouched(objects: Objects) -> None:
     assert objects.prediction.cancel_requested_at is None
     assert objects.listing_plan.is_active
     assert objects.listing_plan.name == "Sweep listing plan"
+    objects.org.refresh_from_db()
+    assert objects.org.name == "Acme AI"
     assert ListingPlan.objects.filter(listing=objects.listing).count() == 1
 
 
