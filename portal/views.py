@@ -24,6 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from billing import plans
 from billing.account import billing_summary
+from billing.models import Plan
 from inference.models import Prediction
 from models_hub import catalog
 from models_hub.models import ModelListing
@@ -69,8 +70,22 @@ def run_service(request: HttpRequest, action: Callable[[], object], success: str
     return True
 
 
+FEATURED_MODELS = 3
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/home.html")
+    """The landing page for visitors; a signed-in user's home is their dashboard."""
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    featured = catalog.featured(None, limit=FEATURED_MODELS)
+    pricing = catalog.pricing_for_many(featured)
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    context = {
+        "featured": [(listing, catalog.price_lines(pricing[listing.pk])) for listing in featured],
+        "sample": curl_snippet(featured[0], base_url) if featured else None,
+        "plans": Plan.objects.filter(is_public=True),
+    }
+    return render(request, "portal/home.html", context)
 
 
 def favicon(request: HttpRequest) -> HttpResponseRedirect:

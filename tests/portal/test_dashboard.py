@@ -173,3 +173,29 @@ def test_the_service_checks_the_role_and_the_name(owner, teammate, org):
 
     with pytest.raises(NotAllowed):
         services.rename_org(org, teammate, "Mine")
+
+
+# --- The landing page -------------------------------------------------------------------
+
+
+def test_a_signed_in_visitor_goes_to_the_dashboard(owner, client_for):
+    response = client_for(owner).get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/dashboard/"
+
+
+def test_landing_features_real_models_a_code_sample_and_a_pricing_teaser(client):
+    from billing.models import Plan
+
+    listing("echo", "builtin:echo")
+    listing("zephyr", "hf:acme/zephyr")
+    Plan.objects.create(slug="team", name="Team", is_public=True, price_cents=4900)
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    featured = [item[0].slug for item in response.context["featured"]]
+    assert featured[0] == "zephyr"
+    assert 'href="/models/zephyr/#playground"' in html
+    assert '"model":"zephyr"' in response.context["sample"].code.replace(" ", "")
+    assert "http://testserver/api/v1/predictions" in html
+    assert "Team" in html and "$49.00 / month" in html
