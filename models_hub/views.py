@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from billing import stripe_client
 from billing.account import listing_offer, terms_for
+from billing.viewer_price import price_for_viewer
 from inference.catalog_stats import NO_STATS, ListingStats, catalog_stats
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
@@ -122,6 +123,8 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "pricing": pricing,
         "price_lines": catalog.price_lines(pricing),
         "your_terms": terms_for(org, listing),
+        # The price on the viewer's own plan (templates/billing/_price_for_viewer.html).
+        "viewer_price": price_for_viewer(org, listing),
         "can_manage": can_manage(request, listing),
         "offer": listing_offer(org, listing),
         # Subscribing is the owner's, as for site plans (the checkout view checks it too).
