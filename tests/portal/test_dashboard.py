@@ -199,3 +199,16 @@ def test_landing_features_real_models_a_code_sample_and_a_pricing_teaser(client)
     assert '"model":"zephyr"' in response.context["sample"].code.replace(" ", "")
     assert "http://testserver/api/v1/predictions" in html
     assert "Team" in html and "$49.00 / month" in html
+
+
+def test_pages_show_moments_in_the_one_format(owner, org, client_for, token_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    services.issue_token(org, owner, "dated", expires_at=timezone.now() + timedelta(days=3))
+    client = client_for(owner, org)
+    for path in ("/org/tokens/", "/org/members/", "/org/audit/"):
+        html = client.get(path).content.decode()
+        moment = r'<time datetime="[^"]+" data-local>\d{4}-\d\d-\d\d \d\d:\d\d UTC</time>'
+        assert re.search(moment, html), path
