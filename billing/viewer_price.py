@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from billing import plans
+from billing import listing_subscriptions, plans
 from billing.account import terms_for
 from billing.models import BillingAccount
 from billing.pricing import listing_pricing, price_lines
@@ -45,5 +45,14 @@ def price_for_viewer(org: Organization | None, listing: ModelListing) -> ViewerP
     state = plans.plan_state(org)
     if state.plan is None:
         return ViewerPrice(lines, None, "", None)
-    name = None if state.subscription_required else state.plan.name
-    return ViewerPrice(lines, name, _beyond(org, state), terms_for(org, listing))
+    terms = terms_for(org, listing)
+    on_plan = (
+        not state.subscription_required
+        and plans.includes(state.plan, listing, state.stamp)
+        and listing_subscriptions.in_force(org.pk, listing, state.stamp) is None
+    )
+    if not on_plan:
+        # Not paid from the plan's allowance (not in the plan, or a listing subscription
+        # pays first): the terms sentence says how it is paid instead.
+        return ViewerPrice(lines, None, "", terms)
+    return ViewerPrice(lines, state.plan.name, _beyond(org, state), terms)
