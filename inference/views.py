@@ -8,6 +8,7 @@ from django.shortcuts import render
 
 from billing.costs import cost_of, cost_payload
 from inference.models import Prediction, Status
+from models_hub.catalog import diagnostic_last
 from models_hub.models import ListingStatus, ModelListing
 from portal.errors import NotFound
 from portal.scoping import get_for_org, scoped
@@ -53,7 +54,8 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
 def quickstart(request: HttpRequest) -> HttpResponse:
     """First calls with curl, the openai SDK and streaming, with this site's real URLs."""
     org = request.org if request.user.is_authenticated else None
-    listings = ModelListing.objects.callable_by(org).order_by("slug")
+    # Real models first: the quickstart's first call must show a model at work, not echo.
+    listings = ModelListing.objects.callable_by(org).order_by(diagnostic_last(), "slug")
     by_task = {listing.task: listing.slug for listing in reversed(listings)}
     context = {
         "base_url": request.build_absolute_uri("/").rstrip("/"),

@@ -9,13 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from models_hub.models import ModelListing, ModelListingQuerySet
 from portal.errors import NotFound
 from portal.models import Organization
 
 MAX_QUERY_TERMS = 8
+# Builtin models (echo) have no weights: they prove a token works and nothing else, so
+# they never lead the catalog or a first call.
+DIAGNOSTIC_PREFIX = "builtin:"
+
+
+def diagnostic_last() -> Case:
+    """An ordering key: 0 for real models, 1 for diagnostic ones."""
+    return Case(
+        When(source__startswith=DIAGNOSTIC_PREFIX, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
 
 
 def search_catalog(
@@ -35,7 +47,31 @@ def search_catalog(
             | Q(description__icontains=term)
             | Q(tags__name__icontains=term)
         )
-    return listings.select_related("org").prefetch_related("tags").distinct()
+    return (
+        listings.select_related("org")
+        .prefetch_related("tags")
+        .annotate(diagnostic=diagnostic_last())
+        .order_by("diagnostic", "name", "pk")
+        .distinct()
+    )
+
+
+def featured(org: Organization | None, limit: int = 3) -> list[ModelListing]:
+    """The models a first visit leads with (landing page, dashboard): real models first,
+    the most run in the last 30 days first, then by name; never a diagnostic one while a
+    real one is listed."""
+    from inference.catalog_stats import NO_STATS, catalog_stats
+
+    listings = list(
+        ModelListing.objects.catalog(org)
+        .select_related("org")
+        .annotate(diagnostic=diagnostic_last())
+        .order_by("diagnostic", "name", "pk")
+    )
+    stats = catalog_stats()
+    # A stable sort keeps real-before-diagnostic and the name order among equal counts.
+    listings.sort(key=lambda listing: (listing.diagnostic, -stats.get(listing.pk, NO_STATS).runs))
+    return listings[:limit]
 
 
 def get_listing(org: Organization | None, slug: str) -> ModelListing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -15,7 +15,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from billing import stripe_client
-from billing.account import listing_offer, terms_for
+from billing.account import listing_offer
+from billing.viewer_price import price_for_viewer
+from inference.catalog_stats import NO_STATS, ListingStats, catalog_stats
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
 from models_hub.models import ModelListing, ModelVersion, Tag
@@ -36,6 +38,26 @@ def request_org(request: HttpRequest) -> Organization | None:
     return request.org or None
 
 
+@dataclass(frozen=True)
+class Card:
+    """One catalog card: the listing, its price in short and its public figures."""
+
+    listing: ModelListing
+    price_lines: list[str]
+    stats: ListingStats
+
+
+def catalog_cards(listings: list[ModelListing]) -> list[Card]:
+    """The page's cards in a fixed number of queries: prices for the page at once, run
+    figures from one (cached) aggregate over all listings."""
+    pricing = catalog.pricing_for_many(listings)
+    stats = catalog_stats()
+    return [
+        Card(listing, catalog.price_lines(pricing[listing.pk]), stats.get(listing.pk, NO_STATS))
+        for listing in listings
+    ]
+
+
 def model_list(request: HttpRequest) -> HttpResponse:
     form = CatalogFilterForm(request.GET)
     filters = form.filters()
@@ -46,6 +68,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "page": page,
+        "cards": catalog_cards(list(page.object_list)),
         "filters": filters,
         "query": query.urlencode(),
         "tags": Tag.objects.filter(listings__in=ModelListing.objects.catalog(request_org(request)))
@@ -108,7 +131,8 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         ],
         "pricing": pricing,
         "price_lines": catalog.price_lines(pricing),
-        "your_terms": terms_for(org, listing),
+        # The price on the viewer's own plan (templates/billing/_price_for_viewer.html).
+        "viewer_price": price_for_viewer(org, listing),
         "can_manage": can_manage(request, listing),
         "offer": listing_offer(org, listing),
         # Subscribing is the owner's, as for site plans (the checkout view checks it too).

@@ -59,19 +59,30 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
-@transaction.atomic
-def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) -> Organization:
+MAX_ORG_NAME = 120
+
+
+def clean_org_name(name: str) -> str:
+    """The name as stored: trimmed, not empty, one line, at most MAX_ORG_NAME characters."""
     name = name.strip()
     if not name:
         raise InvalidInput("An organization needs a name.", param="name")
-    if len(name) > 120:
-        raise InvalidInput("Organization names are at most 120 characters.", param="name")
+    if len(name) > MAX_ORG_NAME:
+        raise InvalidInput(
+            f"Organization names are at most {MAX_ORG_NAME} characters.", param="name"
+        )
     try:
         validate_single_line(name)
     except ValidationError as exc:
         raise InvalidInput(
             "Organization names are a single line, without control characters.", param="name"
         ) from exc
+    return name
+
+
+@transaction.atomic
+def create_org(name: str, owner: AbstractBaseUser, *, personal: bool = False) -> Organization:
+    name = clean_org_name(name)
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -117,6 +128,20 @@ def _ensure_owner_remains(org: Organization, losing: Membership) -> None:
     owners = Membership.objects.filter(org=org, role=Role.OWNER).count()
     if losing.role == Role.OWNER and owners <= 1:
         raise Conflict("An organization must keep at least one owner.", code="last_owner")
+
+
+@transaction.atomic
+def rename_org(org: Organization, actor: AbstractBaseUser, name: str) -> Organization:
+    """Owners and admins rename a workspace (personal ones too); the slug stays, so links,
+    tokens and API clients that name the org keep working."""
+    require_role(org, actor, Role.ADMIN)
+    name = clean_org_name(name)
+    old = org.name
+    # A single-column UPDATE: a concurrent retention change or secret rotation is kept.
+    hotcache.update(Organization.objects.filter(pk=org.pk), hot.TOKENS_SCOPE, name=name)
+    org.name = name
+    audit(org, actor, "org.renamed", org.slug, old=old, new=name)
+    return org
 
 
 @transaction.atomic

@@ -32,6 +32,7 @@ urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
     path("orgs/", views.org_list, name="org_list"),
     path("orgs/switch/", views.org_switch, name="org_switch"),
+    path("orgs/<slug:slug>/rename/", views.org_rename, name="org_rename"),
     path("org/delete/", views.org_delete, name="org_delete"),
     path("org/members/", views.org_members, name="org_members"),
     path("org/retention/", views.org_retention, name="org_retention"),

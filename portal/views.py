@@ -22,13 +22,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from billing import plans
 from billing.account import billing_summary
+from billing.models import Plan
+from inference.models import Prediction
+from models_hub import catalog
 from models_hub.models import ModelListing
 from models_hub.snippets import Snippet, curl_snippet, first_call_listing
 from portal import services
 from portal.auth import SESSION_ORG_KEY
 from portal.errors import NotAllowed, NotFound, PortalError
-from portal.models import ApiToken, AuditLog, Membership, Role, TokenScope
+from portal.models import ApiToken, AuditLog, Membership, Organization, Role, TokenScope
 from portal.scoping import get_for_org, scoped
 from portal.validators import validate_single_line
 
@@ -66,8 +70,22 @@ def run_service(request: HttpRequest, action: Callable[[], object], success: str
     return True
 
 
+FEATURED_MODELS = 3
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/home.html")
+    """The landing page for visitors; a signed-in user's home is their dashboard."""
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    featured = catalog.featured(None, limit=FEATURED_MODELS)
+    pricing = catalog.pricing_for_many(featured)
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    context = {
+        "featured": [(listing, catalog.price_lines(pricing[listing.pk])) for listing in featured],
+        "sample": curl_snippet(featured[0], base_url) if featured else None,
+        "plans": Plan.objects.filter(is_public=True),
+    }
+    return render(request, "portal/home.html", context)
 
 
 def favicon(request: HttpRequest) -> HttpResponseRedirect:
@@ -76,10 +94,24 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
     return HttpResponseRedirect(static("favicon.svg"))
 
 
+RECENT_PREDICTIONS = 5
+
+
 @org_member_required()
 def dashboard(request: HttpRequest) -> HttpResponse:
-    # The plan in force: what a subscription (or its lapse) changed is visible on arrival.
-    context = {"membership": request.membership, "billing": billing_summary(request.org)}
+    org, membership = request.org, request.membership
+    featured = catalog.featured(org, limit=1)
+    context = {
+        "membership": membership,
+        # The plan in force: what a subscription (or its lapse) changed is visible on arrival.
+        "billing": billing_summary(org),
+        "period": plans.plan_state(org).period_end,
+        "recent": scoped(Prediction.objects.select_related("model"), org)[:RECENT_PREDICTIONS],
+        "try_model": featured[0] if featured else None,
+        # A personal workspace is only "yours" to its owner; teammates see whose it is.
+        "own_personal": org.is_personal and membership.role == Role.OWNER,
+        "can_manage": membership.has_role(Role.ADMIN),
+    }
     return render(request, "portal/dashboard.html", context)
 
 
@@ -114,6 +146,25 @@ def org_switch(request: HttpRequest) -> HttpResponse:
         raise Http404("Organization not found.")
     request.session[SESSION_ORG_KEY] = membership.org_id
     messages.success(request, f"Switched to {membership.org.name}.")
+    return redirect("dashboard")
+
+
+def member_org(request: HttpRequest, slug: str) -> Organization:
+    """One of the user's orgs by slug; another org's is a 404, exactly like a missing one."""
+    membership = (
+        Membership.objects.filter(user=request.user, org__slug=slug).select_related("org").first()
+    )
+    if membership is None:
+        raise Http404("Organization not found.")
+    return membership.org
+
+
+@login_required
+@require_POST
+def org_rename(request: HttpRequest, slug: str) -> HttpResponse:
+    org = member_org(request, slug)
+    name = request.POST.get("name", "")
+    run_service(request, lambda: services.rename_org(org, request.user, name), "Renamed.")
     return redirect("dashboard")
 
 

@@ -24,4 +24,21 @@
       setTimeout(() => { button.textContent = "Copy"; }, 2500);
     });
   });
+
+  // <time datetime="ISO" data-local> (the |when filter): the same "YYYY-MM-DD HH:MM ZONE"
+  // layout as the server's, in the browser's own zone, whose short name is always shown.
+  const pad = (n) => String(n).padStart(2, "0");
+  const zoneName = (date) => {
+    const part = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
+      .formatToParts(date).find((p) => p.type === "timeZoneName");
+    return part ? part.value : "";
+  };
+  document.querySelectorAll("time[data-local][datetime]").forEach((element) => {
+    const date = new Date(element.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) return;
+    const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+    const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+    element.textContent = `${day} ${clock} ${zoneName(date)}`.trim();
+    element.title = element.getAttribute("datetime");
+  });
 })();

@@ -67,6 +67,8 @@ class Endpoint:
     # What the owner's GET answers (anyone's, for a public endpoint): a page, or a redirect
     # where that is the page's job.
     owner_status: int = 200
+    # What a signed-out visitor's GET of a public endpoint answers, where it differs.
+    anonymous_status: int | None = None
 
     @property
     def tenant_params(self) -> list[str]:
@@ -83,16 +85,22 @@ API_POST = Endpoint(Access.API, ("POST",), role=None)
 # Objects that belong to an org: another org must get 404 for them.
 TENANT_KINDS = {
     "membership", "invitation", "token", "listing", "version", "prediction", "listing_plan",
+    "org",
 }  # fmt: skip
 
 # Keyed by the route as Django joins it (ResolverMatch.route).
 ENDPOINTS: dict[str, Endpoint] = {
-    "": PUBLIC,
+    # The landing page for visitors; signed in, it sends the user to their dashboard.
+    "": Endpoint(Access.PUBLIC, role=None, owner_status=302, anonymous_status=200),
     # A redirect to the static SVG icon, for browsers that ask without a <link>.
     "favicon.ico": Endpoint(Access.PUBLIC, role=None, owner_status=302),
     "dashboard/": MEMBER_PAGE,
     "orgs/": Endpoint(Access.PAGE, ("GET", "POST"), role=None),
     "orgs/switch/": Endpoint(Access.PAGE, ("POST",), role=None),
+    # Owners and admins of the org the URL names; another org's is a 404 like a missing one.
+    "orgs/<slug:slug>/rename/": Endpoint(
+        Access.PAGE, ("POST",), role=Role.ADMIN, params={"slug": "org"}
+    ),
     "org/delete/": Endpoint(Access.PAGE, ("POST",), role=Role.OWNER),
     "org/members/": MEMBER_PAGE,
     "org/retention/": ADMIN_POST,
@@ -347,6 +355,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "version": version.id,
         "plan": plan.slug,
         "listing_plan": str(listing_plan.pk),
+        "org": org.slug,
     }
     missing = {
         "prediction": "x" * len(prediction.id),
@@ -358,6 +367,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "version": "0" * len(version.id),
         "plan": "no-such-plan",
         "listing_plan": "987654321",
+        "org": "no-such-org-anywhere",
     }
     return Objects(
         org, real, missing, prediction, token, issued.invitation, membership, listing, listing_plan
@@ -434,7 +444,7 @@ def _anonymous_failures(client: Client, objects: Objects) -> Iterator[str]:
         if endpoint.access is Access.PUBLIC:
             if "GET" in endpoint.methods and not endpoint.tenant_params:
                 status = request(client, "GET", url).status_code
-                if status != endpoint.owner_status:
+                if status != (endpoint.anonymous_status or endpoint.owner_status):
                     yield f"GET {url} (public) -> {status}"
             continue
         for method in METHODS:
@@ -588,6 +598,8 @@ def _assert_untouched(objects: Objects) -> None:
     assert objects.prediction.cancel_requested_at is None
     assert objects.listing_plan.is_active
     assert objects.listing_plan.name == "Sweep listing plan"
+    objects.org.refresh_from_db()
+    assert objects.org.name == "Acme AI"
     assert ListingPlan.objects.filter(listing=objects.listing).count() == 1
 
 
