@@ -129,10 +129,18 @@ def billing_summary(org: Organization) -> dict[str, Any]:
     }
 
 
-def _money(amount: Decimal) -> str:
+def money(amount: Decimal) -> str:
+    """An amount in the portal's currency, as the pages write it."""
     text = decimal_string(amount)
     currency = settings.PORTAL_CURRENCY
     return f"${text}" if currency == "usd" else f"{text} {currency.upper()}"
+
+
+def allowance_left(org: Organization, state: plans.PlanState) -> Decimal:
+    """What is left of the plan's allowance this period (its reservations count as used)."""
+    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
+    used = (period.allowance_used + period.allowance_reserved) if period else Decimal(0)
+    return max(Decimal(0), state.plan.allowance - used)
 
 
 def terms_for(org: Organization | None, listing) -> str | None:
@@ -146,7 +154,7 @@ def terms_for(org: Organization | None, listing) -> str | None:
         return None
     account = BillingAccount.objects.filter(org=org).first()
     balance = account.balance if account else Decimal(0)
-    credits = f"your credits pay ({_money(balance)} left)" if balance > 0 else ""
+    credits = f"your credits pay ({money(balance)} left)" if balance > 0 else ""
     subscribed = listing_subscriptions.in_force(org.pk, listing, state.stamp)
     if subscribed is not None:
         percent = subscribed.plan.overage_percent
@@ -163,14 +171,12 @@ def terms_for(org: Organization | None, listing) -> str | None:
         return "Not in your plan: buy credits to pay per call, or choose a plan that includes it."
     if plan.allowance is None:
         return f"Included in your {plan.name} plan."
-    period = UsagePeriod.objects.filter(org=org, start=state.period_start).first()
-    used = (period.allowance_used + period.allowance_reserved) if period else Decimal(0)
-    left = max(Decimal(0), plan.allowance - used)
+    left = allowance_left(org, state)
     beyond = credits or ("overage at these prices" if plan.overage_allowed else "")
     then = f"; beyond it, {beyond}" if beyond else ""
     return (
         f"Paid from your {plan.name} plan's allowance at these prices "
-        f"({_money(left)} left this period){then}."
+        f"({money(left)} left this period){then}."
     )
 
 

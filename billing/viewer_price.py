@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from billing import listing_subscriptions, plans
-from billing.account import terms_for
+from billing.account import allowance_left, money, terms_for
 from billing.models import BillingAccount
 from billing.pricing import listing_pricing, price_lines
 from models_hub.models import ModelListing
@@ -26,6 +26,7 @@ class ViewerPrice:
     # Past the allowance: "overage", "credits", "stop" (hard cap), or "" (no allowance).
     beyond: str
     terms: str | None  # the full sentence of billing.account.terms_for
+    allowance_left: str = ""  # e.g. "$1", on a plan with an allowance
 
 
 def _beyond(org: Organization, state: plans.PlanState) -> str:
@@ -55,4 +56,5 @@ def price_for_viewer(org: Organization | None, listing: ModelListing) -> ViewerP
         # Not paid from the plan's allowance (not in the plan, or a listing subscription
         # pays first): the terms sentence says how it is paid instead.
         return ViewerPrice(lines, None, "", terms)
-    return ViewerPrice(lines, state.plan.name, _beyond(org, state), terms)
+    left = money(allowance_left(org, state)) if state.plan.allowance is not None else ""
+    return ViewerPrice(lines, state.plan.name, _beyond(org, state), terms, left)

@@ -305,7 +305,8 @@ def test_account_without_plans_says_billing_is_off(org, token_for, api_client):
 
 def test_the_model_page_says_how_the_viewer_pays(owner, org, free_plan, echo, client, client_for):
     personal = client_for(owner).get("/models/echo/").content.decode()
-    assert "Paid from your Free plan&#x27;s allowance at these prices ($1 left" in personal
+    on_plan = "On your Free plan:</strong> free, paid from the plan's allowance ($1 left"
+    assert on_plan in personal
     team = client_for(owner, org).get("/models/echo/").content.decode()
     assert "Not in your plan: buy credits to pay per call" in team
     credits.grant_credits(org, "12.5")
