@@ -3,13 +3,8 @@ lock leaves nothing behind, and SQLite (the embedded default) reserves like Post
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -20,9 +15,9 @@ from inference.admission import PredictionRequest, admit
 from inference.models import Prediction
 from portal.auth import ALL_SCOPES, Principal
 from portal.errors import PaymentRequired
+from tests.sqlite_scenario import seen_on_sqlite
 
 pytestmark = pytest.mark.usefixtures("worker_present")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def take_back_credits_while_locked(org, monkeypatch) -> None:
@@ -71,14 +66,7 @@ def test_credits_taken_back_after_the_lock_refuse_the_call_and_change_nothing(
 
 
 def test_sqlite_reserves_and_refuses_like_postgresql(tmp_path):
-    env = {**os.environ, "LOG_LEVEL": "WARNING"}
-    env.pop("DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.billing.sqlite_money", str(tmp_path / "portal.sqlite3")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = seen_on_sqlite("tests.billing.sqlite_money", tmp_path)
     assert seen == {
         "entry_for": True,
         "reserved_credits": "0.025000",

@@ -7,21 +7,7 @@ with REDIS_URL set; prints what it saw as JSON."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
-
-def main(path: str) -> None:
-    os.environ["DATABASE_URL"] = f"sqlite:///{path}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    print(json.dumps(scenario()))
+from tests.sqlite_scenario import main
 
 
 def scenario() -> dict[str, object]:
@@ -59,4 +45,4 @@ def scenario() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(scenario)
