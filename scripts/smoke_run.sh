@@ -29,9 +29,15 @@ manage() { env -u DATABASE_URL PORTAL_VAR_DIR="$var" .venv/bin/python manage.py 
 org=$(manage create_org --name "Smoke" --owner-email admin@localhost | tail -n1)
 manage grant_credits --org "$org" --amount 1 --note "smoke test" >/dev/null
 token=$(manage issue_token --org "$org" --name smoke | tail -n1)
-answer=$(curl -fsS -H "Authorization: Bearer $token" -H "Prefer: wait=30" \
-  -H "Content-Type: application/json" -d '{"model": "echo", "input": {"prompt": "smoke test"}}' \
-  "http://127.0.0.1:$port/api/v1/predictions")
+# The worker may still be loading its runners: 503 (no worker for the queue) until then.
+answer=""
+for _ in $(seq 120); do
+  answer=$(curl -sS -H "Authorization: Bearer $token" -H "Prefer: wait=30" \
+    -H "Content-Type: application/json" -d '{"model": "echo", "input": {"prompt": "smoke test"}}' \
+    "http://127.0.0.1:$port/api/v1/predictions")
+  echo "$answer" | grep -q '"code": *"no_worker' || break
+  sleep 1
+done
 echo "$answer" | grep -q '"status": *"succeeded"' || { echo "prediction did not succeed: $answer"; tail -30 "$log"; exit 1; }
 echo "prediction succeeded"
 
