@@ -355,10 +355,10 @@ if GENERATION_MAX_BATCH > 1:
 # The continuous batcher's paged KV cache. Tokens per page (0: 256 on a GPU, 64 on a
 # CPU); pages are allocated to a request as it grows.
 GENERATION_KV_PAGE_SIZE = env_int("GENERATION_KV_PAGE_SIZE", 0)
-# Whole-model blocks of a page each. 0 sizes the cache from free memory:
-# GENERATION_KV_MEMORY_PERCENT of what the device has free once the model is loaded
-# (0: 90 on a GPU; 1 on a CPU, of the RAM this process does not use: every other process
-# shares it, and each step's attention there reads across the whole cache).
+# Whole-model blocks of a page each. 0 sizes the cache: on a GPU from free memory,
+# GENERATION_KV_MEMORY_PERCENT (0: 90) of what it has free once the model is loaded; on
+# a CPU, whose RAM every other process shares, room for GENERATION_MAX_BATCH requests of
+# 512 tokens each (or that percent of free RAM, when set).
 GENERATION_KV_BLOCKS = env_int("GENERATION_KV_BLOCKS", 0)
 GENERATION_KV_MEMORY_PERCENT = env_int("GENERATION_KV_MEMORY_PERCENT", 0)
 # Prompt and generated tokens computed in one forward pass (0: 512 on a CPU, else

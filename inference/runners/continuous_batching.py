@@ -62,6 +62,7 @@ from inference.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 CPU_BATCH_TOKENS = 512
+CPU_REQUEST_TOKENS = 512
 STOP_TIMEOUT = 5.0
 GREEDY = -1  # a row's sampling handle when the manager's argmax picks its token
 
@@ -174,17 +175,14 @@ class _Engine:
 def kv_cache_config(device: torch.device, max_batch: int) -> ContinuousBatchingConfig:
     """The paged cache from settings (see `GENERATION_KV_*` in portal/settings.py)."""
     on_gpu = device.type == "cuda"
-    # On a CPU every step's attention reads across the cache's pages, so a smaller cache
-    # in smaller pages is faster there (measured in bench/batching.py): 1% of the RAM.
-    percent = settings.GENERATION_KV_MEMORY_PERCENT or (90 if on_gpu else 1)
     page_size = settings.GENERATION_KV_PAGE_SIZE or (256 if on_gpu else 64)
     # On a CPU a forward pass over thousands of tokens takes seconds, and the attention
     # mask grows with its square: long prompts are prefilled in smaller chunks there.
     batch_tokens = settings.GENERATION_MAX_BATCH_TOKENS or (None if on_gpu else CPU_BATCH_TOKENS)
     return ContinuousBatchingConfig(
         page_size=page_size,
-        num_blocks=settings.GENERATION_KV_BLOCKS or None,
-        max_memory_percent=percent / 100,
+        num_blocks=settings.GENERATION_KV_BLOCKS or _cpu_blocks(on_gpu, max_batch, page_size),
+        max_memory_percent=(settings.GENERATION_KV_MEMORY_PERCENT or 90) / 100,
         max_batch_tokens=batch_tokens,
         max_requests_per_batch=max_batch,
         # The per-row sampler reads its handles on the host, which a captured graph
@@ -192,6 +190,15 @@ def kv_cache_config(device: torch.device, max_batch: int) -> ContinuousBatchingC
         use_cuda_graph=False,
         auto_switch_to_flash=False,
     )
+
+
+def _cpu_blocks(on_gpu: bool, max_batch: int, page_size: int) -> int | None:
+    """On a CPU, room for a full batch of CPU_REQUEST_TOKENS-token requests: a share of
+    free RAM (every other process shares it) left the cache too small for a batch of 32,
+    which then evicted and recomputed requests. None: sized from free memory."""
+    if on_gpu or settings.GENERATION_KV_MEMORY_PERCENT:
+        return None
+    return max_batch * -(-CPU_REQUEST_TOKENS // page_size)
 
 
 class ContinuousBatcher:
