@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inference.loading import Arch, LoadedModel, get_model
+from inference.runners.transformers_backend import TransformersBackend
 from inference.spec import ModelSpec
 from tests.inference.helpers import demo_spec
 
@@ -32,3 +33,21 @@ def classifier_spec() -> ModelSpec:
 @pytest.fixture(scope="session")
 def minilm(minilm_spec) -> LoadedModel:
     return get_model(minilm_spec, Arch.ENCODER)
+
+
+# The batching tests (static and continuous) compare batched streams with `single`, the
+# same model run one request at a time (per module, as each test module loaded it).
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    # float32: batched and single matmuls agree closely enough for greedy tokens to match.
+    return demo_spec("smollm2-135m-instruct", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def loaded(spec) -> LoadedModel:
+    return get_model(spec, Arch.CAUSAL_LM)
+
+
+@pytest.fixture(scope="module")
+def single(spec, loaded) -> TransformersBackend:
+    return TransformersBackend(spec, loaded)

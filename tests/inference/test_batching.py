@@ -13,7 +13,7 @@ import pytest
 import torch
 from django.test import override_settings
 
-from inference.loading import Arch, LoadedModel, LoadKey, ModelCache, get_model, load_key
+from inference.loading import Arch, LoadedModel, LoadKey, ModelCache, load_key
 from inference.runners.batching import (
     BatchedTransformersBackend,
     GenerationBatcher,
@@ -29,22 +29,6 @@ PROMPTS = [
     {"prompt": "What is the capital of France? Answer in one short sentence, please."},
     {"messages": [{"role": "user", "content": "Count to five."}]},
 ]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    # float32: batched and single matmuls agree closely enough for greedy tokens to match.
-    return demo_spec("smollm2-135m-instruct", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def loaded(spec):
-    return get_model(spec, Arch.CAUSAL_LM)
-
-
-@pytest.fixture(scope="module")
-def single(spec, loaded):
-    return TransformersBackend(spec, loaded)
 
 
 @pytest.fixture

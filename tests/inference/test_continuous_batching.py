@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from django.test import override_settings
 
-from inference.loading import Arch, ModelCache, get_model, load_key
+from inference.loading import Arch, ModelCache, load_key
 from inference.runners import continuous_batching
 from inference.runners.batching import BatchedTransformersBackend
 from inference.runners.continuous_batching import (
@@ -38,22 +38,6 @@ PROMPTS = [
         ]
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    # float32: batched and single matmuls agree closely enough for greedy tokens to match.
-    return demo_spec("smollm2-135m-instruct", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def loaded(spec):
-    return get_model(spec, Arch.CAUSAL_LM)
-
-
-@pytest.fixture(scope="module")
-def single(spec, loaded):
-    return TransformersBackend(spec, loaded)
 
 
 @pytest.fixture
