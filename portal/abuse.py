@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -29,12 +30,28 @@ def rate_limited_response(request: HttpRequest, retry_after: int) -> HttpRespons
 
 
 class ClientIpRateLimitMiddleware:
+    # Both modes: the site's chain runs it sync; the /v1 chain (portal.api_handler) on the
+    # event loop, where it counts with the async Redis client instead of a thread hop.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if iscoroutinefunction(self):
+            return self._acall(request)
         if request.path not in settings.IP_RATE_LIMIT_EXEMPT_PATHS:
             retry_after = ratelimit.hit_ip(request)
             if retry_after is not None:
                 return rate_limited_response(request, retry_after)
         return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if request.path not in settings.IP_RATE_LIMIT_EXEMPT_PATHS:
+            retry_after = await ratelimit.ahit_ip(request)
+            if retry_after is not None:
+                return rate_limited_response(request, retry_after)
+        return await self.get_response(request)

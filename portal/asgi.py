@@ -11,14 +11,24 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from portal.api_handler import ApiASGIHandler, is_api_scope  # noqa: E402
 from portal.body_limit import BodyLimitMiddleware  # noqa: E402
 from portal.channels_auth import BrowserOriginValidator, PrincipalMiddlewareStack  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
+api_asgi_app = ApiASGIHandler()
+
+
+async def http_app(scope: dict, receive, send) -> None:
+    """/v1/ to the API's lean handler, everything else to the site's."""
+    app = api_asgi_app if is_api_scope(scope) else django_asgi_app
+    await app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
         # Outside Django: its handler reads the whole body before any middleware runs.
-        "http": BodyLimitMiddleware(django_asgi_app),
+        "http": BodyLimitMiddleware(http_app),
         "websocket": BrowserOriginValidator(
             PrincipalMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

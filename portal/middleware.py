@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import SimpleLazyObject
 
@@ -51,22 +52,37 @@ class CurrentOrgMiddleware:
 class ApiErrorPagesMiddleware:
     """API paths never answer HTML: Django's own 404/405/500 pages become JSON errors."""
 
+    # Both modes: sync in the site's chain, on the event loop in the /v1 chain.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        if not is_api_path(request.path) or response.status_code not in GENERIC_ERRORS:
-            return response
-        if response.get("Content-Type", "").startswith(("application/json", "text/event-stream")):
-            return response
-        replacement = generic_error_response(response.status_code)
-        if response.has_header("Allow"):
-            replacement["Allow"] = response["Allow"]
-        return replacement
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return _as_api_error(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return _as_api_error(request, await self.get_response(request))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_api_path(request.path):
             return None
         logger.exception("Unhandled error on %s", request.path, exc_info=exception)
         return generic_error_response(500)
+
+
+def _as_api_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Django's HTML error page for an API path, replaced by the API's JSON error."""
+    if not is_api_path(request.path) or response.status_code not in GENERIC_ERRORS:
+        return response
+    if response.get("Content-Type", "").startswith(("application/json", "text/event-stream")):
+        return response
+    replacement = generic_error_response(response.status_code)
+    if response.has_header("Allow"):
+        replacement["Allow"] = response["Allow"]
+    return replacement

@@ -6,6 +6,7 @@ import hmac
 import time
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
@@ -19,22 +20,38 @@ class RequestMetricsMiddleware:
     """Records time to the response's headers by route pattern (never the raw path, which
     would make one series per prediction id)."""
 
+    # Both modes: sync in the site's chain, on the event loop in the /v1 chain.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if iscoroutinefunction(self):
+            return self._acall(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        labels = {
-            "route": "/" + match.route if match and match.route else UNMATCHED_ROUTE,
-            "method": request.method if request.method in KNOWN_METHODS else "other",
-            "status": f"{response.status_code // 100}xx",
-        }
-        metrics.observe(
-            "portal_http_request_duration_seconds", labels, time.perf_counter() - started
-        )
+        _record(request, response, time.perf_counter() - started)
         return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        _record(request, response, time.perf_counter() - started)
+        return response
+
+
+def _record(request: HttpRequest, response: HttpResponse, seconds: float) -> None:
+    match = getattr(request, "resolver_match", None)
+    labels = {
+        "route": "/" + match.route if match and match.route else UNMATCHED_ROUTE,
+        "method": request.method if request.method in KNOWN_METHODS else "other",
+        "status": f"{response.status_code // 100}xx",
+    }
+    metrics.observe("portal_http_request_duration_seconds", labels, seconds)
 
 
 def _may_scrape(request: HttpRequest) -> bool:

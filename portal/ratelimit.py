@@ -15,7 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from portal.errors import RateLimited
-from portal.redis_client import sync_client
+from portal.redis_client import async_client, sync_client
 
 # Count and first-hit expiry in one step: no window ever lives without a TTL.
 _HIT_SCRIPT = """
@@ -78,9 +78,19 @@ def hit(name: str, limit: int, window_seconds: int = 60) -> int | None:
     window = int(time.time() // window_seconds)
     key = f"rl:{name}:{window}"
     count = int(sync_client().eval(_HIT_SCRIPT, 1, key, window_seconds + 1))
-    if count <= limit:
-        return None
-    return _seconds_left(window, window_seconds)
+    return _verdict(count, limit, window, window_seconds)
+
+
+async def ahit(name: str, limit: int, window_seconds: int = 60) -> int | None:
+    """`hit` from the event loop."""
+    window = int(time.time() // window_seconds)
+    key = f"rl:{name}:{window}"
+    count = int(await async_client().eval(_HIT_SCRIPT, 1, key, window_seconds + 1))
+    return _verdict(count, limit, window, window_seconds)
+
+
+def _verdict(count: int, limit: int, window: int, window_seconds: int) -> int | None:
+    return None if count <= limit else _seconds_left(window, window_seconds)
 
 
 def _seconds_left(window: int, window_seconds: int) -> int:
@@ -151,7 +161,19 @@ def hit_ip(request: HttpRequest) -> int | None:
     limit = settings.IP_RATE_LIMIT_PER_MINUTE
     if limit <= 0:
         return None
-    return hit(f"ip:{ip_bucket(client_ip(request))}", limit)
+    return hit(_ip_counter(request), limit)
+
+
+async def ahit_ip(request: HttpRequest) -> int | None:
+    """`hit_ip` from the event loop."""
+    limit = settings.IP_RATE_LIMIT_PER_MINUTE
+    if limit <= 0:
+        return None
+    return await ahit(_ip_counter(request), limit)
+
+
+def _ip_counter(request: HttpRequest) -> str:
+    return f"ip:{ip_bucket(client_ip(request))}"
 
 
 # --- Concurrency slots -------------------------------------------------------------------

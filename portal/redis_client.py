@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from functools import lru_cache
 
 import redis
+import redis.asyncio as aioredis
 from django.conf import settings
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
 RETRY_BASE_SECONDS = 0.05
 RETRY_CAP_SECONDS = 1.0
 # Attempts spent ramping up from RETRY_BASE_SECONDS to RETRY_CAP_SECONDS (0.1 .. 0.8 s).
 _RAMP_ATTEMPTS = 4
+
+
+def _backoff() -> tuple[ExponentialBackoff, int]:
+    retries = _RAMP_ATTEMPTS + int(settings.REDIS_OUTAGE_TOLERANCE_SECONDS / RETRY_CAP_SECONDS)
+    return ExponentialBackoff(cap=RETRY_CAP_SECONDS, base=RETRY_BASE_SECONDS), retries
 
 
 def _retry() -> Retry:
@@ -25,8 +34,7 @@ def _retry() -> Retry:
     While Redis stays down, a command that has to reconnect mid-retry can wait several
     times the tolerance (redis-py also retries the connect inside a command's retry).
     """
-    retries = _RAMP_ATTEMPTS + int(settings.REDIS_OUTAGE_TOLERANCE_SECONDS / RETRY_CAP_SECONDS)
-    backoff = ExponentialBackoff(cap=RETRY_CAP_SECONDS, base=RETRY_BASE_SECONDS)
+    backoff, retries = _backoff()
     return Retry(backoff, retries, supported_errors=(ConnectionError, TimeoutError))
 
 
@@ -47,3 +55,27 @@ def _client(url: str) -> redis.Redis:
 
 def sync_client() -> redis.Redis:
     return _client(settings.REDIS_URL)
+
+
+# redis.asyncio connections belong to the event loop that opened them: one client per loop.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def async_client() -> aioredis.Redis:
+    """The running event loop's client, for middleware and views that stay on the loop
+    (a sync call there would block every other request of the process)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        backoff, retries = _backoff()
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_WAIT_SECONDS,
+            health_check_interval=30,
+            retry=AsyncRetry(backoff, retries, supported_errors=(ConnectionError, TimeoutError)),
+        )
+        client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
+    return client

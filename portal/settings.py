@@ -105,6 +105,15 @@ MIDDLEWARE = [
     "portal.middleware.CurrentOrgMiddleware",
     "portal.middleware.ApiErrorPagesMiddleware",
 ]
+# The OpenAI-compatible /v1/ API's chain (portal/api_handler.py), all on the event loop:
+# bearer tokens only, so no sessions, CSRF, messages or current org; JSON only, so no CSP.
+API_MIDDLEWARE = [
+    "portal.monitoring.RequestMetricsMiddleware",
+    "portal.api_handler.SecurityMiddleware",
+    "portal.abuse.ClientIpRateLimitMiddleware",
+    "portal.api_handler.XFrameOptionsMiddleware",
+    "portal.middleware.ApiErrorPagesMiddleware",
+]
 
 ROOT_URLCONF = "portal.urls"
 ASGI_APPLICATION = "portal.asgi.application"
