@@ -9,9 +9,9 @@ from functools import lru_cache
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
 RETRY_BASE_SECONDS = 0.05
