@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 from inference.models import Prediction, Source, Status
 from models_hub.models import ModelListing
 from tests.e2e.conftest import SMOLLM2, log_in, screenshot
+from tests.e2e.test_csp import Watch
 from tests.e2e.test_mobile import OVERFLOW_JS, PHONE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -61,7 +62,9 @@ def other_tasks(org_id: int, catalog: dict[str, ModelListing]) -> dict[str, Pred
 
 
 def check_pages(page: Page, echo: Prediction, others: dict[str, Prediction]) -> None:
-    page.goto(f"/predictions/{echo.id}/")
+    """Each page as drawn by its scripts, which run under the CSP without an error."""
+    watch = Watch(page)
+    watch.visit(f"/predictions/{echo.id}/")
     expect(page.locator("#output-text strong")).to_have_text("bold")  # Markdown, rendered
     expect(page.locator("#output-text code").first).to_have_text("code")
     expect(page.locator("#output-raw")).to_be_hidden()
@@ -76,25 +79,29 @@ def check_pages(page: Page, echo: Prediction, others: dict[str, Prediction]) -> 
     assert '"model": "echo"' in copied and "Some **bold** words" in copied
     expect(page.locator("#copy-curl")).to_have_text("Copy as curl", timeout=10_000)
     expect(page.locator("#open-in-playground")).to_be_visible()
+    watch.assert_clean("text generation")
 
-    page.goto(f"/predictions/{others['chat'].id}/")
+    watch.visit(f"/predictions/{others['chat'].id}/")
     expect(page.locator("#prediction-input .message")).to_have_count(4)
     expect(page.locator("#prediction-input .message-assistant em")).to_have_text("Blue")
     expect(page.locator("#output-text code")).to_have_text("grass")
+    watch.assert_clean("chat")
 
-    page.goto(f"/predictions/{others['embeddings'].id}/")
+    watch.visit(f"/predictions/{others['embeddings'].id}/")
     rendered = page.locator("#output-rendered.rendered")
     expect(rendered.locator(".embedding-dimension")).to_have_text("384")
     expect(rendered.get_by_role("button", name="Download JSON")).to_be_visible()
     expect(rendered.locator(".similarity")).to_be_visible()
     assert page.locator("main").bounding_box()["height"] < 3000  # not pages of floats
+    watch.assert_clean("embeddings")
 
-    page.goto(f"/predictions/{others['classification'].id}/")
+    watch.visit(f"/predictions/{others['classification'].id}/")
     expect(page.locator("#output-rendered .bars .bar")).to_have_count(2)
     expect(page.locator("#output-rendered .bar.best .bar-label")).to_have_text("positive")
     expect(page.locator("#output-json")).to_be_hidden()
     page.locator("#output-json-toggle summary").click()
     expect(page.locator("#output-json")).to_contain_text('"label": "positive"')
+    watch.assert_clean("classification")
 
 
 def fits(page: Page, path: str, name: str) -> dict | None:
