@@ -137,26 +137,36 @@ class InputView:
     parameters: dict[str, str]
 
 
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        return []
+    return [
+        {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+        for m in value
+        if isinstance(m, dict)
+    ]
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(text) for text in value] if isinstance(value, list) else []
+
+
 def input_view(prediction: Prediction) -> InputView:
     data = prediction.input if isinstance(prediction.input, dict) else {}
     fields = CONTENT_FIELDS.get(prediction.model.task, ())
-    messages = [
-        {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
-        for m in (data.get("messages") or [] if "messages" in fields else [])
-        if isinstance(m, dict)
-    ]
+    said = {key: data.get(key) for key in fields}
+    messages = _messages(said.get("messages"))
     prompt = next(
-        (data[f] for f in ("prompt", "text") if f in fields and isinstance(data.get(f), str)),
-        None,
+        (v for k, v in said.items() if k in ("prompt", "text") and isinstance(v, str)), None
     )
-    raw_texts = data.get("input") if "input" in fields else None
-    texts = [raw_texts] if isinstance(raw_texts, str) else list(raw_texts or [])
     parameters = {
         key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         for key, value in data.items()
         if key not in fields
     }
-    return InputView(messages, None if messages else prompt, [str(t) for t in texts], parameters)
+    return InputView(messages, None if messages else prompt, _texts(said.get("input")), parameters)
 
 
 @dataclass(frozen=True)

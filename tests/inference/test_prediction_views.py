@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from inference.models import Prediction, Source, Status
+from inference.presentation import input_preview
 from models_hub.demo import load_demo_catalog
 
 pytestmark = pytest.mark.django_db
@@ -202,3 +203,19 @@ def test_erased_data_shows_no_input_output_or_curl(make, org, owner, client_for)
 def test_outsider_gets_404_for_the_detail(make, org, outsider, client_for):
     prediction = make(org)
     assert client_for(outsider).get(f"/predictions/{prediction.id}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("model_input", "preview"),
+    [
+        ({"prompt": "  two\nlines  "}, "two lines"),
+        ({"messages": [{"role": "system", "content": "only a system turn"}]}, "only a system turn"),
+        ({"messages": "not a list"}, ""),
+        ({"input": ["just one"]}, "just one"),
+        ({"input": "a text"}, "a text"),
+        ({"seed": 3}, '{"seed": 3}'),
+        ({}, ""),
+    ],
+)
+def test_input_preview_of_any_stored_input(model_input, preview):
+    assert input_preview(Prediction(input=model_input)) == preview
