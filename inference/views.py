@@ -7,9 +7,18 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from billing.costs import cost_of, cost_payload
-from inference.models import Prediction, Status
+from inference.models import Prediction, Source, Status
+from inference.presentation import (
+    input_view,
+    list_rows,
+    models_used,
+    output_view,
+    parse_filters,
+    pretty_json,
+)
 from models_hub.catalog import diagnostic_last
 from models_hub.models import ListingStatus, ModelListing
+from models_hub.snippets import curl_snippet
 from portal.errors import NotFound
 from portal.scoping import get_for_org, scoped
 from portal.views import org_member_required
@@ -22,11 +31,17 @@ PLAYGROUND_STATUSES = (ListingStatus.PUBLISHED, ListingStatus.DEPRECATED)
 @org_member_required()
 def prediction_list(request: HttpRequest) -> HttpResponse:
     predictions = scoped(Prediction.objects.select_related("model"), request.org)
-    status = request.GET.get("status", "")
-    if status in Status.values:
-        predictions = predictions.filter(status=status)
-    page = Paginator(predictions, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"page": page, "statuses": Status.values, "status": status}
+    models = models_used(predictions)
+    filters = parse_filters(request.GET, {listing.slug for listing in models})
+    page = Paginator(filters.apply(predictions), PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "rows": list_rows(list(page)),
+        "filters": filters,
+        "models": models,
+        "statuses": Status.values,
+        "sources": Source.values,
+    }
     return render(request, "inference/prediction_list.html", context)
 
 
@@ -40,13 +55,19 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
         )
     except NotFound as exc:
         raise Http404(exc.message) from exc
+    kept = prediction.data_removed_at is None
+    base_url = request.build_absolute_uri("/").rstrip("/")
     context = {
         "prediction": prediction,
         "cost": cost_payload(cost_of(prediction)),
+        "input": input_view(prediction) if kept else None,
+        "input_json": pretty_json(prediction.input) if kept else "",
+        "output": output_view(prediction) if kept and prediction.output is not None else None,
+        # The same command as the model page's curl snippet, with this prediction's input.
+        "curl": curl_snippet(prediction.model, base_url, prediction.input).code if kept else "",
         # The model page's playground takes this prediction's input (?from=), while the
         # input is kept and the model still has a playground.
-        "can_reopen": prediction.data_removed_at is None
-        and prediction.model.status in PLAYGROUND_STATUSES,
+        "can_reopen": kept and prediction.model.status in PLAYGROUND_STATUSES,
     }
     return render(request, "inference/prediction_detail.html", context)
 

@@ -10,6 +10,7 @@
 
   // <button class="copy" data-target="ID">: copies the text of element ID.
   document.querySelectorAll("button.copy[data-target]").forEach((button) => {
+    const label = button.textContent; // "Copy", or what it copies: "Copy as curl"
     button.addEventListener("click", async () => {
       const target = document.getElementById(button.dataset.target);
       try {
@@ -21,7 +22,7 @@
         window.getSelection().selectAllChildren(target);
         button.textContent = "Selected: press Ctrl+C";
       }
-      setTimeout(() => { button.textContent = "Copy"; }, 2500);
+      setTimeout(() => { button.textContent = label; }, 2500);
     });
   });
 
