@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
@@ -127,8 +127,8 @@ class ModelListingAdmin(admin.ModelAdmin):
     def publisher(self, listing: ModelListing) -> str:
         return listing.publisher_name
 
-    def get_urls(self):
-        def review_url(route: str, view, action: str):
+    def get_urls(self) -> list[URLPattern]:
+        def review_url(route: str, view: Callable[..., HttpResponse], action: str) -> URLPattern:
             name = f"{self.opts.app_label}_{self.opts.model_name}_{action}"
             return path(route, self.admin_site.admin_view(require_POST(view)), name=name)
 
