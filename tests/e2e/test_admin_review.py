@@ -78,6 +78,7 @@ def test_staff_return_then_approve_a_submission(new_context, live, owner, staff)
     expect(row).to_contain_text(f"Reviewer: {NOTE}")
     row.get_by_role("button", name="Submit for review").click()
     expect(publisher.locator(".messages")).to_contain_text("Submitted for review")
+    expect(row).not_to_contain_text(NOTE)
 
     # Staff approve the new revision and publish it.
     open_submission(operator)

@@ -75,8 +75,11 @@ def test_return_with_a_note_goes_back_to_the_publisher(submitted, staff, org, ow
     assert logged.data["note"] == "Add a licence."
     assert logged.data["revision"] == submitted.content_revision
     # The publisher reads it on their publishing page.
-    page = client_for(owner, org).get(reverse("publish_list")).content.decode()
-    assert "Reviewer: Add a licence." in page
+    publisher = client_for(owner, org)
+    assert "Reviewer: Add a licence." in publisher.get(reverse("publish_list")).content.decode()
+    # Once resubmitted, the note has been answered: the page no longer shows it.
+    services.submit_for_review(org, owner, "acme-chat")
+    assert "Reviewer:" not in publisher.get(reverse("publish_list")).content.decode()
 
 
 @pytest.mark.parametrize("note", ["", "   "])
