@@ -2,9 +2,10 @@
 median run time, as Replicate shows run counts on its model cards.
 
 They are aggregates over every org's predictions: a count and a median per model, never
-a row, an org or an input. One aggregate query computes them for every listing at once,
-and the result is cached for a few minutes, so a catalog page costs no query per card
-(and usually none at all).
+a row, an org or an input. A Celery beat task (`inference.tasks.refresh_catalog_stats`)
+computes them for every listing with one aggregate query and stores them in the cache;
+pages only read the cache, so no page view ever scans the month's predictions, and a
+busy or absent worker leaves the catalog working (with older figures, or none).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Aggregate, Case, Count, F, FloatField, When
@@ -23,9 +25,12 @@ from inference.models import Prediction, Status
 
 WINDOW = timedelta(days=30)
 CACHE_KEY = "catalog:stats:v1"
-# Short enough that a new model's first runs show within minutes, long enough that a
-# busy catalog does not scan the last month of predictions on every page view.
-CACHE_SECONDS = 300
+
+
+def cache_seconds() -> int:
+    """A few refresh intervals: one late or lost run (workers busy with predictions) keeps
+    the last figures; once beat has been gone that long they are dropped as too old."""
+    return settings.CATALOG_STATS_INTERVAL_SECONDS * 5
 
 
 @dataclass(frozen=True)
@@ -91,15 +96,21 @@ def compute() -> dict[int, ListingStats]:
     return _compute_portable()
 
 
-def catalog_stats() -> dict[int, ListingStats]:
+def refresh() -> dict[int, ListingStats]:
+    """The beat task's work: computes every listing's figures and caches them."""
+    found = compute()
+    # Plain tuples in the cache: no pickled class to break across deploys.
+    cache.set(
+        CACHE_KEY, {pk: (s.runs, s.median_seconds) for pk, s in found.items()}, cache_seconds()
+    )
+    return found
+
+
+def catalog_stats() -> dict[int, ListingStats] | None:
     """Every listing's figures by listing id (a listing without runs is absent: use
-    `.get(pk, NO_STATS)`)."""
+    `.get(pk, NO_STATS)`), or None while the cache holds none (before the task's first
+    run): pages then show no figures rather than query predictions."""
     cached = cache.get(CACHE_KEY)
     if cached is None:
-        found = compute()
-        # Plain tuples in the cache: no pickled class to break across deploys.
-        cache.set(
-            CACHE_KEY, {pk: (s.runs, s.median_seconds) for pk, s in found.items()}, CACHE_SECONDS
-        )
-        return found
+        return None
     return {pk: ListingStats(runs, median) for pk, (runs, median) in cached.items()}

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
@@ -125,26 +127,60 @@ class ModelListingAdmin(admin.ModelAdmin):
     def publisher(self, listing: ModelListing) -> str:
         return listing.publisher_name
 
-    def get_urls(self):
-        approve = self.admin_site.admin_view(require_POST(self.approve_view))
-        name = f"{self.opts.app_label}_{self.opts.model_name}_approve"
-        return [path("<int:object_id>/approve/", approve, name=name), *super().get_urls()]
+    def get_urls(self) -> list[URLPattern]:
+        def review_url(route: str, view: Callable[..., HttpResponse], action: str) -> URLPattern:
+            name = f"{self.opts.app_label}_{self.opts.model_name}_{action}"
+            return path(route, self.admin_site.admin_view(require_POST(view)), name=name)
+
+        return [
+            review_url("<int:object_id>/approve/", self.approve_view, "approve"),
+            review_url("<int:object_id>/return/", self.return_view, "return"),
+            *super().get_urls(),
+        ]
 
     def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponseRedirect:
         """The change page's approve button: approves the revision that page showed."""
+        return self._review(
+            request,
+            object_id,
+            lambda listing, revision: services.approve_listing(listing.pk, request.user, revision),
+            "approved",
+        )
+
+    def return_view(self, request: HttpRequest, object_id: int) -> HttpResponseRedirect:
+        """The change page's return button: back to draft, with the note written beside it."""
+        note = request.POST.get("return_note", "")
+        return self._review(
+            request,
+            object_id,
+            lambda listing, revision: services.return_listing(
+                listing.pk, request.user, revision, note
+            ),
+            "returned to the publisher",
+        )
+
+    def _review(
+        self,
+        request: HttpRequest,
+        object_id: int,
+        act: Callable[[ModelListing, int], ModelListing],
+        done: str,
+    ) -> HttpResponseRedirect:
+        """Runs a review decision on the revision the change page showed (its button posts
+        it), and goes back to that page with the outcome."""
         listing = get_object_or_404(ModelListing, pk=object_id)
         if not self.has_change_permission(request, listing):
             raise PermissionDenied
         revision = request.POST.get("revision", "")
         try:
             if not revision.isdigit():
-                raise Conflict("Approve from the listing's page.", code="review_outdated")
-            services.approve_listing(listing.pk, request.user, int(revision))
-        except Conflict as exc:
+                raise Conflict("Review from the listing's page.", code="review_outdated")
+            act(listing, int(revision))
+        except PortalError as exc:
             self.message_user(request, exc.message, messages.ERROR)
         else:
             self.message_user(
-                request, f"Revision {revision} of {listing.slug} approved.", messages.SUCCESS
+                request, f"Revision {revision} of {listing.slug} {done}.", messages.SUCCESS
             )
         change = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
         return HttpResponseRedirect(reverse(change, args=[listing.pk]))

@@ -68,7 +68,7 @@ def featured(org: Organization | None, limit: int = 3) -> list[ModelListing]:
         .annotate(diagnostic=diagnostic_last())
         .order_by("diagnostic", "name", "pk")
     )
-    stats = catalog_stats()
+    stats = catalog_stats() or {}  # none cached yet: by name
     # A stable sort keeps real-before-diagnostic and the name order among equal counts.
     listings.sort(key=lambda listing: (listing.diagnostic, -stats.get(listing.pk, NO_STATS).runs))
     return listings[:limit]
@@ -82,6 +82,17 @@ def get_listing(org: Organization | None, slug: str) -> ModelListing:
         .filter(slug=slug)
         .first()
     )
+    if listing is None:
+        raise NotFound(f"Model {slug!r} not found.", code="model_not_found")
+    return listing
+
+
+def get_listing_for_review(slug: str) -> ModelListing:
+    """Any listing by slug, whatever its status or org: staff previewing a submission
+    (the caller checks that the viewer is staff)."""
+    listing = (
+        ModelListing.objects.select_related("org").prefetch_related("tags").filter(slug=slug)
+    ).first()
     if listing is None:
         raise NotFound(f"Model {slug!r} not found.", code="model_not_found")
     return listing

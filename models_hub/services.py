@@ -287,6 +287,37 @@ def reject_listings(listings: Any, reviewer: AbstractBaseUser, note: str = "") -
 
 
 @transaction.atomic
+def return_listing(
+    listing_id: int, reviewer: AbstractBaseUser, revision: int, note: str
+) -> ModelListing:
+    """Staff: returns the submission the reviewer read (`revision`) to draft with a note
+    that tells the publisher why (shown on their publishing page).
+
+    Refused, changing nothing, without a note or when the listing moved on since the
+    reviewer's page was drawn: the note would answer content nobody read."""
+    note = note.strip()
+    if not note:
+        raise InvalidInput("Write a note telling the publisher what to change.", param="note")
+    returned = _transition(
+        ModelListing.objects.filter(pk=listing_id, content_revision=revision),
+        (ListingStatus.PENDING_REVIEW,),
+        ListingStatus.DRAFT,
+        review_note=note,
+        reviewed_by=reviewer,
+        reviewed_at=timezone.now(),
+    )
+    if not returned:
+        raise Conflict(
+            "This listing changed since you opened it, or is no longer pending review. "
+            "Reload it and review it again.",
+            code="review_outdated",
+        )
+    listing = ModelListing.objects.select_related("org").get(pk=listing_id)
+    _audit_review([listing], reviewer, "model.rejected", note=note, revision=revision)
+    return listing
+
+
+@transaction.atomic
 def deprecate_listings(listings: Any, reviewer: AbstractBaseUser) -> int:
     """Staff: deprecated models leave the catalog but keep answering existing clients."""
     targets = list(

@@ -20,7 +20,7 @@ from billing.viewer_price import price_for_viewer
 from inference.catalog_stats import NO_STATS, ListingStats, catalog_stats
 from models_hub import catalog, services, versions
 from models_hub.forms import CatalogFilterForm, DeprecateVersionForm, EditListingForm, ListingForm
-from models_hub.models import ModelListing, ModelVersion, Tag
+from models_hub.models import ListingStatus, ModelListing, ModelVersion, Tag
 from models_hub.playground import playground_for
 from models_hub.snippets import snippets_for
 from portal import strict_json
@@ -44,16 +44,20 @@ class Card:
 
     listing: ModelListing
     price_lines: list[str]
-    stats: ListingStats
+    stats: ListingStats | None  # None until the stats task has run: the card shows none
 
 
 def catalog_cards(listings: list[ModelListing]) -> list[Card]:
     """The page's cards in a fixed number of queries: prices for the page at once, run
-    figures from one (cached) aggregate over all listings."""
+    figures from the cache the stats task fills (no query at all)."""
     pricing = catalog.pricing_for_many(listings)
     stats = catalog_stats()
     return [
-        Card(listing, catalog.price_lines(pricing[listing.pk]), stats.get(listing.pk, NO_STATS))
+        Card(
+            listing,
+            catalog.price_lines(pricing[listing.pk]),
+            None if stats is None else stats.get(listing.pk, NO_STATS),
+        )
         for listing in listings
     ]
 
@@ -109,10 +113,23 @@ def can_manage(request: HttpRequest, listing: ModelListing) -> bool:
     return bool(org and listing.org_id == org.pk and request.membership.has_role(Role.ADMIN))
 
 
+def is_reviewer(request: HttpRequest) -> bool:
+    """Staff who review listings in admin (admin's "Preview model page" link)."""
+    user = request.user
+    return bool(
+        user.is_active and user.is_staff and user.has_perm("models_hub.change_modellisting")
+    )
+
+
 def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
     org = request_org(request)
+    # `?preview=1` from anyone but a reviewer is ignored: the page (or the 404) they get
+    # is the one without it.
+    preview = request.GET.get("preview") == "1" and is_reviewer(request)
     try:
-        listing = catalog.get_listing(org, slug)
+        listing = (
+            catalog.get_listing_for_review(slug) if preview else catalog.get_listing(org, slug)
+        )
     except NotFound as exc:
         raise Http404(exc.message) from exc
     pricing = catalog.pricing_for(listing)
@@ -138,6 +155,7 @@ def model_detail(request: HttpRequest, slug: str) -> HttpResponse:
         # Subscribing is the owner's, as for site plans (the checkout view checks it too).
         "can_subscribe": bool(org and request.membership.has_role(Role.OWNER)),
         "billing_configured": stripe_client.is_configured(),
+        "preview": preview and listing.status != ListingStatus.PUBLISHED,
     }
     return render(request, "models_hub/detail.html", context)
 

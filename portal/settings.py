@@ -326,6 +326,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 900),
 }
 CELERY_TIMEZONE = "UTC"
+CATALOG_STATS_INTERVAL_SECONDS = env_int("CATALOG_STATS_INTERVAL_SECONDS", 120)
 CELERY_BEAT_SCHEDULE = {
     "reap-stuck-predictions": {
         "task": "inference.tasks.reap_stuck_predictions",
@@ -338,6 +339,14 @@ CELERY_BEAT_SCHEDULE = {
     "report-overage-to-stripe": {
         "task": "billing.tasks.report_overage",
         "schedule": env_int("METER_REPORT_INTERVAL_SECONDS", 300),
+    },
+    # The catalog's public run figures (inference/catalog_stats.py): pages only read what
+    # this stores. A run still queued one interval later (workers busy) is dropped, since
+    # the next one is on its way.
+    "refresh-catalog-stats": {
+        "task": "inference.tasks.refresh_catalog_stats",
+        "schedule": CATALOG_STATS_INTERVAL_SECONDS,
+        "options": {"expires": CATALOG_STATS_INTERVAL_SECONDS},
     },
     # Pays last month out once its entries are past the hold; a run that finds the month
     # paid (or the hold not over) does nothing, so hourly is safe and retries failures.

@@ -15,6 +15,12 @@ from portal.api.account import AccountView
 from portal.api.webhooks import AccountWebhookView, WebhookSecretView
 from portal.csp import REDOC_OVERRIDES, with_policy_overrides
 
+# Operators and API readers are on the portal's own site: its name, and a way back to it.
+admin.site.site_header = "Model Portal administration"
+admin.site.site_title = "Model Portal administration"
+admin.site.index_title = "Model Portal administration"
+admin.site.site_url = "/"
+
 api_v1 = [
     path("account", AccountView.as_view(), name="api_account"),
     path("usage", UsageView.as_view(), name="api_usage"),

@@ -98,6 +98,10 @@ def main() -> int:
         manage("ensure_admin", env=env)
         worker = [PYTHON, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO"]
         worker += ["-Q", env.get("WORKER_QUEUES", "default,cpu")]
+        # Beat inside the worker: the periodic tasks (the reaper, retention, the catalog's
+        # run figures) run here as in production, where beat is a service of its own.
+        var_dir = Path(env.get("PORTAL_VAR_DIR") or ROOT / "var")
+        worker += ["--beat", "--schedule", str(var_dir / "celerybeat-schedule")]
         if int(env.get("GENERATION_MAX_BATCH") or 1) <= 1:
             # Else the settings run a threads pool as wide as the batch.
             worker += ["--concurrency", "1"]

@@ -1,4 +1,5 @@
-"""Catalog cards (issue #15): price, public run figures, a Try button; echo never first."""
+"""Catalog cards (issue #15): price, public run figures (from the periodic stats task,
+never from a query per page view), a Try button; echo never first."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 from billing.prices import set_price
 from inference import catalog_stats
 from inference.models import Prediction, Status
+from inference.tasks import refresh_catalog_stats
 from models_hub.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +56,7 @@ def test_cards_show_price_runs_median_latency_and_try(make_listing, client, org,
     run(listing, outsider_org, seconds=0.2)
     run(listing, org, status=Status.FAILED)
     run(listing, org, seconds=9.0, days_ago=31)
-    catalog_stats.cache.delete(catalog_stats.CACHE_KEY)
+    refresh_catalog_stats.apply()  # as beat runs it
 
     (card,) = cards(client)
     assert card.stats.runs == 4
@@ -69,6 +71,7 @@ def test_cards_show_price_runs_median_latency_and_try(make_listing, client, org,
 
 def test_a_model_without_runs_says_so(make_listing, client):
     make_listing("zephyr-chat", source="hf:acme/zephyr")
+    refresh_catalog_stats.apply()
     html = client.get("/models/").content.decode()
     assert "0 runs in the last 30 days" in html
     assert "no latency yet" in html
@@ -78,13 +81,13 @@ def test_a_model_without_runs_says_so(make_listing, client):
 def test_the_page_costs_no_query_per_card(make_listing, client, org):
     for n in range(3):
         run(make_listing(f"model-{n}", source="hf:acme/m"), org, seconds=0.1)
-    catalog_stats.cache.delete(catalog_stats.CACHE_KEY)
-    client.get("/models/")  # warms the session, the hot caches and the stats
+    refresh_catalog_stats.apply()
+    client.get("/models/")  # warms the session and the hot caches
     with CaptureQueriesContext(connection) as few:
         client.get("/models/")
     for n in range(3, 12):
         make_listing(f"model-{n}", task=Task.TEXT_GENERATION, source="hf:acme/m")
-    catalog_stats.cache.delete(catalog_stats.CACHE_KEY)
+    refresh_catalog_stats.apply()
     client.get("/models/")
     with CaptureQueriesContext(connection) as many:
         response = client.get("/models/")
@@ -92,16 +95,51 @@ def test_the_page_costs_no_query_per_card(make_listing, client, org):
     assert len(many) == len(few)
 
 
-def test_stats_are_cached_aggregates_without_any_org_data(make_listing, org):
+def predictions_queried(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if "inference_prediction" in q["sql"]]
+
+
+def test_the_task_fills_the_cache_and_pages_only_read_it(make_listing, client, org):
     listing = make_listing("zephyr-chat", source="hf:acme/zephyr")
     run(listing, org, seconds=0.1)
     catalog_stats.cache.delete(catalog_stats.CACHE_KEY)
-    first = catalog_stats.catalog_stats()
+
+    refresh_catalog_stats.apply()
+    assert catalog_stats.cache.get(catalog_stats.CACHE_KEY) == {listing.pk: (1, pytest.approx(0.1))}
     run(listing, org, seconds=0.1)
-    # Cached: the new run shows within CACHE_SECONDS, not on every page view.
-    assert catalog_stats.catalog_stats() == first
-    stored = catalog_stats.cache.get(catalog_stats.CACHE_KEY)
-    assert stored == {listing.pk: (1, pytest.approx(0.1))}
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get("/models/").content.decode()
+    # The page shows what the task stored, without looking at predictions.
+    assert "1 run in the last 30 days" in html
+    assert predictions_queried(queries) == []
+    refresh_catalog_stats.apply()
+    assert "2 runs in the last 30 days" in client.get("/models/").content.decode()
+
+
+def test_a_cold_cache_shows_no_figures_and_queries_no_prediction(make_listing, client, org):
+    run(make_listing("zephyr-chat", source="hf:acme/zephyr"), org, seconds=0.1)
+    catalog_stats.cache.delete(catalog_stats.CACHE_KEY)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/models/")
+    assert response.status_code == 200
+    (card,) = response.context["cards"]
+    assert card.stats is None
+    assert "in the last 30 days" not in response.content.decode()
+    assert predictions_queried(queries) == []
+    # Nor does the landing page, which orders its featured models by runs.
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/").status_code == 200
+    assert predictions_queried(queries) == []
+    assert catalog_stats.cache.get(catalog_stats.CACHE_KEY) is None
+
+
+def test_beat_refreshes_the_stats_within_their_cache_life():
+    from django.conf import settings
+
+    entry = next(
+        e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == refresh_catalog_stats.name
+    )
+    assert entry["schedule"] < catalog_stats.cache_seconds()
 
 
 def test_portable_median_agrees_with_postgresql(make_listing, org):
