@@ -3,7 +3,7 @@ spread, written to bench/RESULTS.md (`make bench`).
 
 The runtime and admission benchmarks run first, with no stack up to compete for the CPU;
 then one real stack (bench/stack.py: fresh PostgreSQL database, Redis, Celery worker,
-uvicorn) serves the pipeline, /v1 TTFT, idle-stream and peer (LiteLLM) benchmarks in
+uvicorn) serves the pipeline, /v1 TTFT, idle-stream, web start and peer (LiteLLM) benchmarks in
 turn. Every
 benchmark runs in a spawned child process (bench/isolate.py); the stack, the extra web
 processes and the bench databases belong to this process and are stopped and dropped
@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import admission, batching, openai_ttft, peer, pipeline, runtime, streams
+from bench import admission, batching, openai_ttft, peer, pipeline, runtime, streams, web_start
 from bench.isolate import in_child
 from bench.stack import ROOT, Stack, fresh_database, raise_fd_limit, running_stack, web_server
 
 # In run order: the first three need no stack, the rest share one.
-BENCHMARKS = ("runtime", "batching", "admission", "pipeline", "openai_ttft", "streams", "peer")
+BENCHMARKS = (
+    "runtime", "batching", "admission", "pipeline", "openai_ttft", "streams", "web_start", "peer"
+)  # fmt: skip
 STACK_BENCHMARKS = ("pipeline", "openai_ttft", "streams", "peer")
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DASH = "\u2013"  # en dash, between the ends of a range
@@ -56,6 +58,7 @@ class Profile:
     openai_ttft: dict[str, Any]
     streams: int
     streams_rounds: int
+    web_start_rounds: int
     peer: dict[str, Any]
 
 
@@ -68,6 +71,7 @@ FULL = Profile(
     openai_ttft={"repeats": 15},
     streams=5000,
     streams_rounds=3,
+    web_start_rounds=5,
     peer={"seconds": 10, "rounds": 3},
 )
 # A few minutes on a small machine: enough to see that every part works, not to judge.
@@ -80,6 +84,7 @@ QUICK = Profile(
     openai_ttft={"repeats": 5},
     streams=200,
     streams_rounds=3,
+    web_start_rounds=2,
     peer={"seconds": 2, "rounds": 2},
 )
 
@@ -321,6 +326,27 @@ def bench_streams(stack: Stack, profile: Profile) -> Section:
     return section
 
 
+def bench_web_start(stack: Stack, profile: Profile) -> Section:
+    rounds = [in_child(web_start.measure_round, stack) for _ in range(profile.web_start_rounds)]
+    section = Section("A web process from start to serving (one fresh process per round)")
+    section.notes.append(
+        "Spawn → first `/readyz` 200; RSS then and after serving one prediction and one "
+        "/v1 chat completion; whether torch or transformers was mapped into the process."
+    )
+
+    def column(key: str) -> list[float]:
+        return [result[key] for result in rounds]
+
+    section.figures += [
+        Figure.of("spawn → /readyz 200", "s", column("ready_seconds"), Target("<", 2)),
+        Figure.of("RSS when ready", "MiB", column("rss_ready_mib"), Target("<", 150)),
+        Figure.of("RSS after serving", "MiB", column("rss_served_mib"), Target("<", 150)),
+        Figure.of("rounds with torch/transformers loaded", "", column("heavy_loaded"),
+                  Target("<", 1)),
+    ]  # fmt: skip
+    return section
+
+
 def bench_peer(stack: Stack, profile: Profile) -> Section:
     # The floor and LiteLLM belong to this process, like the stack, so they always stop.
     with peer.peers() as (floor, litellm):
@@ -357,6 +383,7 @@ ON_STACK: dict[str, Callable[[Stack, Profile], Section]] = {
     "pipeline": bench_pipeline,
     "openai_ttft": bench_openai_ttft,
     "streams": bench_streams,
+    "web_start": bench_web_start,
     "peer": bench_peer,
 }
 

@@ -60,7 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import ROOT, Stack, _free_port, _stop, raise_fd_limit, running_stack
+from bench.stack import ROOT, Stack, free_port, raise_fd_limit, running_stack, stop
 
 PROMPT = (
     "the quick brown fox jumps over the lazy dog while five boxing wizards "
@@ -206,7 +206,7 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float = START_TIMEO
 
 @contextmanager
 def floor_server() -> Iterator[Target]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.peer:floor_app", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--log-level", "warning", "--lifespan", "on"],
@@ -217,7 +217,7 @@ def floor_server() -> Iterator[Target]:
         _wait_http(f"{base_url}/healthz", process)
         yield Target("floor", base_url, "floor-needs-no-key", pgid=process.pid)
     finally:
-        _stop([process])
+        stop([process])
 
 
 def ensure_litellm() -> Path:
@@ -267,7 +267,7 @@ def _litellm_env() -> dict[str, str]:
 def litellm_proxy(floor: Target) -> Iterator[Target]:
     litellm = ensure_litellm()
     master_key = f"sk-peer-{secrets.token_hex(16)}"  # per run, never written to the repo
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="peer-litellm-") as folder:
         config = Path(folder) / "config.yaml"
         config.write_text(litellm_config(floor, master_key))
@@ -288,7 +288,7 @@ def litellm_proxy(floor: Target) -> Iterator[Target]:
                 raise
             yield Target("litellm", base_url, master_key, pgid=process.pid)
         finally:
-            _stop([process])
+            stop([process])
 
 
 @contextmanager

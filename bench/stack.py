@@ -58,7 +58,7 @@ class Stack:
     env: dict[str, str]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -133,7 +133,7 @@ def fresh_database(suffix: str = "") -> Iterator[str]:
 # --- Processes ---------------------------------------------------------------------------
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
+def stop(processes: list[subprocess.Popen]) -> None:
     """SIGTERM each leader, then SIGKILL the group of whatever outlives the grace period."""
     # The leader only: a Celery worker stops its own pool children (SIGTERM sent to
     # them directly reads as lost workers), and uvicorn closes its connections.
@@ -149,7 +149,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
         process.wait()
 
 
-def _start_web(env: dict[str, str], port: int) -> subprocess.Popen:
+def start_web(env: dict[str, str], port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--log-level", "warning"],
@@ -177,30 +177,30 @@ def running_stack(worker_concurrency: int = 2) -> Iterator[Stack]:
         slug = _manage(env, "create_org", "--name", "Bench", "--owner-email", "bench@example.com")
         token = _manage(env, "issue_token", "--org", slug, "--name", "bench")
         _manage(env, "shell", "-c", BENCH_PLAN.format(slug=slug))
-        port = _free_port()
+        port = free_port()
         processes: list[subprocess.Popen] = []
         try:
             processes.append(_start_worker(env, worker_concurrency))
-            processes.append(_start_web(env, port))
+            processes.append(start_web(env, port))
             base_url = f"http://127.0.0.1:{port}"
             _wait_ready(base_url, token)
             yield Stack(base_url, token, processes[1].pid, env)
         finally:
-            _stop(processes)
+            stop(processes)
 
 
 @contextmanager
 def web_server(stack: Stack) -> Iterator[Stack]:
     """A second, fresh ASGI process on the same database, Redis and worker: for figures
     such as memory growth that a process which already served a round would distort."""
-    port = _free_port()
-    process = _start_web(stack.env, port)
+    port = free_port()
+    process = start_web(stack.env, port)
     try:
         base_url = f"http://127.0.0.1:{port}"
         _wait_http(f"{base_url}/healthz")
         yield dataclasses.replace(stack, base_url=base_url, web_pid=process.pid)
     finally:
-        _stop([process])
+        stop([process])
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
