@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import metering, quota
 from billing.plans import PlanState
 from inference import concurrency, events, webhooks
-from inference.lifecycle import _cancel_key, _queue_webhook, finish
+from inference.lifecycle import finish, queue_webhook, request_cancel
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.presence import queue_has_worker
 from inference.task_names import RUN_PREDICTION
@@ -40,8 +40,6 @@ from portal.errors import (
 from portal.hotcache import Stamp
 
 logger = logging.getLogger(__name__)
-
-CANCEL_KEY_TTL_SECONDS = 3600
 
 
 @dataclass
@@ -192,7 +190,7 @@ def _dispatch(prediction: Prediction, listing: ModelListing) -> None:
         soft_time_limit=limits.soft,
         time_limit=limits.hard,
     )
-    _queue_webhook(prediction, "start")
+    queue_webhook(prediction, "start")
 
 
 def queue_position(prediction: Prediction) -> int:
@@ -212,7 +210,7 @@ def cancel(prediction: Prediction) -> Prediction:
     Prediction.objects.filter(pk=prediction.pk, cancel_requested_at__isnull=True).update(
         cancel_requested_at=now
     )
-    events.sync_client().set(_cancel_key(prediction.id), 1, ex=CANCEL_KEY_TTL_SECONDS)
+    request_cancel(prediction.id)
     # Not yet claimed: nobody else will finish it.
     finish(prediction, Status.CANCELED, from_status=Status.STARTING)
     prediction.refresh_from_db()

@@ -152,7 +152,7 @@ def finish(
     if error:
         events.append(prediction.id, "error", {"message": error})
     events.append(prediction.id, "done", final)
-    _queue_webhook(prediction, "completed")
+    queue_webhook(prediction, "completed")
     return True
 
 
@@ -173,8 +173,17 @@ def _record_finish(prediction: Prediction) -> None:
 # --- Cancel ------------------------------------------------------------------------
 
 
+# Long enough to outlast any run: the worker checks the flag at every token.
+CANCEL_KEY_TTL_SECONDS = 3600
+
+
 def _cancel_key(prediction_id: str) -> str:
     return f"pred:{{{prediction_id}}}:cancel"
+
+
+def request_cancel(prediction_id: str) -> None:
+    """Flags a running prediction: its worker sees the flag with its next event."""
+    events.sync_client().set(_cancel_key(prediction_id), 1, ex=CANCEL_KEY_TTL_SECONDS)
 
 
 def cancel_requested(prediction_id: str) -> bool:
@@ -189,7 +198,7 @@ def append_checking_cancel(prediction_id: str, type_: str, data: object) -> bool
 # --- Webhooks ----------------------------------------------------------------------
 
 
-def _queue_webhook(prediction: Prediction, event: str) -> None:
+def queue_webhook(prediction: Prediction, event: str) -> None:
     if not prediction.webhook or event not in prediction.webhook_events_filter:
         return
     if not webhooks.should_send(prediction.id, event):
@@ -198,4 +207,4 @@ def _queue_webhook(prediction: Prediction, event: str) -> None:
 
 
 def notify_output(prediction: Prediction) -> None:
-    _queue_webhook(prediction, "output")
+    queue_webhook(prediction, "output")
