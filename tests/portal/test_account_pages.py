@@ -117,3 +117,22 @@ def test_a_password_reset_link_asks_for_a_new_password_in_our_words(owner):
     assert "You must type the same password each time." in field_block(mismatch, "password2")
     bad = client.get("/accounts/password/reset/key/1-not-a-key/").content.decode()
     assert "<h1>This reset link no longer works</h1>" in bad
+
+
+def test_the_emails_and_messages_are_in_the_portals_words(owner):
+    client = Client()
+    client.post(
+        "/accounts/signup/",
+        {"email": "new@example.com", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    client.post("/accounts/password/reset/", {"email": owner.email})
+    confirm, reset = mail.outbox[-2:]
+    assert confirm.subject.endswith("Confirm your e-mail address")
+    assert "signed up for Model Portal" in confirm.body
+    assert reset.subject.endswith("Reset your password")
+    assert "choose a new password" in reset.body
+    assert all(m.body.startswith("Hello from Model Portal") for m in (confirm, reset))
+    response = client.post(
+        "/accounts/login/", {"login": owner.email, "password": PASSWORD}, follow=True
+    )
+    assert f"Logged in as {owner.email}." in response.content.decode()
