@@ -25,9 +25,23 @@ def when_text(value: datetime) -> str:
     return timezone.localtime(value).strftime(FORMAT)
 
 
+def _moment(value: datetime | str | None) -> datetime | None:
+    """The moment `value` names: a datetime as is, or an ISO 8601 string (the billing
+    summaries hand templates their periods as such strings); None for anything else."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
 @register.filter
-def when(value: datetime | None) -> SafeString | str:
-    if not isinstance(value, datetime):
+def when(value: datetime | str | None) -> SafeString | str:
+    value = _moment(value)
+    if value is None:
         return ""
     if timezone.is_naive(value):
         value = timezone.make_aware(value)

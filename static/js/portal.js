@@ -8,6 +8,28 @@
     select.addEventListener("change", () => select.form.submit());
   });
 
+  // The header's Menu button (templates/base.html): at phone width the CSS folds the
+  // links behind it while the header has .menu-closed; without this script the button
+  // stays hidden and the links simply show.
+  document.querySelectorAll("button.menu-toggle[aria-controls]").forEach((button) => {
+    const header = button.closest(".topbar");
+    const setOpen = (open) => {
+      button.setAttribute("aria-expanded", String(open));
+      header.classList.toggle("menu-closed", !open);
+    };
+    setOpen(false);
+    button.hidden = false;
+    button.addEventListener("click", () => {
+      setOpen(button.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && button.getAttribute("aria-expanded") === "true") {
+        setOpen(false);
+        button.focus();
+      }
+    });
+  });
+
   // <button class="copy" data-target="ID">: copies the text of element ID.
   document.querySelectorAll("button.copy[data-target]").forEach((button) => {
     const label = button.textContent; // "Copy", or what it copies: "Copy as curl"

@@ -44,7 +44,7 @@ def sign_up_and_verify(page: Page, mail_log: MailLog) -> None:
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
     page.locator("main form button[type=submit]").click()
-    expect(page.locator("h1")).to_have_text("Verify Your Email Address")
+    expect(page.locator("h1")).to_have_text("Confirm your e-mail address")
     page.goto(mail_log.link_to(EMAIL, "/accounts/confirm-email/"))
     page.locator("main form button[type=submit]").click()
     # Confirming logs the new user in (ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION).
