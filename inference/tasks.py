@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 
-from inference import execution, reaper, retention, task_names, webhooks
+from inference import execution, files, reaper, retention, task_names, webhooks
 from inference.models import Prediction
 from portal.logs import prediction_context
 
@@ -40,3 +40,4 @@ def reap_stuck_predictions() -> int:
 @shared_task(ignore_result=True)
 def erase_expired_prediction_data() -> None:
     retention.erase_expired_predictions()
+    files.expire_files()
