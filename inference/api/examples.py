@@ -107,3 +107,16 @@ FACES_REQUEST = OpenApiExample(
         "input": {"image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...", "min_score": 0.9},
     },
 )
+FILE_NOT_FOUND = OpenApiExample(
+    "Not found",
+    response_only=True,
+    status_codes=["404"],
+    value={
+        "error": {
+            "type": "not_found_error",
+            "code": "not_found",
+            "message": "Not found.",
+            "param": None,
+        }
+    },
+)

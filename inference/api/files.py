@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -68,7 +69,16 @@ class FileViewSet(mixins.RetrieveModelMixin, OrgScopedViewSet):
         stored = files.upload(request.auth.org, request.auth.user, upload.read(), None)
         return Response(FileSerializer(stored).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            404: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="No such file in this org (another org's is the same).",
+                examples=[examples.FILE_NOT_FOUND],
+            ),
+        }
+    )
     def destroy(self, request: Request, *args, **kwargs) -> Response:
         """Deletes the file's bytes now, even if a prediction still refers to it."""
         files.delete_file(self.get_object())
