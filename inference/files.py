@@ -6,9 +6,10 @@ chooses; a worker reads a file only through `input_images`: one linked to the pr
 it runs, of the same org. Bytes live in the "files" storage (settings.STORAGES): the var
 folder in development, an S3-compatible bucket in production.
 
-Lifetime: an upload expires FILE_TTL_SECONDS after it was made, an inline image at once;
-either stays while a prediction that used it keeps its input, and goes when the last one
-does (retention) or when its owner deletes it.
+Lifetime: a file, uploaded or inline, expires FILE_TTL_SECONDS after it was made (until
+then an inline one can be used again as `file:<id>`), but stays while a prediction that
+used it keeps its input; retention erases it with the last such input, and its org may
+delete it at any time.
 """
 
 from __future__ import annotations
@@ -99,12 +100,15 @@ def store(
     return stored
 
 
+def expiry() -> datetime:
+    return timezone.now() + timedelta(seconds=settings.FILE_TTL_SECONDS)
+
+
 def upload(org: Organization, owner: Any, raw: bytes, declared_type: str | None) -> StoredFile:
-    """POST /api/v1/files: validates, re-encodes and stores; expires after FILE_TTL."""
+    """POST /api/v1/files: validates, re-encodes and stores."""
     image = clean_image(raw, "file", declared_type)
-    expires_at = timezone.now() + timedelta(seconds=settings.FILE_TTL_SECONDS)
     with removed_on_failure() as written, transaction.atomic():
-        return store(org, owner, image, expires_at, written)
+        return store(org, owner, image, expiry(), written)
 
 
 def live_files(org: Organization) -> QuerySet[StoredFile]:
@@ -156,9 +160,8 @@ def store_input_images(
     to store (every image a `file:<id>`) and the files the prediction holds."""
     stored_input = copy.deepcopy(data)
     held = list(images.referenced.values())
-    now = timezone.now()
     for name, image in images.inline.items():
-        stored = store(principal.org, principal.user, image, now, written)
+        stored = store(principal.org, principal.user, image, expiry(), written)
         stored_input[name] = f"file:{stored.id}"
         held.append(stored)
     return stored_input, held

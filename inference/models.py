@@ -115,9 +115,9 @@ class StoredFile(models.Model):
     """An image an org uploaded (API.md "Files") or sent inline in a prediction's input:
     validated and re-encoded by `inference.images`, its bytes in the "files" storage.
 
-    An upload expires `FILE_TTL_SECONDS` after it was made; an inline image expires at
-    once. Either stays while a prediction that used it keeps its input, and goes with it
-    when retention erases that input (inference/files.py)."""
+    It expires `FILE_TTL_SECONDS` after it was made, but stays while a prediction that
+    used it keeps its input, and goes with it when retention erases that input
+    (inference/files.py)."""
 
     id = models.CharField(
         primary_key=True, max_length=PUBLIC_ID_LENGTH, default=new_prediction_id, editable=False

@@ -266,7 +266,8 @@ FILE_TTL_SECONDS = env_int("FILE_TTL_SECONDS", 24 * 3600)
 # What one org may keep stored at once, so that one tenant cannot fill the disk.
 FILES_MAX_PER_ORG = env_int("FILES_MAX_PER_ORG", 1000)
 FILES_MAX_BYTES_PER_ORG = env_int("FILES_MAX_BYTES_PER_ORG", 2 * 1024**3)
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Django's own check comes after the ASGI layer's per-route limits: the largest of them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max([MAX_REQUEST_BODY_BYTES, *REQUEST_BODY_LIMITS.values()])
 # last_used_at is written at most this often per token.
 TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
 
