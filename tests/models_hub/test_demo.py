@@ -11,11 +11,13 @@ def test_demo_catalog_loads_and_is_idempotent(db):
     first = load_demo_catalog()
     second = load_demo_catalog()
     assert [listing.pk for listing in first] == [listing.pk for listing in second]
-    assert ModelListing.objects.count() == 4
+    assert ModelListing.objects.count() == 6
     assert {listing.task for listing in first} == {
         "text-generation",
         "embeddings",
         "text-classification",
+        "ocr",
+        "object-detection",
     }
     for listing in first:
         assert listing.status == ListingStatus.PUBLISHED
@@ -39,4 +41,4 @@ def test_echo_is_marked_diagnostic(db):
 def test_load_demo_command(db):
     out = StringIO()
     call_command("load_demo", stdout=out)
-    assert "4 models" in out.getvalue()
+    assert "6 models" in out.getvalue()
