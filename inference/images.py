@@ -110,11 +110,14 @@ def clean_image(raw: bytes, param: str, declared_type: str | None = None) -> Cle
             # Pillow's own bomb warning: ours (check_dimensions) is stricter and comes first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw), formats=list(ACCEPTED_FORMATS)) as image:
-                image_format = image.format or ""
+                # A phone's JPEG with a second picture (MPO) is a JPEG: its first one.
+                image_format = "JPEG" if image.format == "MPO" else image.format or ""
+                if image_format not in ACCEPTED_FORMATS:
+                    raise _refuse(param, "is not a PNG, JPEG or WebP image.")
                 check_dimensions(*image.size, param)
                 image.load()
                 check_ends_cleanly(raw, image_format, param)
-                if getattr(image, "n_frames", 1) > 1:
+                if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                     raise _refuse(param, "is animated; send a single image.")
                 upright = _upright(image)
     except InvalidInput:

@@ -130,6 +130,32 @@ def test_exif_orientation_is_applied_and_every_piece_of_metadata_is_stripped(
         assert not kept.getexif() and "icc_profile" not in kept.info
 
 
+def test_a_phones_two_picture_jpeg_is_kept_as_its_first_picture(
+    org, token_for, api_client, storage_dir
+):
+    first, second = astronaut().resize((320, 240)), text_page()
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(out.getvalue())) as sent:
+        assert sent.format == "MPO" and sent.n_frames == 2
+    response = upload(api_client(token_for(org)), out.getvalue(), "photo.jpg", "image/jpeg")
+    assert response.status_code == 201, response.content
+    assert (response.json()["width"], response.json()["height"]) == (320, 240)
+    [path] = stored_paths(storage_dir)
+    with Image.open(path) as kept:
+        assert kept.format == "JPEG" and getattr(kept, "n_frames", 1) == 1
+
+
+def test_an_animated_png_is_refused(org, token_for, api_client, storage_dir):
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
+    response = upload(api_client(token_for(org)), out.getvalue())
+    assert response.status_code == 400
+    assert "animated" in response.json()["error"]["message"]
+    assert not StoredFile.objects.exists()
+
+
 # --- Tenancy -------------------------------------------------------------------------------
 
 
