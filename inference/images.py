@@ -169,6 +169,11 @@ def file_ref(value: str) -> str | None:
 
 
 def open_stored(data: bytes) -> Image.Image:
-    """A stored image (already clean) decoded for a runner: RGB pixels."""
+    """A stored image (already clean) decoded for a runner: RGB pixels, transparent ones
+    on white (as a viewer shows them, and dark text stays readable)."""
     with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
-        return image.convert("RGB")
+        if image.mode != "RGBA":
+            return image.convert("RGB")
+        flat = Image.new("RGB", image.size, "white")
+        flat.paste(image, mask=image.getchannel("A"))
+        return flat
