@@ -1,5 +1,6 @@
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from inference.spec import SourceKind
@@ -42,3 +43,13 @@ def test_load_demo_command(db):
     out = StringIO()
     call_command("load_demo", stdout=out)
     assert "6 models" in out.getvalue()
+
+
+@pytest.mark.parametrize("slug", ["rapidocr-pp-ocrv4", "mtcnn-face-detection"])
+def test_the_vision_listings_pages_render_with_their_snippets(slug, client_for, owner, db):
+    load_demo_catalog()
+    client = client_for(owner)
+    page = client.get(f"/models/{slug}/")
+    assert page.status_code == 200
+    assert b"data:image/png;base64," in page.content  # the example input, a real image
+    assert b"/api/v1/predictions" in page.content  # the curl snippet
