@@ -18,6 +18,7 @@ from inference import files, presence
 from inference.models import Prediction, Status, StoredFile
 from inference.retention import erase_expired_predictions
 from models_hub.demo import load_demo_catalog
+from portal.errors import InvalidInput
 from tests.inference.vision_images import (
     astronaut,
     data_uri,
@@ -298,3 +299,19 @@ def test_expired_files_go_unless_a_kept_input_holds_them_and_retention_erases_th
 
     assert erase_expired_predictions() == 1
     assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+
+
+def test_the_worker_reads_only_files_admitted_with_the_prediction(
+    org, token_for, api_client, catalog, storage_dir
+):
+    """A row written some other way (an inline image never validated, a file the
+    prediction was not admitted with) is refused before anything is decoded."""
+    file_id = upload(api_client(token_for(org)), encode(text_page())).json()["id"]
+    ocr = catalog["rapidocr-pp-ocrv4"]
+    for image in (f"file:{file_id}", data_uri(encode(text_page()))):
+        prediction = Prediction.objects.create(org=org, model=ocr, input={"image": image})
+        with pytest.raises(InvalidInput, match="the image was deleted before the prediction ran"):
+            files.input_images(prediction, "ocr")
+    prediction.files.add(file_id)
+    prediction.input = {"image": f"file:{file_id}"}
+    assert files.input_images(prediction, "ocr")["image"].startswith(b"\x89PNG")
