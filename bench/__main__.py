@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import admission, batching, openai_ttft, peer, pipeline, runtime, streams
+from bench import admission, batching, openai_ttft, peer, pipeline, runtime, streams, vision
 from bench.isolate import in_child
 from bench.stack import ROOT, Stack, fresh_database, raise_fd_limit, running_stack, web_server
 
-# In run order: the first three need no stack, the rest share one.
-BENCHMARKS = ("runtime", "batching", "admission", "pipeline", "openai_ttft", "streams", "peer")
+# In run order: the first four need no stack, the rest share one.
+BENCHMARKS = (
+    "runtime", "batching", "vision", "admission", "pipeline", "openai_ttft", "streams", "peer",
+)  # fmt: skip
 STACK_BENCHMARKS = ("pipeline", "openai_ttft", "streams", "peer")
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
 DASH = "\u2013"  # en dash, between the ends of a range
@@ -51,6 +53,7 @@ class Profile:
     name: str
     runtime: dict[str, Any]
     batching: dict[str, Any]
+    vision: dict[str, Any]
     admission: dict[str, Any]
     pipeline: dict[str, Any]
     openai_ttft: dict[str, Any]
@@ -63,6 +66,7 @@ FULL = Profile(
     name="full",
     runtime={"repeats": 7, "max_new_tokens": 64, "conversion_repeats": 3},
     batching={"concurrency": (1, 8, 32), "repeats": 5, "max_new_tokens": 32},
+    vision={"repeats": 5, "images": 10},
     admission={"clients": 50, "seconds": 5, "rounds": 5},
     pipeline={"seconds": 10, "rounds": 5},
     openai_ttft={"repeats": 15},
@@ -75,6 +79,7 @@ QUICK = Profile(
     name="quick",
     runtime={"repeats": 3, "max_new_tokens": 8, "include_conversion": False},
     batching={"concurrency": (1, 8, 32), "repeats": 3, "max_new_tokens": 8},
+    vision={"repeats": 3, "images": 3},
     admission={"clients": 50, "seconds": 1, "rounds": 3},
     pipeline={"seconds": 2, "rounds": 3},
     openai_ttft={"repeats": 5},
@@ -233,6 +238,23 @@ def bench_batching(profile: Profile) -> Section:
     return section
 
 
+def bench_vision(profile: Profile) -> Section:
+    results = in_child(runtime.with_django, vision.run, **profile.vision)
+    section = Section("Vision models at batch 1 (in-process, CPU, no stack)")
+    section.notes.append(
+        f"One image per call, {profile.vision['images']} calls back to back per repeat, "
+        "after one untimed call that loads the model; the images are what `clean_image` "
+        "stored (the web tier's validation and re-encoding, measured on its own below)."
+    )
+    for slug, stats in results["models"].items():
+        name = f"{slug}, {stats['image']}"
+        section.figures.append(Figure.from_spread(name, "images/s", stats))
+    for shows, stats in results["validation"].items():
+        name = f"web validation (`clean_image`), {shows}"
+        section.figures.append(Figure.from_spread(name, "images/s", stats))
+    return section
+
+
 def bench_admission(profile: Profile) -> Section:
     # This process owns the database, so it is dropped even if the child is killed.
     with fresh_database(admission.ADMISSION_DATABASE_SUFFIX) as database_url:
@@ -351,6 +373,7 @@ def bench_peer(stack: Stack, profile: Profile) -> Section:
 STANDALONE: dict[str, Callable[[Profile], Section]] = {
     "runtime": bench_runtime,
     "batching": bench_batching,
+    "vision": bench_vision,
     "admission": bench_admission,
 }
 ON_STACK: dict[str, Callable[[Stack, Profile], Section]] = {

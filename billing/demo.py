@@ -15,6 +15,8 @@ DEMO_MODEL_SLUGS = [
     "smollm2-135m-instruct",
     "all-minilm-l6-v2",
     "minilm-zero-shot-classifier",
+    "rapidocr-pp-ocrv4",
+    "mtcnn-face-detection",
     "echo",
 ]
 
@@ -26,6 +28,9 @@ DEMO_PRICES: dict[str, dict[str, Decimal]] = {
     },
     "all-minilm-l6-v2": {"input_per_million": Decimal("0.01")},
     "minilm-zero-shot-classifier": {"per_request": Decimal("0.0001")},
+    # Per image: each call reads one image.
+    "rapidocr-pp-ocrv4": {"per_request": Decimal("0.001")},
+    "mtcnn-face-detection": {"per_request": Decimal("0.0005")},
 }
 
 DEMO_PLANS: list[dict[str, Any]] = [

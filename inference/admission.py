@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from billing import metering, quota
 from billing.plans import PlanState
-from inference import concurrency, events, webhooks
+from inference import concurrency, events, files, webhooks
 from inference.lifecycle import _cancel_key, _queue_webhook, finish
 from inference.models import TERMINAL_STATUSES, Prediction, Source, Status
 from inference.presence import queue_has_worker
@@ -105,6 +105,11 @@ def _caller_limit(principal: Principal) -> ratelimit.Limit:
     return ratelimit.Limit(name, limit, f"Rate limit of {limit} requests per minute exceeded.")
 
 
+def check_caller_rate_limit(principal: Principal) -> None:
+    """The caller's own per-minute limit, for API calls besides predictions (files)."""
+    ratelimit.enforce([_caller_limit(principal)])
+
+
 def _check_rate_limits(principal: Principal, state: PlanState) -> None:
     """The caller's limit and the plan's, counted in one round trip."""
     plan_limits = quota.rate_limits(principal.org, state)
@@ -141,6 +146,7 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
+    images = files.check_input_images(principal.org, listing.task, validated)
     _check_rate_limits(principal, state)
     if not queue_has_worker(listing.queue):
         raise Unavailable(
@@ -148,7 +154,10 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             "try again shortly.",
             code="no_worker",
         )
-    with transaction.atomic():
+    with files.removed_on_failure() as written, transaction.atomic():
+        # Inline images become files: the stored input names them, the worker reads only
+        # their validated bytes, and retention erases them with the input.
+        stored_input, held = files.store_input_images(principal, validated, images, written)
         prediction = Prediction.objects.create(
             org=principal.org,
             token=principal.token,
@@ -156,11 +165,13 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             model=listing,
             version=target.version,
             source=request.source,
-            input=validated,
+            input=stored_input,
             queue=listing.queue,
             webhook=webhook,
             webhook_events_filter=events_filter,
         )
+        if held:
+            prediction.files.add(*held)
         _reserve_quota(prediction, listing, state, request.max_cost)
         transaction.on_commit(lambda: _dispatch(prediction, listing))
     logger.info(

@@ -12,7 +12,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
-from inference import lifecycle
+from inference import files, lifecycle
+from inference.images import image_fields
 from inference.models import Prediction, Status
 from inference.runners import get_runner
 from inference.runners.base import EventType, FinishReason, Result
@@ -135,7 +136,10 @@ def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     runner = get_runner(spec.task)
     log_lines: list[str] = []
     result: Result | None = None
-    for event in runner.run(spec, prediction.input, delivery.should_cancel):
+    data = prediction.input
+    if image_fields(spec.task):
+        data = files.input_images(prediction, spec.task)
+    for event in runner.run(spec, data, delivery.should_cancel):
         if event.type == EventType.OUTPUT:
             delivery.appended(lifecycle.append_checking_cancel(prediction.id, "output", event.data))
             delivery.delivered(event.tokens)

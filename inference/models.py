@@ -109,3 +109,36 @@ class Prediction(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class StoredFile(models.Model):
+    """An image an org uploaded (API.md "Files") or sent inline in a prediction's input:
+    validated and re-encoded by `inference.images`, its bytes in the "files" storage.
+
+    It expires `FILE_TTL_SECONDS` after it was made, but stays while a prediction that
+    used it keeps its input, and goes with it when retention erases that input
+    (inference/files.py)."""
+
+    id = models.CharField(
+        primary_key=True, max_length=PUBLIC_ID_LENGTH, default=new_prediction_id, editable=False
+    )
+    org = models.ForeignKey("portal.Organization", on_delete=models.CASCADE, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    content_type = models.CharField(max_length=40)
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    predictions = models.ManyToManyField(Prediction, related_name="files", blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["org", "-created_at"], name="file_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.content_type}, {self.size} bytes)"

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.utils import timezone
 
-from inference import events
+from inference import events, files
 from inference.models import TERMINAL_STATUSES, Prediction
 
 ERASE_BATCH_SIZE = 500
@@ -55,5 +55,6 @@ def erase_expired_predictions(now: datetime | None = None) -> int:
     erased = 0
     while ids := _erase_batch(now):
         events.erase(ids)
+        files.erase_for_predictions(ids)
         erased += len(ids)
     return erased

@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 
-from inference import catalog_stats, execution, reaper, retention, task_names, webhooks
+from inference import catalog_stats, execution, files, reaper, retention, task_names, webhooks
 from inference.models import Prediction
 from portal.logs import prediction_context
 
@@ -40,6 +40,7 @@ def reap_stuck_predictions() -> int:
 @shared_task(ignore_result=True)
 def erase_expired_prediction_data() -> None:
     retention.erase_expired_predictions()
+    files.expire_files()
 
 
 @shared_task(ignore_result=True)

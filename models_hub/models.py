@@ -31,6 +31,8 @@ class Task(models.TextChoices):
     TEXT_GENERATION = "text-generation", "Text generation"
     EMBEDDINGS = "embeddings", "Embeddings"
     TEXT_CLASSIFICATION = "text-classification", "Text classification"
+    OCR = "ocr", "OCR"
+    OBJECT_DETECTION = "object-detection", "Object detection"
 
 
 class ListingStatus(models.TextChoices):

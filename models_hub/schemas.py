@@ -131,9 +131,52 @@ def text_classification_schema() -> dict[str, Any]:
     }
 
 
+def image_property() -> dict[str, Any]:
+    """An image (API.md "Model inputs"): a data: URI or an uploaded file's `file:<id>`;
+    inference.images validates it, and refuses any other URL without fetching it."""
+    return {
+        "type": "string",
+        "title": "Image",
+        "description": "A PNG, JPEG or WebP image (at most 10 MiB): a "
+        "data:image/...;base64 URI, or file:<id> of a file uploaded to /api/v1/files.",
+        "minLength": 1,
+        "contentMediaType": "image/*",
+    }
+
+
+def ocr_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"image": image_property()},
+        "required": ["image"],
+        "additionalProperties": False,
+    }
+
+
+def object_detection_schema(min_score: float = 0.5) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "image": image_property(),
+            "min_score": {
+                "type": "number",
+                "title": "Minimum score",
+                "description": f"Only objects found with at least this score ({min_score} "
+                "when omitted).",
+                "minimum": 0,
+                "maximum": 1,
+            },
+        },
+        "required": ["image"],
+        "additionalProperties": False,
+    }
+
+
 def default_schema(task: str) -> dict[str, Any]:
     return {
         Task.TEXT_GENERATION: text_generation_schema,
         Task.EMBEDDINGS: embeddings_schema,
         Task.TEXT_CLASSIFICATION: text_classification_schema,
+        Task.OCR: ocr_schema,
+        Task.OBJECT_DETECTION: object_detection_schema,
     }[Task(task)]()

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from jsonschema.exceptions import best_match
 
+from inference.images import image_fields
 from inference.input_checks import check_input
 from models_hub.models import ModelListing, Task
 from portal import strict_json
@@ -40,7 +41,7 @@ def validate_input(listing: ModelListing, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("input must be a JSON object.", param="input")
     check_storable(data)
-    check_text_size(listing.max_params, data)
+    check_text_size(listing.max_params, _without_images(listing.task, data))
     check_schema(listing.input_schema, data)
     TASK_RULES.get(listing.task, _no_rules)(data)
     check_caps(listing.max_params, data)
@@ -103,6 +104,12 @@ def text_chars(value: Any) -> int:
         elif isinstance(item, list):
             pending.extend(item)
     return total
+
+
+def _without_images(task: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An image (a data: URI, bounded by inference.images) is not text a tokenizer reads."""
+    skipped = image_fields(task)
+    return {key: value for key, value in data.items() if key not in skipped}
 
 
 def input_chars_limit(caps: dict[str, Any]) -> int:

@@ -261,8 +261,22 @@ SPECTACULAR_SETTINGS = {
 # before Django reads them; routes that need more are listed by path prefix below (e.g.
 # API.md's `/api/v1/files` will take 10 MiB: {"/api/v1/files": 10 * 1024 * 1024}).
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
-REQUEST_BODY_LIMITS: dict[str, int] = {}
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# --- Images (issue #17; API.md "Files") ---
+IMAGE_MAX_BYTES = 10 * 1024 * 1024
+IMAGE_MAX_PIXELS = 40_000_000
+IMAGE_MAX_SIDE = 10_000
+# An upload is multipart (a little over the image); a prediction may carry the image as a
+# base64 data: URI, 4/3 of its bytes.
+REQUEST_BODY_LIMITS: dict[str, int] = {
+    "/api/v1/files": IMAGE_MAX_BYTES + 64 * 1024,
+    "/api/v1/predictions": 14 * 1024 * 1024,
+}
+FILE_TTL_SECONDS = env_int("FILE_TTL_SECONDS", 24 * 3600)
+# What one org may keep stored at once, so that one tenant cannot fill the disk.
+FILES_MAX_PER_ORG = env_int("FILES_MAX_PER_ORG", 1000)
+FILES_MAX_BYTES_PER_ORG = env_int("FILES_MAX_BYTES_PER_ORG", 2 * 1024**3)
+# Django's own check comes after the ASGI layer's per-route limits: the largest of them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max([MAX_REQUEST_BODY_BYTES, *REQUEST_BODY_LIMITS.values()])
 # last_used_at is written at most this often per token.
 TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
 
@@ -427,6 +441,18 @@ STATICFILES_FINDERS = [
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Uploaded and inline images (inference/files.py), never served by URL. Production may
+    # point FILES_STORAGE_BACKEND at an S3-compatible backend (django-storages'
+    # "storages.backends.s3.S3Storage", configured by its AWS_* settings) so that web and
+    # workers on different hosts read the same bytes.
+    "files": {
+        "BACKEND": env("FILES_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": (
+            {}
+            if env("FILES_STORAGE_BACKEND", "")
+            else {"location": str(VAR_DIR / "files"), "base_url": None}
+        ),
+    },
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"

@@ -79,3 +79,44 @@ QUOTE = OpenApiExample(
     response_only=True,
     value={"currency": "usd", "max_cost": "0.000412", "expected_cost": "0.000187"},
 )
+
+
+FILE = OpenApiExample(
+    "An uploaded image",
+    response_only=True,
+    value={
+        "id": "f7k2m9q4x1c8v3b6n5z0l2p4",
+        "content_type": "image/png",
+        "size": 48213,
+        "width": 640,
+        "height": 480,
+        "created_at": "2026-11-27T12:00:00.000000Z",
+        "expires_at": "2026-11-28T12:00:00.000000Z",
+    },
+)
+OCR_REQUEST = OpenApiExample(
+    "Read the text in an image",
+    request_only=True,
+    value={"model": "rapidocr-pp-ocrv4", "input": {"image": "file:f7k2m9q4x1c8v3b6n5z0l2p4"}},
+)
+FACES_REQUEST = OpenApiExample(
+    "Find faces (an inline image)",
+    request_only=True,
+    value={
+        "model": "mtcnn-face-detection",
+        "input": {"image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...", "min_score": 0.9},
+    },
+)
+FILE_NOT_FOUND = OpenApiExample(
+    "Not found",
+    response_only=True,
+    status_codes=["404"],
+    value={
+        "error": {
+            "type": "not_found_error",
+            "code": "not_found",
+            "message": "Not found.",
+            "param": None,
+        }
+    },
+)

@@ -161,7 +161,13 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     @extend_schema(
         request=PredictionCreateSerializer,
         responses={201: PredictionSerializer},
-        examples=[examples.CREATE_REQUEST, examples.PINNED_REQUEST, examples.CREATED],
+        examples=[
+            examples.CREATE_REQUEST,
+            examples.PINNED_REQUEST,
+            examples.OCR_REQUEST,
+            examples.FACES_REQUEST,
+            examples.CREATED,
+        ],
         parameters=[OpenApiParameter("Prefer", str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request) -> Response:

@@ -26,12 +26,16 @@ def runners() -> dict[str, Runner]:
     """A new task is a runner module here plus a `models_hub.models.Task` choice."""
     from inference.runners.classification import ClassificationRunner
     from inference.runners.embeddings import EmbeddingsRunner
+    from inference.runners.face_detection import FaceDetectionRunner
+    from inference.runners.ocr import OcrRunner
     from inference.runners.text_generation import TextGenerationRunner
 
     all_runners: tuple[Runner, ...] = (
         TextGenerationRunner(),
         EmbeddingsRunner(),
         ClassificationRunner(),
+        OcrRunner(),
+        FaceDetectionRunner(),
     )
     return {runner.task: runner for runner in all_runners}
 

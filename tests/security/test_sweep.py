@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import urlencode
 
@@ -24,10 +25,11 @@ import pytest
 from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from billing.models import ListingPlan, Plan
-from inference.models import Prediction, Status
+from inference.models import Prediction, Status, StoredFile
 from models_hub.models import ListingStatus, ModelListing, Visibility
 from models_hub.versions import record_version
 from portal import services
@@ -85,7 +87,7 @@ API_POST = Endpoint(Access.API, ("POST",), role=None)
 # Objects that belong to an org: another org must get 404 for them.
 TENANT_KINDS = {
     "membership", "invitation", "token", "listing", "version", "prediction", "listing_plan",
-    "org",
+    "org", "file",
 }  # fmt: skip
 
 # Keyed by the route as Django joins it (ResolverMatch.route).
@@ -213,6 +215,11 @@ ENDPOINTS: dict[str, Endpoint] = {
         Access.API, role=None, params={"prediction_id": "prediction"}
     ),
     "api/v1/predictions$": Endpoint(Access.API, ("GET", "POST"), role=None),
+    # Images (issue #17): upload, then read or delete one of the org's.
+    "api/v1/files$": API_POST,
+    "api/v1/files/(?P<pk>[a-z0-9]+)$": Endpoint(
+        Access.API, ("GET", "DELETE"), role=None, params={"pk": "file"}
+    ),
     "api/v1/predictions/quote$": API_POST,
     "api/v1/predictions/(?P<pk>[a-z0-9]+)$": Endpoint(
         Access.API, role=None, params={"pk": "prediction"}
@@ -339,6 +346,12 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         org=org, user=owner, model=listing, input={"prompt": "secret"}, status=Status.PROCESSING
     )
     token = services.issue_token(org, owner, "acme-token").token
+    # A row without bytes is enough here: the sweep never reads a file's content.
+    stored_file = StoredFile.objects.create(
+        org=org, owner=owner, content_type="image/png", size=1, width=1, height=1,
+        sha256="0" * 64, storage_name=f"{org.pk}/sweep.png",
+        expires_at=timezone.now() + timedelta(days=1),
+    )  # fmt: skip
     issued = services.invite_member(org, owner, "newcomer@example.com")
     membership = Membership.objects.get(org=org, user=teammate)
     plan = Plan.objects.create(slug="sweep-plan", name="Sweep plan")
@@ -356,6 +369,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "plan": plan.slug,
         "listing_plan": str(listing_plan.pk),
         "org": org.slug,
+        "file": stored_file.id,
     }
     missing = {
         "prediction": "x" * len(prediction.id),
@@ -368,6 +382,7 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         "plan": "no-such-plan",
         "listing_plan": "987654321",
         "org": "no-such-org-anywhere",
+        "file": "x" * len(stored_file.id),
     }
     return Objects(
         org, real, missing, prediction, token, issued.invitation, membership, listing, listing_plan
