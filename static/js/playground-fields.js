@@ -121,7 +121,7 @@
     else if (field.kind === "integer" || field.kind === "number") control = numberControl(field);
     else if (field.kind === "enum") control = enumControl(field);
     else control = textControl(field);
-    return { container: wrap(field, control), control };
+    return { container: wrap(field, control, field.kind === "image" ? "image-field" : ""), control };
   }
 
   function fill(field, value) {

@@ -33,11 +33,11 @@
   // An error in words for a file the portal would refuse, or null.
   function problem(file) {
     if (!TYPES[file.type]) {
-      const what = file.type ? "a " + file.type + " file" : "not an image";
-      return (file.name || "This file") + " is " + what + ": choose a PNG, JPEG or WebP image.";
+      const what = file.type ? " (it is " + file.type + ")" : "";
+      return (file.name || "This file") + " is not a PNG, JPEG or WebP image" + what + ".";
     }
     if (file.size > MAX_BYTES) {
-      return "This image is " + size(file.size) + "; the limit is 10 MiB. Choose a smaller one.";
+      return "This image is " + size(file.size) + ", over the 10 MiB limit: choose a smaller one.";
     }
     return null;
   }

@@ -198,7 +198,8 @@
     const figure = element("figure", "vision-figure");
     const list = element("ol", "vision-list");
     list.setAttribute("aria-label", task === "ocr" ? "Text found, in reading order" : "Objects found");
-    const found = items.length === 1 ? "1 box" : items.length + " boxes";
+    const noun = task === "ocr" ? ["line of text", "lines of text"] : ["object", "objects"];
+    const found = items.length + " " + noun[items.length === 1 ? 0 : 1];
     if (src) {
       const img = element("img");
       img.alt = "The input image with " + found + " drawn over it";
