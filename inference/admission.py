@@ -146,7 +146,6 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
     validated = validate_input(listing, request.input)
     webhook = webhooks.validate_webhook_url(request.webhook) if request.webhook else ""
     events_filter = webhooks.validate_events_filter(request.webhook_events_filter)
-    images = files.check_input_images(principal.org, listing.task, validated)
     _check_rate_limits(principal, state)
     if not queue_has_worker(listing.queue):
         raise Unavailable(
@@ -154,6 +153,8 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
             "try again shortly.",
             code="no_worker",
         )
+    # Decoding an image is the costliest check: after the cheap refusals.
+    images = files.check_input_images(principal.org, listing.task, validated)
     with files.removed_on_failure() as written, transaction.atomic():
         # Inline images become files: the stored input names them, the worker reads only
         # their validated bytes, and retention erases them with the input.

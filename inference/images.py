@@ -110,11 +110,14 @@ def clean_image(raw: bytes, param: str, declared_type: str | None = None) -> Cle
             # Pillow's own bomb warning: ours (check_dimensions) is stricter and comes first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw), formats=list(ACCEPTED_FORMATS)) as image:
-                image_format = image.format or ""
+                # A phone's JPEG with a second picture (MPO) is a JPEG: its first one.
+                image_format = "JPEG" if image.format == "MPO" else image.format or ""
+                if image_format not in ACCEPTED_FORMATS:
+                    raise _refuse(param, "is not a PNG, JPEG or WebP image.")
                 check_dimensions(*image.size, param)
                 image.load()
                 check_ends_cleanly(raw, image_format, param)
-                if getattr(image, "n_frames", 1) > 1:
+                if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                     raise _refuse(param, "is animated; send a single image.")
                 upright = _upright(image)
     except InvalidInput:
@@ -166,6 +169,11 @@ def file_ref(value: str) -> str | None:
 
 
 def open_stored(data: bytes) -> Image.Image:
-    """A stored image (already clean) decoded for a runner: RGB pixels."""
+    """A stored image (already clean) decoded for a runner: RGB pixels, transparent ones
+    on white (as a viewer shows them, and dark text stays readable)."""
     with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
-        return image.convert("RGB")
+        if image.mode != "RGBA":
+            return image.convert("RGB")
+        flat = Image.new("RGB", image.size, "white")
+        flat.paste(image, mask=image.getchannel("A"))
+        return flat

@@ -8,7 +8,6 @@ displayed, in reading order (top to bottom, then left to right within a line).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -49,12 +48,10 @@ def _engine(folder: str) -> Any:
     from rapidocr_onnxruntime import RapidOCR
 
     models = Path(folder)
-    threads = int(os.environ.get("OCR_THREADS", "0")) or -1
     return RapidOCR(
         det_model_path=str(models / DETECTOR),
         rec_model_path=str(models / RECOGNIZER),
         cls_model_path=str(models / ORIENTATION),
-        intra_op_num_threads=threads,
     )
 
 

@@ -18,6 +18,7 @@ from inference import files, presence
 from inference.models import Prediction, Status, StoredFile
 from inference.retention import erase_expired_predictions
 from models_hub.demo import load_demo_catalog
+from portal.errors import InvalidInput
 from tests.inference.vision_images import (
     astronaut,
     data_uri,
@@ -128,6 +129,32 @@ def test_exif_orientation_is_applied_and_every_piece_of_metadata_is_stripped(
     with Image.open(io.BytesIO(stored)) as kept:
         assert kept.size == (400, 300)
         assert not kept.getexif() and "icc_profile" not in kept.info
+
+
+def test_a_phones_two_picture_jpeg_is_kept_as_its_first_picture(
+    org, token_for, api_client, storage_dir
+):
+    first, second = astronaut().resize((320, 240)), text_page()
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(out.getvalue())) as sent:
+        assert sent.format == "MPO" and sent.n_frames == 2
+    response = upload(api_client(token_for(org)), out.getvalue(), "photo.jpg", "image/jpeg")
+    assert response.status_code == 201, response.content
+    assert (response.json()["width"], response.json()["height"]) == (320, 240)
+    [path] = stored_paths(storage_dir)
+    with Image.open(path) as kept:
+        assert kept.format == "JPEG" and getattr(kept, "n_frames", 1) == 1
+
+
+def test_an_animated_png_is_refused(org, token_for, api_client, storage_dir):
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
+    response = upload(api_client(token_for(org)), out.getvalue())
+    assert response.status_code == 400
+    assert "animated" in response.json()["error"]["message"]
+    assert not StoredFile.objects.exists()
 
 
 # --- Tenancy -------------------------------------------------------------------------------
@@ -272,3 +299,19 @@ def test_expired_files_go_unless_a_kept_input_holds_them_and_retention_erases_th
 
     assert erase_expired_predictions() == 1
     assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+
+
+def test_the_worker_reads_only_files_admitted_with_the_prediction(
+    org, token_for, api_client, catalog, storage_dir
+):
+    """A row written some other way (an inline image never validated, a file the
+    prediction was not admitted with) is refused before anything is decoded."""
+    file_id = upload(api_client(token_for(org)), encode(text_page())).json()["id"]
+    ocr = catalog["rapidocr-pp-ocrv4"]
+    for image in (f"file:{file_id}", data_uri(encode(text_page()))):
+        prediction = Prediction.objects.create(org=org, model=ocr, input={"image": image})
+        with pytest.raises(InvalidInput, match="the image was deleted before the prediction ran"):
+            files.input_images(prediction, "ocr")
+    prediction.files.add(file_id)
+    prediction.input = {"image": f"file:{file_id}"}
+    assert files.input_images(prediction, "ocr")["image"].startswith(b"\x89PNG")

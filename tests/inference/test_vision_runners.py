@@ -49,6 +49,16 @@ def test_ocr_reads_the_words_in_reading_order_with_boxes():
     assert first["box"][2][1] < second["box"][0][1]
 
 
+def test_ocr_reads_dark_text_on_a_transparent_background():
+    page = text_page().convert("L")
+    # Black text, everything else fully transparent: alpha is where the ink is.
+    ink = Image.new("RGBA", page.size, (0, 0, 0, 0))
+    ink.putalpha(page.point(lambda value: 255 - value))
+    lines = run(OcrRunner(), OCR, {"image": clean(encode(ink))})
+    texts = [line["text"].replace(" ", "").lower() for line in lines]
+    assert texts == ["invoicenumber4217", "totaldue:96euros"]
+
+
 def test_reading_order_is_top_to_bottom_then_left_to_right():
     def line(text, x, y):
         return {"text": text, "box": [[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]]}

@@ -1,5 +1,6 @@
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from inference.spec import SourceKind
@@ -11,11 +12,13 @@ def test_demo_catalog_loads_and_is_idempotent(db):
     first = load_demo_catalog()
     second = load_demo_catalog()
     assert [listing.pk for listing in first] == [listing.pk for listing in second]
-    assert ModelListing.objects.count() == 4
+    assert ModelListing.objects.count() == 6
     assert {listing.task for listing in first} == {
         "text-generation",
         "embeddings",
         "text-classification",
+        "ocr",
+        "object-detection",
     }
     for listing in first:
         assert listing.status == ListingStatus.PUBLISHED
@@ -39,4 +42,14 @@ def test_echo_is_marked_diagnostic(db):
 def test_load_demo_command(db):
     out = StringIO()
     call_command("load_demo", stdout=out)
-    assert "4 models" in out.getvalue()
+    assert "6 models" in out.getvalue()
+
+
+@pytest.mark.parametrize("slug", ["rapidocr-pp-ocrv4", "mtcnn-face-detection"])
+def test_the_vision_listings_pages_render_with_their_snippets(slug, client_for, owner, db):
+    load_demo_catalog()
+    client = client_for(owner)
+    page = client.get(f"/models/{slug}/")
+    assert page.status_code == 200
+    assert b"data:image/png;base64," in page.content  # the example input, a real image
+    assert b"/api/v1/predictions" in page.content  # the curl snippet
