@@ -15,6 +15,7 @@ from inference import files
 from inference.models import Prediction, Status, StoredFile
 from tests.e2e.conftest import log_in, screenshot
 from tests.e2e.test_mobile import OVERFLOW_JS
+from tests.e2e.test_playground import RECORD_VIOLATIONS_JS
 from tests.inference.vision_images import astronaut, encode, text_page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -103,6 +104,7 @@ def test_ocr_of_an_uploaded_page_draws_its_lines_here_on_its_page_and_when_reope
     image = tmp_path / "invoice.png"
     image.write_bytes(encode(text_page()))
     page = new_context(**device).new_page()
+    page.add_init_script(RECORD_VIOLATIONS_JS)
     log_in(page, owner.email)
     page.goto(f"/models/{OCR}/")
     expect(page.locator(".drop-zone")).to_contain_text("Drop an image here")
@@ -125,6 +127,7 @@ def test_ocr_of_an_uploaded_page_draws_its_lines_here_on_its_page_and_when_reope
     expect(page.locator(BOXES).nth(1)).to_have_class(re.compile(r"\bactive\b"))
     expect(page.locator(BOXES).nth(0)).not_to_have_class(re.compile(r"\bactive\b"))
     assert_no_overflow(page, device["viewport"]["width"])
+    assert page.evaluate("window.cspViolations") == []
     screenshot(page, f"vision-ocr-{name}")
 
     # The API tab: upload the file, then predict with it; no OpenAI SDK for vision.
@@ -144,6 +147,7 @@ def test_ocr_of_an_uploaded_page_draws_its_lines_here_on_its_page_and_when_reope
     assert_boxes_on_image(page, [bounds(line["box"]) for line in prediction.output])
     expect(page.locator("#input-image")).to_have_js_property("naturalWidth", 640)
     assert_no_overflow(page, device["viewport"]["width"])
+    assert page.evaluate("window.cspViolations") == []
     screenshot(page, f"vision-ocr-prediction-{name}")
 
     page.click("#open-in-playground")
@@ -154,6 +158,7 @@ def test_ocr_of_an_uploaded_page_draws_its_lines_here_on_its_page_and_when_reope
     wait_for(page, "succeeded")
     rerun = Prediction.objects.exclude(pk=prediction.pk).get(model__slug=OCR)
     assert rerun.status == Status.SUCCEEDED and rerun.output == prediction.output
+    assert page.evaluate("window.cspViolations") == []
 
 
 @pytest.mark.timeout(400)
