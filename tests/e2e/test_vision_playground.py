@@ -6,13 +6,19 @@ the prediction's page draws the same, and "Open in playground" brings the image 
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from inference import files
 from inference.models import Prediction, Status, StoredFile
+from portal import services
+from portal.models import Organization
 from tests.e2e.conftest import log_in, screenshot
 from tests.e2e.test_mobile import OVERFLOW_JS
 from tests.e2e.test_playground import RECORD_VIOLATIONS_JS
@@ -209,3 +215,43 @@ def test_faces_in_a_dropped_and_a_pasted_photo_and_files_refused_in_words(
     )
     second = Prediction.objects.exclude(pk=first.pk).get()
     assert second.output == [] and second.input["image"] != first.input["image"]
+
+
+def run_shown(command: list[str], token: str, folder) -> str:
+    env = {**os.environ, "MODEL_PORTAL_TOKEN": token}
+    done = subprocess.run(command, env=env, cwd=folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.timeout(400)
+def test_the_api_tabs_code_uploads_the_image_and_runs_as_shown(
+    page, live, owner, catalog, tmp_path
+):
+    (tmp_path / "image.png").write_bytes(encode(astronaut()))
+    log_in(page, owner.email)
+    page.goto(f"/models/{FACES}/")
+    page.set_input_files("#pg-image", str(tmp_path / "image.png"))
+    page.fill("#pg-min_score", "0.8")
+    page.click("#playground-run")
+    wait_for(page, "succeeded")
+    ran = Prediction.objects.get()
+    token = services.issue_token(Organization.objects.get(pk=ran.org_id), None, "e2e").plaintext
+    page.click("#playground-tab-api")
+    expect(page.locator("#playground-api-note")).to_contain_text("The call you just ran")
+    code = page.locator("#playground-code")
+    tabs = page.locator("#playground-languages [role=tab]")
+
+    result = json.loads(run_shown(["bash", "-c", code.text_content()], token, tmp_path))
+    assert result["status"] == "succeeded" and result["output"] == ran.output
+    assert result["input"]["min_score"] == 0.8 and result["input"]["image"].startswith("file:")
+
+    tabs.get_by_text("Python", exact=True).click()
+    printed = run_shown([sys.executable, "-c", code.text_content()], token, tmp_path)
+    assert printed.strip() == f"succeeded {ran.output}"  # Python's repr of the same list
+
+    tabs.get_by_text("JavaScript", exact=True).click()
+    (tmp_path / "snippet.mjs").write_text(code.text_content())
+    printed = run_shown(["node", "snippet.mjs"], token, tmp_path)
+    status, output = printed.split(" ", 1)
+    assert status == "succeeded" and json.loads(output) == ran.output
