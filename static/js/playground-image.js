@@ -106,7 +106,9 @@
         report(refused);
         return;
       }
-      show(await dataUri(file), file.name, file.size, asked);
+      const uri = await dataUri(file).catch(() => null);
+      if (uri) show(uri, file.name, file.size, asked);
+      else if (asked === loading) report((file.name || "This file") + " could not be read: choose it again.");
     }
 
     // A prediction's input: its data: URI, or its stored file read back.
