@@ -13,7 +13,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import QueryDict
+from django.urls import reverse
 
+from inference.images import file_ref, image_fields
 from inference.models import Prediction, Source, Status
 from models_hub.models import ModelListing, Task
 
@@ -26,7 +28,11 @@ CONTENT_FIELDS = {
     Task.TEXT_GENERATION: ("prompt", "messages"),
     Task.EMBEDDINGS: ("input",),
     Task.TEXT_CLASSIFICATION: ("text",),
+    Task.OCR: ("image",),
+    Task.OBJECT_DETECTION: ("image",),
 }
+# Tasks whose output is boxes on the input image (static/js/playground-results.js draws them).
+VISION_TASKS = (Task.OCR, Task.OBJECT_DETECTION)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def _last_user_message(messages: Any) -> str:
 
 def input_preview(prediction: Prediction) -> str:
     """About a line of what was sent: the prompt, the last thing the user said in a chat,
-    the text classified, or the text(s) embedded."""
+    the text classified, the text(s) embedded, or that an image was sent."""
     if prediction.data_removed_at is not None:
         return ""
     data = prediction.input if isinstance(prediction.input, dict) else {}
@@ -100,6 +106,8 @@ def input_preview(prediction: Prediction) -> str:
     for field in ("prompt", "text"):
         if isinstance(data.get(field), str):
             return shorten(data[field])
+    if isinstance(data.get("image"), str):
+        return "An image"  # its file id or base64 says nothing to a reader
     if "input" in data:
         return _texts_preview(data["input"])
     return shorten(json.dumps(data, ensure_ascii=False)) if data else ""
@@ -129,12 +137,14 @@ def pretty_json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class InputView:
-    """The input split into what was said (messages, a prompt, texts) and parameters."""
+    """The input split into what was said (messages, a prompt, texts, an image) and
+    parameters. `image` is a URL the page can show the input image from, or None."""
 
     messages: list[dict[str, str]]
     prompt: str | None
     texts: list[str]
     parameters: dict[str, str]
+    image: str | None = None
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -166,13 +176,35 @@ def input_view(prediction: Prediction) -> InputView:
         for key, value in data.items()
         if key not in fields
     }
-    return InputView(messages, None if messages else prompt, _texts(said.get("input")), parameters)
+    return InputView(
+        messages,
+        None if messages else prompt,
+        _texts(said.get("input")),
+        parameters,
+        image_url(prediction.model.task, data),
+    )
+
+
+def image_url(task: str, data: dict[str, Any]) -> str | None:
+    """Where the browser reads the input's image: the org's file (stored inputs hold
+    `file:<id>`: admission stores inline images as files), or the data: URI itself."""
+    for name in image_fields(task):
+        value = data.get(name)
+        if not isinstance(value, str):
+            continue
+        file_id = file_ref(value)
+        if file_id is not None:
+            return reverse("file_content", args=[file_id])
+        if value.startswith("data:image/"):
+            return value
+    return None
 
 
 @dataclass(frozen=True)
 class OutputView:
     """`kind` says how the page draws the output: "text" (Markdown, with the raw text
-    behind a toggle), "embeddings" (a summary), "classification" (bars) or "json"."""
+    behind a toggle), "embeddings" (a summary), "classification" (bars), "vision" (boxes
+    on the input image, `labels` listing what each box holds) or "json"."""
 
     kind: str
     raw: str
@@ -193,6 +225,15 @@ def _is_labels(value: Any) -> bool:
     )
 
 
+def _is_boxes(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, dict)
+        and isinstance(v.get("box"), list)
+        and isinstance(v.get("score"), int | float)
+        for v in value
+    )
+
+
 def output_view(prediction: Prediction) -> OutputView:
     value, task = prediction.output, prediction.model.task
     if isinstance(value, str):
@@ -207,4 +248,10 @@ def output_view(prediction: Prediction) -> OutputView:
     if task == Task.TEXT_CLASSIFICATION and _is_labels(value):
         labels = tuple((str(v["label"]), f"{v['score'] * 100:.1f}%") for v in value)
         return OutputView("classification", pretty_json(value), labels=labels)
+    if task in VISION_TASKS and _is_boxes(value):
+        # OCR lines carry their text, detections their label.
+        found = tuple(
+            (str(v.get("text", v.get("label", ""))), f"{v['score'] * 100:.1f}%") for v in value
+        )
+        return OutputView("vision", pretty_json(value), labels=found)
     return OutputView("json", pretty_json(value))

@@ -1,12 +1,16 @@
-"""Browser pages: the org's prediction history and one prediction's detail."""
+"""Browser pages: the org's prediction history, one prediction's detail, and the bytes of
+an image the org sent (the prediction page's input, the playground's prefill)."""
 
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from billing.costs import cost_of, cost_payload
+from inference import files
+from inference.file_access import viewable_file
 from inference.models import Prediction, Source, Status
 from inference.presentation import (
     input_view,
@@ -70,6 +74,27 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
         "can_reopen": kept and prediction.model.status in PLAYGROUND_STATUSES,
     }
     return render(request, "inference/prediction_detail.html", context)
+
+
+@org_member_required()
+@require_safe
+def file_content(request: HttpRequest, file_id: str) -> HttpResponse:
+    """The image's bytes, as stored (validated and re-encoded when it arrived), for the
+    session's org only."""
+    stored = viewable_file(request.org, file_id)
+    if stored is None:
+        raise Http404("No such file.")
+    try:
+        handle = files.storage().open(stored.storage_name, "rb")
+    except FileNotFoundError as exc:
+        # Erased between the lookup and the read (its row goes right after its bytes).
+        raise Http404("No such file.") from exc
+    response = FileResponse(handle, content_type=stored.content_type)
+    response["Content-Disposition"] = "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    # The org's own data: no shared cache keeps it, and a browser only briefly.
+    response["Cache-Control"] = "private, max-age=300"
+    return response
 
 
 def quickstart(request: HttpRequest) -> HttpResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from inference.images import image_fields
 from inference.models import Prediction
 from models_hub.models import ModelListing, Task
 from portal.errors import NotFound
@@ -66,15 +67,30 @@ def prefill_input(
     return prediction.input if usable else None
 
 
+def starting_input(listing: ModelListing) -> dict[str, Any]:
+    """The example without its image: a vision listing's example image only has to be
+    valid (a blank pixel), so the playground starts empty and asks for one instead."""
+    images = image_fields(listing.task)
+    return {key: value for key, value in listing.example_input.items() if key not in images}
+
+
+def defaults_for(listing: ModelListing) -> dict[str, Any]:
+    if listing.task == Task.TEXT_GENERATION:
+        return {**RUNNER_DEFAULTS, **listing.default_params}
+    if image_fields(listing.task):
+        # The runner's own defaults (MTCNN's min_score of 0.9): the slider shows them.
+        return dict(listing.default_params)
+    return {}
+
+
 def playground_for(
     org: Organization | None, listing: ModelListing, from_prediction: str | None = None
 ) -> Playground:
     prefill = prefill_input(org, listing, from_prediction)
-    generates = listing.task == Task.TEXT_GENERATION
-    defaults = {**RUNNER_DEFAULTS, **listing.default_params} if generates else {}
+    defaults = defaults_for(listing)
     return Playground(
         mode=mode_for(listing),
-        input=prefill if prefill is not None else listing.example_input,
+        input=prefill if prefill is not None else starting_input(listing),
         defaults=defaults,
         from_prediction=from_prediction if prefill is not None else None,
     )

@@ -3,6 +3,10 @@
 Each snippet runs the listing's example input, or the input the playground just ran (its
 API tab); the token is read from the MODEL_PORTAL_TOKEN environment variable so that no
 secret ends up in shell history or in a file.
+
+Vision models (OCR, object detection) take an image: their snippets upload `image.png`
+to /api/v1/files first and send the prediction `"image": "file:<id>"`, whatever image the
+input held (a data: URI is no code to read, and a stored file expires).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from django.db.models import Case, IntegerField, Value, When
 
+from inference.images import image_fields
 from models_hub.models import ModelListing, Task
 from portal.models import ApiToken, TokenScope
 
@@ -20,6 +25,10 @@ from portal.models import ApiToken, TokenScope
 ECHO_SOURCE = "builtin:echo"
 # Input fields of text generation that the OpenAI API names the same way.
 OPENAI_SAME_NAMES = ("temperature", "top_p", "stop", "seed")
+# The file a vision snippet uploads, and what stands for the uploaded file's id in the
+# input until each language writes its own variable there.
+IMAGE_PATH = "image.png"
+FILE_ID_MARK = "file:__FILE_ID__"
 
 
 @dataclass(frozen=True)
@@ -52,10 +61,18 @@ def _js(value: Any, margin: int) -> str:
     return _json(value).replace("\n", "\n" + " " * margin)
 
 
+def with_uploaded_image(listing: ModelListing, model_input: dict[str, Any]) -> dict[str, Any]:
+    """The input with each image field set to the uploaded file (the mark), first."""
+    marks = {name: FILE_ID_MARK for name in image_fields(listing.task)}
+    return {**marks, **{k: v for k, v in model_input.items() if k not in marks}}
+
+
 def curl_snippet(
     listing: ModelListing, base_url: str, model_input: dict[str, Any] | None = None
 ) -> Snippet:
     model_input = listing.example_input if model_input is None else model_input
+    if image_fields(listing.task):
+        return curl_image_snippet(listing, base_url, model_input)
     # Laid out like the other snippets: a chat's history reads as a list, not one line.
     body = _json({"model": listing.slug, "input": model_input})
     quoted = body.replace("'", "'\\''")
@@ -67,6 +84,93 @@ def curl_snippet(
         f"  -d '{quoted}'"
     )
     return Snippet("curl", "curl", "shell", code)
+
+
+def curl_image_snippet(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any]
+) -> Snippet:
+    body = _json({"model": listing.slug, "input": with_uploaded_image(listing, model_input)})
+    # The JSON is single-quoted for the shell: the id is spliced in between two quotes.
+    quoted = body.replace("'", "'\\''").replace(FILE_ID_MARK, "file:'\"$FILE_ID\"'")
+    code = (
+        f"# 1. Upload the image (PNG, JPEG or WebP, at most 10 MiB); jq reads its id.\n"
+        f"FILE_ID=$(curl -s -X POST {base_url}/api/v1/files \\\n"
+        '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
+        f"  -F file=@{IMAGE_PATH} | jq -r .id)\n\n"
+        "# 2. Run the model on it.\n"
+        f"curl -s -X POST {base_url}/api/v1/predictions \\\n"
+        '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Prefer: wait" \\\n'
+        f"  -d '{quoted}'"
+    )
+    return Snippet("curl", "curl", "shell", code)
+
+
+def requests_image_snippet(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any]
+) -> Snippet:
+    model_input = with_uploaded_image(listing, model_input)
+    literal = _python(model_input, 2).replace(_json(FILE_ID_MARK), 'f"file:{file_id}"')
+    code = f"""import os
+
+import requests
+
+headers = {{"Authorization": f"Bearer {{os.environ['MODEL_PORTAL_TOKEN']}}"}}
+
+# 1. Upload the image (PNG, JPEG or WebP, at most 10 MiB).
+with open("{IMAGE_PATH}", "rb") as image:
+    uploaded = requests.post(
+        "{base_url}/api/v1/files", headers=headers, files={{"file": image}}, timeout=60
+    )
+uploaded.raise_for_status()
+file_id = uploaded.json()["id"]
+
+# 2. Run the model on it.
+response = requests.post(
+    "{base_url}/api/v1/predictions",
+    headers={{**headers, "Prefer": "wait"}},
+    json={{
+        "model": {_json(listing.slug)},
+        "input": {literal},
+    }},
+    timeout=90,
+)
+response.raise_for_status()
+prediction = response.json()
+print(prediction["status"], prediction["output"])"""
+    return Snippet("python", "Python (requests)", "python", code)
+
+
+def fetch_image_snippet(
+    listing: ModelListing, base_url: str, model_input: dict[str, Any]
+) -> Snippet:
+    model_input = with_uploaded_image(listing, model_input)
+    literal = _js(model_input, 4).replace(_json(FILE_ID_MARK), "`file:${uploaded.id}`")
+    code = f"""// Node 18+ (fetch, FormData and Blob built in)
+import {{ readFile }} from "node:fs/promises";
+
+const headers = {{ Authorization: `Bearer ${{process.env.MODEL_PORTAL_TOKEN}}` }};
+
+// 1. Upload the image (PNG, JPEG or WebP, at most 10 MiB).
+const form = new FormData();
+form.append("file", new Blob([await readFile("{IMAGE_PATH}")]), "{IMAGE_PATH}");
+const uploaded = await (
+  await fetch("{base_url}/api/v1/files", {{ method: "POST", headers, body: form }})
+).json();
+
+// 2. Run the model on it.
+const response = await fetch("{base_url}/api/v1/predictions", {{
+  method: "POST",
+  headers: {{ ...headers, "Content-Type": "application/json", Prefer: "wait" }},
+  body: JSON.stringify({{
+    model: {_json(listing.slug)},
+    input: {literal},
+  }}),
+}});
+const prediction = await response.json();
+console.log(prediction.status, JSON.stringify(prediction.output, null, 2));"""
+    return Snippet("javascript", "JavaScript (fetch)", "javascript", code)
 
 
 def requests_snippet(listing: ModelListing, base_url: str, model_input: dict[str, Any]) -> Snippet:
@@ -173,9 +277,16 @@ def snippets_for(
     listing: ModelListing, base_url: str, model_input: dict[str, Any] | None = None
 ) -> list[Snippet]:
     """curl, Python, the OpenAI SDK (where it applies) and JavaScript, running
-    `model_input` (default: the listing's example)."""
+    `model_input` (default: the listing's example). Vision models upload an image first;
+    the OpenAI API has no such call, so they have no OpenAI SDK snippet."""
     base_url = base_url.rstrip("/")
     model_input = listing.example_input if model_input is None else model_input
+    if image_fields(listing.task):
+        return [
+            curl_image_snippet(listing, base_url, model_input),
+            requests_image_snippet(listing, base_url, model_input),
+            fetch_image_snippet(listing, base_url, model_input),
+        ]
     candidates = [
         curl_snippet(listing, base_url, model_input),
         requests_snippet(listing, base_url, model_input),

@@ -63,6 +63,7 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("publisher/", include("billing.publisher_urls")),
     path("predictions/", include("inference.urls")),
+    path("files/<str:file_id>/", inference_views.file_content, name="file_content"),
     path("api/v1/", include(api_v1)),
     path("v1/models", openai.list_models, name="openai_models"),
     path("v1/chat/completions", openai.chat_completions, name="openai_chat_completions"),

@@ -1,13 +1,14 @@
 // The playground's inputs: one control per field of the model's input schema (sliders
-// with their values for the sampling knobs, the rarer ones folded under "Advanced"), the
-// input they make, and errors shown at the field they are about, in words.
+// with their values for the sampling knobs, the rarer ones folded under "Advanced"; an
+// image field's drop zone is playground-image.js), the input they make, and errors shown
+// at the field they are about, in words.
 (function () {
   "use strict";
 
   // The fields a person comes to fill in, shown first and large.
-  const MAIN = ["prompt", "text", "input", "labels"];
+  const MAIN = ["image", "prompt", "text", "input", "labels"];
   // Shown as sliders (with a number box) whenever the schema bounds them.
-  const SLIDERS = ["max_new_tokens", "temperature", "top_p"];
+  const SLIDERS = ["max_new_tokens", "temperature", "top_p", "min_score"];
   // PostgreSQL's jsonb does not keep the schema's key order, so the form orders fields
   // itself: main inputs, then sliders, then the rest alphabetically.
   const ORDER = [...MAIN, ...SLIDERS, "stop", "seed"];
@@ -24,6 +25,8 @@
   // What kind of control a schema property gets.
   function kindOf(prop) {
     if (Array.isArray(prop.enum)) return "enum";
+    // models_hub/schemas.py's image_property: a data: URI or file:<id>.
+    if (typeof prop.contentMediaType === "string" && prop.contentMediaType.startsWith("image/")) return "image";
     if (Array.isArray(prop.anyOf)) {
       const types = prop.anyOf.map((option) => option.type);
       // embeddings' input: one text or a list of them; one per line either way.
@@ -59,7 +62,9 @@
     const box = element("div", { class: "field" + (extraClass ? " " + extraClass : "") });
     const label = element("label", { for: control.id }, field.label);
     box.append(label, control);
-    const hint = [field.prop.description, field.listHint].filter(Boolean).join(" ");
+    // An image's schema description speaks of data: URIs and file ids: the API's view.
+    const about = field.kind === "image" ? "PNG, JPEG or WebP, at most 10 MiB." : field.prop.description;
+    const hint = [about, field.listHint].filter(Boolean).join(" ");
     if (hint) box.append(element("small", { class: "hint" }, hint));
     box.append(element("small", { class: "field-error", hidden: "" }));
     return box;
@@ -111,15 +116,20 @@
       return sliderField(field);
     }
     let control;
-    if (field.kind === "boolean") control = element("input", { type: "checkbox", id: field.id, name: field.name });
+    if (field.kind === "image") control = element("input", { type: "file", id: field.id, name: field.name });
+    else if (field.kind === "boolean") control = element("input", { type: "checkbox", id: field.id, name: field.name });
     else if (field.kind === "integer" || field.kind === "number") control = numberControl(field);
     else if (field.kind === "enum") control = enumControl(field);
     else control = textControl(field);
-    return { container: wrap(field, control), control };
+    return { container: wrap(field, control, field.kind === "image" ? "image-field" : ""), control };
   }
 
   function fill(field, value) {
     if (value === undefined || value === null) return;
+    if (field.image) {
+      field.image.fill(value);
+      return;
+    }
     const el = field.control;
     if (el.type === "checkbox") el.checked = Boolean(value);
     else el.value = Array.isArray(value) ? value.join("\n") : String(value);
@@ -132,6 +142,7 @@
 
   // The value a field adds to the input, or undefined to leave the field out.
   function read(field) {
+    if (field.image) return field.image.value();
     const el = field.control;
     if (field.defaultText !== undefined && String(el.type === "checkbox" ? el.checked : el.value) === field.defaultText) {
       return undefined;
@@ -215,6 +226,12 @@
         const built = buildField(field);
         field.container = built.container;
         field.control = built.control;
+        if (kind === "image") {
+          field.image = window.PlaygroundImage.attach(field, (message) => {
+            if (message) fieldError(field, message);
+            else clearError(field);
+          });
+        }
         const shown = field.main || field.required || SLIDERS.includes(name);
         (shown ? visible : advanced).append(field.container);
         const given = values[name];
@@ -253,7 +270,7 @@
         let ok = true;
         fields.forEach((field) => {
           if (!field.alias && field.required && input[field.name] === undefined) {
-            fieldError(field, "Fill in " + field.label.toLowerCase() + ".");
+            fieldError(field, field.image ? "Choose an image first." : "Fill in " + field.label.toLowerCase() + ".");
             ok = false;
           }
         });

@@ -1,6 +1,6 @@
 // How a finished prediction looks in the playground, by task: vectors with their
-// similarities, labelled score bars, or text (Markdown). Chat replies are drawn by
-// playground.js as they stream.
+// similarities, labelled score bars, boxes drawn over the input image (OCR, object
+// detection), or text (Markdown). Chat replies are drawn by playground.js as they stream.
 (function () {
   "use strict";
 
@@ -131,6 +131,104 @@
     target.append(list);
   }
 
+  // --- Vision: boxes over the image ----------------------------------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svgElement(tag, attributes) {
+    const el = document.createElementNS(SVG, tag);
+    Object.entries(attributes).forEach(([key, value]) => el.setAttribute(key, value));
+    return el;
+  }
+
+  function percent(score) {
+    return (Math.round(score * 1000) / 10).toFixed(1) + "%";
+  }
+
+  // The image the input sent: a data: URI as is, an uploaded file from the org's file page.
+  function imageSource(value) {
+    if (typeof value !== "string") return null;
+    if (value.startsWith("data:image/")) return value;
+    return window.PlaygroundImage ? window.PlaygroundImage.fileUrl(value) : null;
+  }
+
+  // One box: OCR's four corners as a polygon, a detection's [x1, y1, x2, y2] as a rectangle
+  // with its label and score written at its top left corner.
+  function shape(task, item, fontSize) {
+    const group = svgElement("g", { class: "vision-box" });
+    if (task === "ocr") {
+      group.append(svgElement("polygon", { points: item.box.map((p) => p.join(",")).join(" ") }));
+      return group;
+    }
+    const [x1, y1, x2, y2] = item.box;
+    group.append(svgElement("rect", { x: x1, y: y1, width: Math.max(0, x2 - x1), height: Math.max(0, y2 - y1) }));
+    const caption = svgElement("text", { x: x1, y: Math.max(fontSize, y1 - fontSize * 0.3), "font-size": fontSize });
+    caption.textContent = item.label + " " + percent(item.score);
+    group.append(caption);
+    return group;
+  }
+
+  // What each box holds, beside the image: OCR's text in reading order, or the labels.
+  function listItem(task, item, index) {
+    const row = element("li", "vision-item");
+    row.tabIndex = 0;
+    row.dataset.index = String(index);
+    const what = task === "ocr" ? item.text : item.label;
+    row.append(element("span", "vision-text", what), element("span", "vision-score muted small", percent(item.score)));
+    return row;
+  }
+
+  // Hovering or focusing a line of the list, or hovering its box, lights both up.
+  function linkHighlight(row, box) {
+    const on = () => { row.classList.add("active"); box.classList.add("active"); };
+    const off = () => { row.classList.remove("active"); box.classList.remove("active"); };
+    [row, box].forEach((el) => {
+      el.addEventListener("mouseenter", on);
+      el.addEventListener("mouseleave", off);
+    });
+    row.addEventListener("focus", on);
+    row.addEventListener("blur", off);
+  }
+
+  // The image at any width with an SVG over it whose viewBox is the image's own pixel size:
+  // boxes come in those pixels (as displayed, EXIF applied), so they stay on what they mark.
+  function vision(target, task, items, input) {
+    const src = imageSource(input && input.image);
+    const result = element("div", "vision-result");
+    const figure = element("figure", "vision-figure");
+    const list = element("ol", "vision-list");
+    list.setAttribute("aria-label", task === "ocr" ? "Text found, in reading order" : "Objects found");
+    const noun = task === "ocr" ? ["line of text", "lines of text"] : ["object", "objects"];
+    const found = items.length + " " + noun[items.length === 1 ? 0 : 1];
+    if (src) {
+      const img = element("img");
+      img.alt = "The input image with " + found + " drawn over it";
+      const overlay = svgElement("svg", { class: "vision-overlay", preserveAspectRatio: "none", "aria-hidden": "true" });
+      // Boxes wait for the image's natural size: labels are sized in its pixels.
+      const draw = () => {
+        const width = img.naturalWidth;
+        const height = img.naturalHeight;
+        overlay.setAttribute("viewBox", "0 0 " + width + " " + height);
+        const fontSize = Math.max(10, Math.round(Math.max(width, height) / 40));
+        items.forEach((item, index) => {
+          const box = shape(task, item, fontSize);
+          overlay.append(box);
+          linkHighlight(list.children[index], box);
+        });
+        figure.dataset.boxes = String(items.length);
+      };
+      img.addEventListener("load", draw, { once: true });
+      img.src = src;
+      figure.append(img, overlay);
+    }
+    items.forEach((item, index) => list.append(listItem(task, item, index)));
+    const side = element("div", "vision-side");
+    const none = task === "ocr" ? "No text found." : "Nothing found at or above the minimum score.";
+    side.append(element("p", "small", items.length ? found + " found." : none), list);
+    result.append(figure, side);
+    target.append(result);
+  }
+
   function text(target, value) {
     const body = element("div", "markdown");
     window.PortalMarkdown.render(body, value);
@@ -144,6 +242,7 @@
     if (value === null || value === undefined) return;
     if (task === "embeddings" && Array.isArray(value)) embeddings(target, value, input);
     else if (task === "text-classification") classification(target, value);
+    else if ((task === "ocr" || task === "object-detection") && Array.isArray(value)) vision(target, task, value, input);
     else if (typeof value === "string") text(target, value);
     else target.append(element("pre", "", JSON.stringify(value, null, 2)));
   }

@@ -416,7 +416,7 @@
   };
 
   // Short tab names; the snippets' own labels say more (the model page's code section).
-  const LANGUAGE_TABS = { curl: "curl", python: "Python", openai: "OpenAI SDK", websocket: "JavaScript" };
+  const LANGUAGE_TABS = { curl: "curl", python: "Python", openai: "OpenAI SDK", websocket: "JavaScript", javascript: "JavaScript" };
 
   function drawLanguages() {
     if (!api.snippets.some((s) => s.key === api.key)) api.key = (api.snippets[0] || {}).key;
@@ -444,11 +444,17 @@
   let callsAsked = 0;
   async function showCall(input, ran = true) {
     const asked = ++callsAsked;
+    // The code uploads an image file rather than inlining one (models_hub/snippets.py):
+    // an image's bytes need not travel to be formatted.
+    const sent = {};
+    Object.entries(input).forEach(([name, value]) => {
+      sent[name] = typeof value === "string" && value.startsWith("data:") ? "data:" : value;
+    });
     const response = await fetch(root.dataset.snippetsUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify({ input }),
+      body: JSON.stringify({ input: sent }),
     }).catch(() => null);
     if (!response || !response.ok) return;
     const snippets = (await response.json()).snippets;

@@ -22,6 +22,7 @@ from enum import StrEnum
 from urllib.parse import urlencode
 
 import pytest
+from django.core.files.base import ContentFile
 from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
@@ -29,6 +30,7 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from billing.models import ListingPlan, Plan
+from inference import files
 from inference.models import Prediction, Status, StoredFile
 from models_hub.models import ListingStatus, ModelListing, Visibility
 from models_hub.versions import record_version
@@ -172,6 +174,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "predictions/<str:prediction_id>/": Endpoint(
         Access.PAGE, params={"prediction_id": "prediction"}
     ),
+    # An image of the org's (a prediction's input) for its members' browsers (issue #17).
+    "files/<str:file_id>/": Endpoint(Access.PAGE, params={"file_id": "file"}),
     # Revenue: tokens with `publisher`; with the session, owners and admins only.
     "api/v1/publisher/ledger": Endpoint(Access.API, role=Role.ADMIN),
     "api/v1/publisher/stats": Endpoint(Access.API, role=Role.ADMIN),
@@ -328,7 +332,18 @@ class Objects:
 
 
 @pytest.fixture
-def objects(org, owner, teammate, echo_listing) -> Objects:
+def files_in_tmp(settings, tmp_path) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "files": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+
+
+@pytest.fixture
+def objects(org, owner, teammate, echo_listing, files_in_tmp) -> Objects:
     """One object of each kind in `org`, and an id of the same shape that exists nowhere."""
     listing = ModelListing.objects.create(
         slug="acme-private-model",
@@ -346,10 +361,11 @@ def objects(org, owner, teammate, echo_listing) -> Objects:
         org=org, user=owner, model=listing, input={"prompt": "secret"}, status=Status.PROCESSING
     )
     token = services.issue_token(org, owner, "acme-token").token
-    # A row without bytes is enough here: the sweep never reads a file's content.
+    # Bytes (in this test's own folder) for the page that serves them; the API reads rows.
+    stored_name = files.storage().save(f"{org.pk}/sweep.png", ContentFile(b"x"))
     stored_file = StoredFile.objects.create(
         org=org, owner=owner, content_type="image/png", size=1, width=1, height=1,
-        sha256="0" * 64, storage_name=f"{org.pk}/sweep.png",
+        sha256="0" * 64, storage_name=stored_name,
         expires_at=timezone.now() + timedelta(days=1),
     )  # fmt: skip
     issued = services.invite_member(org, owner, "newcomer@example.com")
