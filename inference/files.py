@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -219,6 +220,24 @@ def erase_for_predictions(prediction_ids: Iterable[str]) -> int:
     prediction that still keeps its input uses the same file."""
     used = StoredFile.objects.filter(predictions__in=list(prediction_ids)).distinct()
     return delete_files(_unheld(StoredFile.objects.filter(pk__in=used.values("pk"))))
+
+
+def forget_org_files(org: Organization) -> None:
+    """The org is being deleted (its rows go by cascade): its bytes go once that commits,
+    so a deletion that rolls back keeps every file readable."""
+    names = list(StoredFile.objects.filter(org=org).values_list("storage_name", flat=True))
+    if names:
+        transaction.on_commit(partial(_delete_bytes, names), robust=True)
+
+
+def forget_files_of_deleted_org(sender: type, instance: Organization, **kwargs: Any) -> None:
+    """pre_delete receiver for Organization (connected in InferenceConfig.ready)."""
+    forget_org_files(instance)
+
+
+def _delete_bytes(names: list[str]) -> None:
+    for name in names:
+        storage().delete(name)
 
 
 def delete_file(stored: StoredFile) -> None:

@@ -19,6 +19,7 @@ from inference.models import Prediction, Status, StoredFile
 from inference.retention import erase_expired_predictions
 from models_hub.demo import load_demo_catalog
 from portal.errors import InvalidInput
+from portal.services import delete_org
 from tests.inference.vision_images import (
     astronaut,
     data_uri,
@@ -315,3 +316,18 @@ def test_the_worker_reads_only_files_admitted_with_the_prediction(
     prediction.files.add(file_id)
     prediction.input = {"image": f"file:{file_id}"}
     assert files.input_images(prediction, "ocr")["image"].startswith(b"\x89PNG")
+
+
+def test_deleting_the_org_deletes_its_files_bytes(
+    org, owner, outsider_org, token_for, api_client, storage_dir, django_capture_on_commit_callbacks
+):
+    upload(api_client(token_for(org)), encode(text_page()))
+    upload(api_client(token_for(org)), encode(astronaut(), "JPEG"), "a.jpg", "image/jpeg")
+    kept = upload(api_client(token_for(outsider_org)), encode(text_page())).json()["id"]
+    assert len(stored_paths(storage_dir)) == 3
+
+    with django_capture_on_commit_callbacks(execute=True):
+        delete_org(org, owner)
+
+    assert list(StoredFile.objects.values_list("pk", flat=True)) == [kept]
+    assert stored_paths(storage_dir) == [storage_dir / StoredFile.objects.get().storage_name]
