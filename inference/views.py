@@ -11,6 +11,7 @@ from django.views.decorators.http import require_safe
 from billing.costs import cost_of, cost_payload
 from inference import files
 from inference.file_access import viewable_file
+from inference.images import image_fields
 from inference.models import Prediction, Source, Status
 from inference.presentation import (
     input_view,
@@ -72,6 +73,8 @@ def prediction_detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
         # The model page's playground takes this prediction's input (?from=), while the
         # input is kept and the model still has a playground.
         "can_reopen": kept and prediction.model.status in PLAYGROUND_STATUSES,
+        # Image tasks count images, not tokens: "0 in / 0 out" would only mislead.
+        "counts_tokens": not image_fields(prediction.model.task),
     }
     return render(request, "inference/prediction_detail.html", context)
 

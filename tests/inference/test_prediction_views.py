@@ -144,6 +144,7 @@ def test_text_generation_chat_input_thread_and_markdown_output(make, org, teamma
     assert 'id="output-raw">**Hello** &lt;script&gt;' in page
     assert "<script>alert(1)</script>" not in page
     assert "js/prediction.js" in page
+    assert "<dt>Tokens</dt>" in page
 
 
 def test_copy_as_curl_recreates_the_prediction(make, org, owner, client_for):

@@ -177,6 +177,8 @@ def test_an_ocr_predictions_page_shows_its_image_and_what_was_read(
     assert f"?from={prediction.id}#playground" in html
     # Copy as curl uploads an image rather than pointing at a file that will expire.
     assert "-F file=@image.png" in html
+    # An image task counts no tokens: no "0 in / 0 out".
+    assert "<dt>Tokens</dt>" not in html
 
 
 def test_a_detection_predictions_parameters_and_an_inline_image(owner, org, client_for, catalog):
