@@ -114,6 +114,22 @@ API_MIDDLEWARE = [
     "portal.api_handler.XFrameOptionsMiddleware",
     "portal.middleware.ApiErrorPagesMiddleware",
 ]
+# The prediction event stream's chain (portal/stream_handler.py), all on the event loop:
+# bearer tokens or the browser's session (read, never saved); GET only, so no CSRF; JSON or
+# text/event-stream only, so no CSP.
+STREAM_MIDDLEWARE = [
+    "portal.monitoring.RequestMetricsMiddleware",
+    "portal.api_handler.SecurityMiddleware",
+    "portal.abuse.ClientIpRateLimitMiddleware",
+    "portal.stream_handler.ReadOnlySessionMiddleware",
+    "portal.stream_handler.AuthenticationMiddleware",
+    "portal.api_handler.XFrameOptionsMiddleware",
+    "portal.middleware.ApiErrorPagesMiddleware",
+]
+# The threads every stream's sync code (its lookups, Django's request signals) shares:
+# opens on different threads overlap their database and Redis waits; more buys little in
+# a process the GIL keeps on one core.
+STREAM_SYNC_THREADS = env_int("STREAM_SYNC_THREADS", 4)
 
 ROOT_URLCONF = "portal.urls"
 ASGI_APPLICATION = "portal.asgi.application"
