@@ -126,9 +126,10 @@ STREAM_MIDDLEWARE = [
     "portal.api_handler.XFrameOptionsMiddleware",
     "portal.middleware.ApiErrorPagesMiddleware",
 ]
-# The threads every stream's sync code (its lookups, Django's request signals) shares:
-# opens on different threads overlap their database and Redis waits; more buys little in
-# a process the GIL keeps on one core.
+# The threads every stream's sync code (its lookups, Django's request signals) shares.
+# More than one so that a call stuck on the database stalls only the opens on its thread,
+# and opens overlap their waits on a remote database. Opening is CPU-bound otherwise: on a
+# 2-core machine with a local database, 1 and 4 threads both opened 130-230 streams/s.
 STREAM_SYNC_THREADS = env_int("STREAM_SYNC_THREADS", 4)
 
 ROOT_URLCONF = "portal.urls"
