@@ -115,8 +115,8 @@ API_MIDDLEWARE = [
     "portal.middleware.ApiErrorPagesMiddleware",
 ]
 # The prediction event stream's chain (portal/stream_handler.py), all on the event loop:
-# bearer tokens or the browser's session (read, never saved); GET only, so no CSRF; JSON or
-# text/event-stream only, so no CSP.
+# bearer tokens or the browser's session (read, never saved); the view changes nothing (any
+# method but GET is a 405), so no CSRF; JSON or text/event-stream only, so no CSP.
 STREAM_MIDDLEWARE = [
     "portal.monitoring.RequestMetricsMiddleware",
     "portal.api_handler.SecurityMiddleware",
