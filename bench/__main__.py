@@ -352,6 +352,8 @@ def bench_streams(stack: Stack, profile: Profile) -> Section:
         Figure.of("delivery lag p50", "ms", column("lag_p50_ms")),
         Figure.of("delivery lag p99", "ms", column("lag_p99_ms")),
         Figure.of("delivery lag max", "ms", column("lag_max_ms")),
+        Figure.of("stream opens (response headers)", "opens/s", column("opens_per_second")),
+        Figure.of("web process threads while holding them", "", column("web_threads")),
     ]  # fmt: skip
     return section
 

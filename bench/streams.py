@@ -127,6 +127,7 @@ async def _hold_streams(stack: Stack, prediction_id: str, streams: int) -> dict:
     before = web.memory_info().rss
     tally = Tally()
     tasks = []
+    opening = time.perf_counter()
     for start in range(0, streams, CONNECT_CONCURRENCY):
         batch = min(CONNECT_CONCURRENCY, streams - start)
         tasks += [
@@ -136,6 +137,8 @@ async def _hold_streams(stack: Stack, prediction_id: str, streams: int) -> dict:
         while tally.settled < start + batch:
             await asyncio.sleep(0.05)
     opened = time.perf_counter()
+    # Response headers of every stream, in batches: how fast the process opens streams.
+    opens_per_second = streams / (opened - opening)
     while tally.watching < streams - len(tally.refused):
         await asyncio.sleep(0.05)
     setup_seconds = time.perf_counter() - opened
@@ -155,14 +158,15 @@ async def _hold_streams(stack: Stack, prediction_id: str, streams: int) -> dict:
         "lag_max_ms": lags[-1],
         "watching_after_s": setup_seconds,
         "web_threads": threads,
+        "opens_per_second": opens_per_second,
     }
     refusals = f" ({len(tally.refused)} refused or broken: {sorted(set(tally.refused))})"
     print(
         f"{streams} idle SSE streams{refusals if tally.refused else ''}: "
         f"{result['kib_per_stream']:.1f} KiB per stream; "
         f"delivery lag p50 {result['lag_p50_ms']:.1f} ms, p99 {result['lag_p99_ms']:.1f} ms, "
-        f"max {result['lag_max_ms']:.1f} ms; all watching {setup_seconds:.1f} s after the "
-        f"last one opened; {threads} threads in the web process",
+        f"max {result['lag_max_ms']:.1f} ms; opened at {opens_per_second:.0f}/s, all watching "
+        f"{setup_seconds:.1f} s after the last one opened; {threads} threads in the web process",
         flush=True,
     )
     return result

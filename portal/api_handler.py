@@ -47,25 +47,29 @@ class XFrameOptionsMiddleware(InlineHooksMixin, DjangoXFrameOptions):
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler with settings.API_MIDDLEWARE as its chain.
+    """Django's ASGI handler with the chain named by `middleware_setting`
+    (settings.API_MIDDLEWARE here).
 
     Every middleware there must be async-capable: the chain is built without Django's
     sync/async adaptation, so a sync one is refused at start instead of silently adding
     the thread hops this handler exists to remove.
     """
 
+    middleware_setting = "API_MIDDLEWARE"
+
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
         handler = convert_exception_to_response(self._get_response_async)
-        for path in reversed(settings.API_MIDDLEWARE):
+        name = self.middleware_setting
+        for path in reversed(getattr(settings, name)):
             middleware = import_string(path)
             if not getattr(middleware, "async_capable", False):
-                raise ImproperlyConfigured(f"API_MIDDLEWARE: {path} is not async-capable.")
+                raise ImproperlyConfigured(f"{name}: {path} is not async-capable.")
             instance = middleware(handler)
             if not iscoroutinefunction(instance):
-                raise ImproperlyConfigured(f"API_MIDDLEWARE: {path} did not run async.")
+                raise ImproperlyConfigured(f"{name}: {path} did not run async.")
             if hasattr(instance, "process_exception"):
                 # Django calls exception hooks sync (in a thread), as in its own chain.
                 self._exception_middleware.append(instance.process_exception)

@@ -15,13 +15,21 @@ from portal.api_handler import ApiASGIHandler, is_api_scope  # noqa: E402
 from portal.body_limit import BodyLimitMiddleware  # noqa: E402
 from portal.channels_auth import BrowserOriginValidator, PrincipalMiddlewareStack  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from portal.stream_handler import StreamASGIHandler, is_stream_scope  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
+stream_asgi_app = StreamASGIHandler()
 
 
 async def http_app(scope: dict, receive, send) -> None:
-    """/v1/ to the API's lean handler, everything else to the site's."""
-    app = api_asgi_app if is_api_scope(scope) else django_asgi_app
+    """/v1/ to the API's lean handler, the prediction event stream to its own (no thread
+    per open stream), everything else to the site's."""
+    if is_api_scope(scope):
+        app = api_asgi_app
+    elif is_stream_scope(scope):
+        app = stream_asgi_app
+    else:
+        app = django_asgi_app
     await app(scope, receive, send)
 
 
