@@ -456,20 +456,56 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "portal.vendor.VendorFinder",
 ]
+S3_FILES_BACKEND = "storages.backends.s3.S3Storage"
+
+
+def files_storage() -> dict:
+    """STORAGES["files"]: uploaded and inline images (inference/files.py), never served by
+    URL. By default a folder under the var directory. That is a legitimate production store
+    too, so production does not refuse it: docker-compose.yml mounts one volume at the var
+    directory in web, workers and beat, which therefore read the same bytes. Processes on
+    different hosts share no folder, so such a deployment sets FILES_STORAGE_BACKEND to
+    S3_FILES_BACKEND (django-storages) with the FILES_S3_* variables below."""
+    backend = env("FILES_STORAGE_BACKEND")
+    if not backend:
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(VAR_DIR / "files"), "base_url": None},
+        }
+    if backend == S3_FILES_BACKEND:
+        return {"BACKEND": backend, "OPTIONS": _s3_files_options()}
+    return {"BACKEND": backend, "OPTIONS": {}}  # another backend, with its own settings
+
+
+def _s3_files_options() -> dict:
+    """The bucket from the environment. Credentials are not settings: django-storages and
+    boto3 read AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment themselves
+    (or the host's instance role), so no secret sits in STORAGES or in the repository."""
+    bucket = env("FILES_S3_BUCKET")
+    if not bucket:
+        raise ImproperlyConfigured(f"FILES_S3_BUCKET must be set with {S3_FILES_BACKEND}")
+    return {
+        "bucket_name": bucket,
+        # An S3-compatible store (MinIO, Ceph, R2, ...); empty means AWS itself.
+        "endpoint_url": env("FILES_S3_ENDPOINT_URL") or None,
+        "region_name": env("FILES_S3_REGION") or None,
+        # "path" for stores without per-bucket host names (MinIO by default).
+        "addressing_style": env("FILES_S3_ADDRESSING_STYLE") or None,
+        "signature_version": "s3v4",
+        # Private objects: no ACL is sent, so the bucket owner's policy applies (objects
+        # are never public), and url() could only sign a short-lived link; the portal never
+        # hands out storage URLs anyway (images are read through the file_content view).
+        "default_acl": None,
+        "querystring_auth": True,
+        "custom_domain": None,
+        # Names are the portal's own (org/<file id>.<ext>); never replace another's bytes.
+        "file_overwrite": False,
+    }
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # Uploaded and inline images (inference/files.py), never served by URL. Production may
-    # point FILES_STORAGE_BACKEND at an S3-compatible backend (django-storages'
-    # "storages.backends.s3.S3Storage", configured by its AWS_* settings) so that web and
-    # workers on different hosts read the same bytes.
-    "files": {
-        "BACKEND": env("FILES_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": (
-            {}
-            if env("FILES_STORAGE_BACKEND", "")
-            else {"location": str(VAR_DIR / "files"), "base_url": None}
-        ),
-    },
+    "files": files_storage(),
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"

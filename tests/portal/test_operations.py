@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,83 @@ def test_production_settings_pass_check_deploy():
     result = run_manage({**PRODUCTION, "SECRET_KEY": STRONG_KEY}, "check", "--deploy")
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+# Images on an S3-compatible store (README: "Images on S3"); the keys are there to show
+# that credentials never enter the settings.
+FILES_ON_S3 = {
+    "FILES_STORAGE_BACKEND": "storages.backends.s3.S3Storage",
+    "FILES_S3_BUCKET": "portal-files",
+    "FILES_S3_ENDPOINT_URL": "https://minio.internal:9000",
+    "FILES_S3_REGION": "eu-central-1",
+    "FILES_S3_ADDRESSING_STYLE": "path",
+    "AWS_ACCESS_KEY_ID": "access-key-from-the-environment",
+    "AWS_SECRET_ACCESS_KEY": "secret-key-from-the-environment",
+}
+PRINT_FILES_STORAGE = (
+    "import json; from django.conf import settings; "
+    "from django.core.files.storage import storages; "
+    "print(json.dumps([settings.STORAGES['files'], type(storages['files']).__name__]))"
+)
+
+
+def files_storage_in_production(overrides: dict[str, str]) -> list:
+    result = run_manage(
+        {**PRODUCTION, "SECRET_KEY": STRONG_KEY, **overrides},
+        "shell",
+        "--no-imports",
+        "-c",
+        PRINT_FILES_STORAGE,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "from-the-environment" not in result.stdout
+    return json.loads(result.stdout)
+
+
+def test_production_puts_files_on_the_s3_bucket_the_environment_names():
+    assert files_storage_in_production(FILES_ON_S3) == [
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": "portal-files",
+                "endpoint_url": "https://minio.internal:9000",
+                "region_name": "eu-central-1",
+                "addressing_style": "path",
+                "signature_version": "s3v4",
+                "default_acl": None,
+                "querystring_auth": True,
+                "custom_domain": None,
+                "file_overwrite": False,
+            },
+        },
+        "S3Storage",
+    ]
+
+
+def test_production_keeps_files_in_the_shared_var_folder_by_default(tmp_path):
+    """docker-compose.yml mounts one volume at the var folder in web and workers."""
+    found = files_storage_in_production(
+        {"PORTAL_VAR_DIR": str(tmp_path), "FILES_STORAGE_BACKEND": ""}
+    )
+    assert found == [
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "files"), "base_url": None},
+        },
+        "FileSystemStorage",
+    ]
+
+
+def test_production_refuses_s3_files_without_a_bucket():
+    result = run_manage(
+        {**PRODUCTION, "SECRET_KEY": STRONG_KEY, **FILES_ON_S3, "FILES_S3_BUCKET": ""}, "check"
+    )
+    assert result.returncode != 0
+    assert "FILES_S3_BUCKET must be set" in result.stderr
+
+
+def test_production_settings_with_s3_files_pass_check_deploy():
+    result = run_manage(
+        {**PRODUCTION, "SECRET_KEY": STRONG_KEY, **FILES_ON_S3}, "check", "--deploy"
+    )
+    assert result.returncode == 0, result.stderr
