@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -128,6 +129,64 @@ class Delivery:
         return {"output_tokens": self.tokens, "delivered_output_tokens": self.tokens}
 
 
+class OutputBuffer:
+    """Output on its way to the event log. Whatever arrives within
+    settings.OUTPUT_COALESCE_MS of the last append goes out with the next one: a runner
+    that streams faster than a Redis round trip (a fast model, a batch step that emits
+    several tokens) makes one `output` event per window instead of one per token, while
+    a token that comes after a pause (the first one always) goes out at once. Billing
+    counts what was appended (`Delivery.delivered`), as before."""
+
+    def __init__(
+        self,
+        prediction: Prediction,
+        delivery: Delivery,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.prediction = prediction
+        self.delivery = delivery
+        self.window = settings.OUTPUT_COALESCE_MS / 1000
+        self.clock = clock
+        self.held: list[str] = []
+        self.held_tokens = 0
+        self.appended_at = float("-inf")
+
+    def due(self) -> bool:
+        return self.clock() - self.appended_at >= self.window
+
+    def add(self, text: str, tokens: int) -> None:
+        self.held.append(text)
+        self.held_tokens += tokens
+        if self.due():
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.held:
+            return
+        text, tokens = "".join(self.held), self.held_tokens
+        self.held, self.held_tokens = [], 0
+        self.appended_at = self.clock()
+        self.delivery.appended(lifecycle.append_checking_cancel(self.prediction.id, "output", text))
+        self.delivery.delivered(tokens)
+        lifecycle.notify_output(self.prediction)
+
+    def log(self, line: str) -> None:
+        self.flush()  # the log keeps the order the runner emitted
+        self.delivery.appended(lifecycle.append_checking_cancel(self.prediction.id, "log", line))
+
+    def should_cancel(self) -> bool:
+        """The runner's cancel check, between tokens. While output is held and its
+        window is open the flag waits for the append that will bring it (a cancel is
+        seen at most one window later); otherwise held output goes out first, so what
+        the runner generated before it learns of the cancel is delivered, as unbuffered."""
+        if self.delivery.canceled:
+            return True
+        if self.held and not self.due():
+            return False
+        self.flush()
+        return self.delivery.should_cancel()
+
+
 def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     # The version's frozen spec: what the caller pinned (or was the newest at admission),
     # whatever the listing became since.
@@ -139,16 +198,20 @@ def _run(prediction: Prediction, delivery: Delivery) -> tuple[Result, str]:
     data = prediction.input
     if image_fields(spec.task):
         data = files.input_images(prediction, spec.task)
-    for event in runner.run(spec, data, delivery.should_cancel):
-        if event.type == EventType.OUTPUT:
-            delivery.appended(lifecycle.append_checking_cancel(prediction.id, "output", event.data))
-            delivery.delivered(event.tokens)
-            lifecycle.notify_output(prediction)
-        elif event.type == EventType.LOG:
-            log_lines.append(event.data)
-            delivery.appended(lifecycle.append_checking_cancel(prediction.id, "log", event.data))
-        else:
-            result = event.data
+    output = OutputBuffer(prediction, delivery)
+    try:
+        for event in runner.run(spec, data, output.should_cancel):
+            if event.type == EventType.OUTPUT:
+                output.add(event.data, event.tokens)
+            elif event.type == EventType.LOG:
+                log_lines.append(event.data)
+                output.log(event.data)
+            else:
+                result = event.data
+    finally:
+        # Also when the runner failed: what it generated reaches the client (and is
+        # charged as delivered), as it did one token at a time.
+        output.flush()
     if result is None:
         raise RuntimeError("runner ended without a result")
     return result, "\n".join(log_lines)

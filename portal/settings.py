@@ -418,6 +418,10 @@ PREDICTION_QUEUE_TIMEOUT_SECONDS = env_int("PREDICTION_QUEUE_TIMEOUT_SECONDS", 6
 PREFER_WAIT_MAX_SECONDS = 60
 # A running prediction's worker renews this lease; the reaper fails it once it lapses.
 PREDICTION_LEASE_SECONDS = env_int("PREDICTION_LEASE_SECONDS", 30)
+# A worker appends the output that arrives within this many ms of its last append with
+# the next one (inference.execution.OutputBuffer): one Redis round trip per window, not
+# per token, for models faster than that; 0 appends every token on its own.
+OUTPUT_COALESCE_MS = env_int("OUTPUT_COALESCE_MS", 10)
 
 # --- Billing (Stripe) ---------------------------------------------------------------
 # Without a secret key the portal runs on free and admin-granted plans only.
