@@ -47,17 +47,18 @@ def lease_heartbeat(prediction_id: str) -> Iterator[None]:
 
 
 def execute(prediction_id: str, worker_host: str) -> None:
-    org_id = Prediction.objects.filter(pk=prediction_id).values_list("org_id", flat=True).first()
-    with prediction_context(prediction_id, org_id):
-        _execute(prediction_id, worker_host)
-
-
-def _execute(prediction_id: str, worker_host: str) -> None:
+    # Claimed first: the claimed row names the org for the logs, with no lookup of its own.
     prediction = lifecycle.claim(prediction_id, worker_host)
     if prediction is None:
-        # Already terminal (nothing to do), or redelivered after its worker died.
-        lifecycle.fail_if_abandoned(prediction_id)
+        with prediction_context(prediction_id, None):
+            # Already terminal (nothing to do), or redelivered after its worker died.
+            lifecycle.fail_if_abandoned(prediction_id)
         return
+    with prediction_context(prediction.id, prediction.org_id):
+        _execute(prediction)
+
+
+def _execute(prediction: Prediction) -> None:
     delivery = Delivery(partial(lifecycle.cancel_requested, prediction.id))
     try:
         with lease_heartbeat(prediction.id):
@@ -76,7 +77,7 @@ def _execute(prediction_id: str, worker_host: str) -> None:
         )
         return
     except Exception:
-        logger.exception("prediction %s failed", prediction_id)
+        logger.exception("prediction %s failed", prediction.id)
         lifecycle.finish(prediction, Status.FAILED, error=MODEL_FAILURE, **delivery.failed_counts())
         return
     canceled = result.finish_reason == FinishReason.CANCELED

@@ -17,7 +17,7 @@ _context: ContextVar[dict[str, object] | None] = ContextVar("log_context", defau
 
 
 @contextmanager
-def prediction_context(prediction_id: str, org_id: int) -> Iterator[None]:
+def prediction_context(prediction_id: str, org_id: int | None) -> Iterator[None]:
     token = _context.set({"prediction_id": prediction_id, "org": org_id})
     try:
         yield
