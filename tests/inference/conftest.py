@@ -1,13 +1,21 @@
-"""Runtime fixtures: the demo models' specs, each real model loaded once per session."""
+"""Runtime fixtures: the demo models' specs, each real model loaded once per session;
+the demo catalog and a CPU worker's presence for the files and vision tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from inference import presence
 from inference.loading import Arch, LoadedModel, get_model
 from inference.runners.transformers_backend import TransformersBackend
 from inference.spec import ModelSpec
+from models_hub.demo import load_demo_catalog
+from models_hub.models import ModelListing
 from tests.inference.helpers import demo_spec
+
+CPU_WORKER = "inference-tests-cpu-worker"
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +59,17 @@ def loaded(spec) -> LoadedModel:
 @pytest.fixture(scope="module")
 def single(spec, loaded) -> TransformersBackend:
     return TransformersBackend(spec, loaded)
+
+
+@pytest.fixture
+def catalog(db) -> dict[str, ModelListing]:
+    """The demo catalog, by slug."""
+    return {listing.slug: listing for listing in load_demo_catalog()}
+
+
+@pytest.fixture
+def worker_present(catalog) -> Iterator[None]:
+    """A CPU worker announced present, so that admission queues instead of refusing."""
+    presence.announce(CPU_WORKER, ["cpu"])
+    yield
+    presence.withdraw(CPU_WORKER, ["cpu"])

@@ -15,23 +15,20 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from moto.server import ThreadedMotoServer
 
-from inference import files, presence
+from inference import files
 from inference.images import clean_image
 from inference.models import Prediction, Status, StoredFile
-from models_hub.demo import load_demo_catalog
 from portal.services import delete_org
 from portal.settings import S3_FILES_BACKEND, files_storage
-from tests.inference.vision_images import astronaut, data_uri, encode, text_page
+from tests.inference.vision_images import astronaut, data_uri, encode, text_page, upload
 
 pytestmark = pytest.mark.django_db
 REGION = "eu-central-1"
-WORKER = "files-s3-test-worker"
 EVERYONE = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
@@ -78,22 +75,6 @@ def bucket(s3_endpoint, settings, monkeypatch) -> Bucket:
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
     client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
     return Bucket(name, client)
-
-
-@pytest.fixture
-def catalog(db):
-    return {listing.slug: listing for listing in load_demo_catalog()}
-
-
-@pytest.fixture
-def worker_present(catalog) -> Iterator[None]:
-    presence.announce(WORKER, ["cpu"])
-    yield
-    presence.withdraw(WORKER, ["cpu"])
-
-
-def upload(client, raw: bytes, name: str = "page.png", content_type: str = "image/png"):
-    return client.post("/api/v1/files", {"file": SimpleUploadedFile(name, raw, content_type)})
 
 
 def test_the_files_storage_is_django_storages_s3_on_the_bucket(bucket):

@@ -5,19 +5,16 @@ clear 400 that stores nothing."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from PIL import Image
 
-from inference import files, presence
+from inference import files
 from inference.models import Prediction, Status, StoredFile
 from inference.retention import erase_expired_predictions
-from models_hub.demo import load_demo_catalog
 from portal.errors import InvalidInput
 from portal.services import delete_org
 from tests.inference.vision_images import (
@@ -28,10 +25,10 @@ from tests.inference.vision_images import (
     png_bomb,
     stored_sideways,
     text_page,
+    upload,
 )
 
 pytestmark = pytest.mark.django_db
-WORKER = "vision-files-test-worker"
 
 
 @pytest.fixture
@@ -49,22 +46,6 @@ def storage_dir(settings, tmp_path) -> Path:
 
 def stored_paths(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
-
-
-@pytest.fixture
-def catalog(db):
-    return {listing.slug: listing for listing in load_demo_catalog()}
-
-
-@pytest.fixture
-def worker_present(catalog) -> Iterator[None]:
-    presence.announce(WORKER, ["cpu"])
-    yield
-    presence.withdraw(WORKER, ["cpu"])
-
-
-def upload(client, raw: bytes, name: str = "photo.png", content_type: str = "image/png"):
-    return client.post("/api/v1/files", {"file": SimpleUploadedFile(name, raw, content_type)})
 
 
 # --- Bad input -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 import piexif
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data as skimage_data
 
@@ -82,3 +83,8 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     """Random pixels: they do not compress, so the file is about width x height x 3."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def upload(client, raw: bytes, name: str = "photo.png", content_type: str = "image/png"):
+    """POST /api/v1/files with `raw` as the multipart `file`."""
+    return client.post("/api/v1/files", {"file": SimpleUploadedFile(name, raw, content_type)})
