@@ -199,14 +199,21 @@ def approve_listing(listing_id: int, reviewer: AbstractBaseUser, revision: int) 
         reviewed_by=reviewer,
         reviewed_at=timezone.now(),
     )
-    if not approved:
+    return _reviewed(listing_id, reviewer, approved, "model.approved", revision=revision)
+
+
+def _reviewed(
+    listing_id: int, reviewer: AbstractBaseUser, changed: int, action: str, **details: Any
+) -> ModelListing:
+    """After a review's conditional update: refused if it changed nothing, else audited."""
+    if not changed:
         raise Conflict(
             "This listing changed since you opened it, or is no longer pending review. "
             "Reload it and review it again.",
             code="review_outdated",
         )
     listing = ModelListing.objects.select_related("org").get(pk=listing_id)
-    _audit_review([listing], reviewer, "model.approved", revision=revision)
+    _audit_review([listing], reviewer, action, **details)
     return listing
 
 
@@ -306,15 +313,7 @@ def return_listing(
         reviewed_by=reviewer,
         reviewed_at=timezone.now(),
     )
-    if not returned:
-        raise Conflict(
-            "This listing changed since you opened it, or is no longer pending review. "
-            "Reload it and review it again.",
-            code="review_outdated",
-        )
-    listing = ModelListing.objects.select_related("org").get(pk=listing_id)
-    _audit_review([listing], reviewer, "model.rejected", note=note, revision=revision)
-    return listing
+    return _reviewed(listing_id, reviewer, returned, "model.rejected", note=note, revision=revision)
 
 
 @transaction.atomic

@@ -75,15 +75,22 @@ def curl_snippet(
         return curl_image_snippet(listing, base_url, model_input)
     # Laid out like the other snippets: a chat's history reads as a list, not one line.
     body = _json({"model": listing.slug, "input": model_input})
-    quoted = body.replace("'", "'\\''")
-    code = (
+    return Snippet("curl", "curl", "shell", _curl_predict(base_url, _shell_quoted(body)))
+
+
+def _shell_quoted(text: str) -> str:
+    """`text` for inside single quotes in a shell."""
+    return text.replace("'", "'\\''")
+
+
+def _curl_predict(base_url: str, quoted_body: str) -> str:
+    return (
         f"curl -s -X POST {base_url}/api/v1/predictions \\\n"
         '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
         '  -H "Content-Type: application/json" \\\n'
         '  -H "Prefer: wait" \\\n'
-        f"  -d '{quoted}'"
+        f"  -d '{quoted_body}'"
     )
-    return Snippet("curl", "curl", "shell", code)
 
 
 def curl_image_snippet(
@@ -91,18 +98,13 @@ def curl_image_snippet(
 ) -> Snippet:
     body = _json({"model": listing.slug, "input": with_uploaded_image(listing, model_input)})
     # The JSON is single-quoted for the shell: the id is spliced in between two quotes.
-    quoted = body.replace("'", "'\\''").replace(FILE_ID_MARK, "file:'\"$FILE_ID\"'")
+    quoted = _shell_quoted(body).replace(FILE_ID_MARK, "file:'\"$FILE_ID\"'")
     code = (
         f"# 1. Upload the image (PNG, JPEG or WebP, at most 10 MiB); jq reads its id.\n"
         f"FILE_ID=$(curl -s -X POST {base_url}/api/v1/files \\\n"
         '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
         f"  -F file=@{IMAGE_PATH} | jq -r .id)\n\n"
-        "# 2. Run the model on it.\n"
-        f"curl -s -X POST {base_url}/api/v1/predictions \\\n"
-        '  -H "Authorization: Bearer $MODEL_PORTAL_TOKEN" \\\n'
-        '  -H "Content-Type: application/json" \\\n'
-        '  -H "Prefer: wait" \\\n'
-        f"  -d '{quoted}'"
+        "# 2. Run the model on it.\n" + _curl_predict(base_url, quoted)
     )
     return Snippet("curl", "curl", "shell", code)
 
