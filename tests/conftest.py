@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -90,6 +91,19 @@ def org(owner, teammate) -> Organization:
 @pytest.fixture
 def outsider_org(outsider) -> Organization:
     return services.create_org("Rival Labs", outsider)
+
+
+@pytest.fixture
+def files_in_tmp(settings, tmp_path) -> Path:
+    """The files storage (uploaded and inline images) in a folder of this test's own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "files": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    return tmp_path
 
 
 @pytest.fixture

@@ -118,9 +118,9 @@ def test_first_run_of_the_chat_example_streams_a_markdown_reply(page, live, owne
     reply = page.locator(f"{REPLIES} .message-body").last
     # Rendered as Markdown: blocks, not the raw text in one run of characters.
     assert reply.locator("p, ol, ul, pre, h1, h2, h3").count() >= 1
-    if "**" in prediction.output:
+    # Only a closed pair is bold: a reply cut off by max_new_tokens may end inside one.
+    if re.search(r"\*\*[^*\n]+\*\*", prediction.output):
         assert reply.locator("strong").count() >= 1
-        assert "**" not in reply.text_content()
     if re.search(r"^\s*\d+\.\s", prediction.output, re.M):
         assert reply.locator("ol > li").count() >= 1
     assert page.locator(REPLIES).last.get_attribute("data-raw") == prediction.output

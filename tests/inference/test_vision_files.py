@@ -31,19 +31,6 @@ from tests.inference.vision_images import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def storage_dir(settings, tmp_path) -> Path:
-    """The files storage in a folder of this test's own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "files": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
-    return tmp_path
-
-
 def stored_paths(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
@@ -74,29 +61,29 @@ BAD_IMAGES = {
 
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
 def test_a_bad_upload_is_a_clear_400_that_stores_nothing(
-    kind, org, token_for, api_client, storage_dir
+    kind, org, token_for, api_client, files_in_tmp
 ):
     raw, why = BAD_IMAGES[kind]
     response = upload(api_client(token_for(org)), raw)
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert why in error["message"] and error["param"] == "file"
-    assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+    assert not StoredFile.objects.exists() and stored_paths(files_in_tmp) == []
 
 
 def test_an_upload_over_10_mib_is_refused_before_it_is_decoded(
-    org, token_for, api_client, storage_dir
+    org, token_for, api_client, files_in_tmp
 ):
     raw = encode(noise(1900, 1900))  # random pixels do not compress: ~10.8 MB
     assert len(raw) > 10 * 1024 * 1024
     response = upload(api_client(token_for(org)), raw)
     assert response.status_code == 400
     assert "larger than 10485760 bytes" in response.json()["error"]["message"]
-    assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+    assert not StoredFile.objects.exists() and stored_paths(files_in_tmp) == []
 
 
 def test_exif_orientation_is_applied_and_every_piece_of_metadata_is_stripped(
-    org, token_for, api_client, storage_dir
+    org, token_for, api_client, files_in_tmp
 ):
     raw = stored_sideways(astronaut().resize((400, 300)))
     with Image.open(io.BytesIO(raw)) as sent:
@@ -105,7 +92,7 @@ def test_exif_orientation_is_applied_and_every_piece_of_metadata_is_stripped(
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["width"], body["height"], body["content_type"]) == (400, 300, "image/jpeg")
-    [path] = stored_paths(storage_dir)
+    [path] = stored_paths(files_in_tmp)
     stored = path.read_bytes()
     assert b"SecretCam" not in stored and b"Exif" not in stored
     with Image.open(io.BytesIO(stored)) as kept:
@@ -114,7 +101,7 @@ def test_exif_orientation_is_applied_and_every_piece_of_metadata_is_stripped(
 
 
 def test_a_phones_two_picture_jpeg_is_kept_as_its_first_picture(
-    org, token_for, api_client, storage_dir
+    org, token_for, api_client, files_in_tmp
 ):
     first, second = astronaut().resize((320, 240)), text_page()
     out = io.BytesIO()
@@ -124,12 +111,12 @@ def test_a_phones_two_picture_jpeg_is_kept_as_its_first_picture(
     response = upload(api_client(token_for(org)), out.getvalue(), "photo.jpg", "image/jpeg")
     assert response.status_code == 201, response.content
     assert (response.json()["width"], response.json()["height"]) == (320, 240)
-    [path] = stored_paths(storage_dir)
+    [path] = stored_paths(files_in_tmp)
     with Image.open(path) as kept:
         assert kept.format == "JPEG" and getattr(kept, "n_frames", 1) == 1
 
 
-def test_an_animated_png_is_refused(org, token_for, api_client, storage_dir):
+def test_an_animated_png_is_refused(org, token_for, api_client, files_in_tmp):
     frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
     out = io.BytesIO()
     frames[0].save(out, "PNG", save_all=True, append_images=frames[1:])
@@ -143,7 +130,7 @@ def test_an_animated_png_is_refused(org, token_for, api_client, storage_dir):
 
 
 def test_files_belong_to_the_org_owner_teammate_and_outsider(
-    org, outsider_org, owner, teammate, outsider, token_for, api_client, client_for, storage_dir
+    org, outsider_org, owner, teammate, outsider, token_for, api_client, client_for, files_in_tmp
 ):
     created = upload(api_client(token_for(org)), encode(text_page()))
     assert created.status_code == 201
@@ -163,18 +150,18 @@ def test_files_belong_to_the_org_owner_teammate_and_outsider(
 
     deleted = client_for(owner, org).delete(f"/api/v1/files/{file_id}")
     assert deleted.status_code == 204
-    assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+    assert not StoredFile.objects.exists() and stored_paths(files_in_tmp) == []
     assert teammates.get(f"/api/v1/files/{file_id}").status_code == 404
 
 
-def test_a_read_token_may_look_but_not_upload(org, token_for, api_client, storage_dir):
+def test_a_read_token_may_look_but_not_upload(org, token_for, api_client, files_in_tmp):
     reader = api_client(token_for(org, scopes=["read"]))
     assert upload(reader, encode(text_page())).status_code == 403
     assert not StoredFile.objects.exists()
 
 
 def test_the_org_file_quota_refuses_the_next_upload_and_stores_nothing(
-    org, token_for, api_client, storage_dir, settings
+    org, token_for, api_client, files_in_tmp, settings
 ):
     settings.FILES_MAX_PER_ORG = 1
     client = api_client(token_for(org))
@@ -182,7 +169,7 @@ def test_the_org_file_quota_refuses_the_next_upload_and_stores_nothing(
     refused = upload(client, encode(text_page()))
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "file_quota_exceeded"
-    assert StoredFile.objects.count() == 1 and len(stored_paths(storage_dir)) == 1
+    assert StoredFile.objects.count() == 1 and len(stored_paths(files_in_tmp)) == 1
 
 
 # --- In prediction inputs ------------------------------------------------------------------
@@ -197,7 +184,7 @@ def predict(client, model: str, image: str, **extra):
 
 
 def test_an_inline_image_becomes_a_file_the_prediction_holds(
-    org, token_for, api_client, storage_dir, worker_present
+    org, token_for, api_client, files_in_tmp, worker_present
 ):
     raw = stored_sideways(astronaut().resize((200, 100)))
     response = predict(
@@ -208,7 +195,7 @@ def test_an_inline_image_becomes_a_file_the_prediction_holds(
     [held] = prediction.files.all()
     assert prediction.input == {"image": f"file:{held.id}"}
     assert (held.org, held.width, held.height) == (org, 200, 100)
-    assert b"SecretCam" not in (storage_dir / held.storage_name).read_bytes()
+    assert b"SecretCam" not in (files_in_tmp / held.storage_name).read_bytes()
     # What the worker reads: the clean bytes of the file linked to this prediction.
     assert files.input_images(prediction, "object-detection")["image"].startswith(b"\xff\xd8")
 
@@ -226,24 +213,24 @@ def test_an_inline_image_becomes_a_file_the_prediction_holds(
     ],
 )
 def test_a_bad_image_in_an_input_is_a_400_that_creates_nothing(
-    image, why, org, token_for, api_client, storage_dir, worker_present, receiver
+    image, why, org, token_for, api_client, files_in_tmp, worker_present, receiver
 ):
     response = predict(api_client(token_for(org)), "rapidocr-pp-ocrv4", image)
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert why in error["message"] and error["param"] == "input.image"
     assert not Prediction.objects.exists() and not StoredFile.objects.exists()
-    assert stored_paths(storage_dir) == []
+    assert stored_paths(files_in_tmp) == []
 
 
-def test_a_url_is_never_fetched(org, token_for, api_client, storage_dir, worker_present, receiver):
+def test_a_url_is_never_fetched(org, token_for, api_client, files_in_tmp, worker_present, receiver):
     response = predict(api_client(token_for(org)), "rapidocr-pp-ocrv4", receiver.url)
     assert response.status_code == 400
     assert receiver.received == []
 
 
 def test_another_orgs_file_is_refused_like_a_missing_one(
-    org, outsider_org, token_for, api_client, storage_dir, worker_present
+    org, outsider_org, token_for, api_client, files_in_tmp, worker_present
 ):
     theirs = upload(api_client(token_for(outsider_org)), encode(text_page())).json()["id"]
     ours = api_client(token_for(org))
@@ -260,7 +247,7 @@ def test_another_orgs_file_is_refused_like_a_missing_one(
 
 
 def test_expired_files_go_unless_a_kept_input_holds_them_and_retention_erases_those(
-    org, owner, token_for, api_client, catalog, storage_dir
+    org, owner, token_for, api_client, catalog, files_in_tmp
 ):
     client = api_client(token_for(org))
     loose_id = upload(client, encode(text_page())).json()["id"]
@@ -270,21 +257,21 @@ def test_expired_files_go_unless_a_kept_input_holds_them_and_retention_erases_th
         status=Status.SUCCEEDED, completed_at=timezone.now() - timedelta(days=31),
     )  # fmt: skip
     prediction.files.add(held_id)
-    assert len(stored_paths(storage_dir)) == 2
+    assert len(stored_paths(files_in_tmp)) == 2
 
     later = timezone.now() + timedelta(hours=25)
     StoredFile.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert client.get(f"/api/v1/files/{loose_id}").status_code == 404  # expired: gone
     assert files.expire_files(later) == 1
     assert list(StoredFile.objects.values_list("pk", flat=True)) == [held_id]
-    assert len(stored_paths(storage_dir)) == 1
+    assert len(stored_paths(files_in_tmp)) == 1
 
     assert erase_expired_predictions() == 1
-    assert not StoredFile.objects.exists() and stored_paths(storage_dir) == []
+    assert not StoredFile.objects.exists() and stored_paths(files_in_tmp) == []
 
 
 def test_the_worker_reads_only_files_admitted_with_the_prediction(
-    org, token_for, api_client, catalog, storage_dir
+    org, token_for, api_client, catalog, files_in_tmp
 ):
     """A row written some other way (an inline image never validated, a file the
     prediction was not admitted with) is refused before anything is decoded."""
@@ -300,15 +287,21 @@ def test_the_worker_reads_only_files_admitted_with_the_prediction(
 
 
 def test_deleting_the_org_deletes_its_files_bytes(
-    org, owner, outsider_org, token_for, api_client, storage_dir, django_capture_on_commit_callbacks
+    org,
+    owner,
+    outsider_org,
+    token_for,
+    api_client,
+    files_in_tmp,
+    django_capture_on_commit_callbacks,
 ):
     upload(api_client(token_for(org)), encode(text_page()))
     upload(api_client(token_for(org)), encode(astronaut(), "JPEG"), "a.jpg", "image/jpeg")
     kept = upload(api_client(token_for(outsider_org)), encode(text_page())).json()["id"]
-    assert len(stored_paths(storage_dir)) == 3
+    assert len(stored_paths(files_in_tmp)) == 3
 
     with django_capture_on_commit_callbacks(execute=True):
         delete_org(org, owner)
 
     assert list(StoredFile.objects.values_list("pk", flat=True)) == [kept]
-    assert stored_paths(storage_dir) == [storage_dir / StoredFile.objects.get().storage_name]
+    assert stored_paths(files_in_tmp) == [files_in_tmp / StoredFile.objects.get().storage_name]

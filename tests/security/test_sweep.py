@@ -332,17 +332,6 @@ class Objects:
 
 
 @pytest.fixture
-def files_in_tmp(settings, tmp_path) -> None:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "files": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
-
-
-@pytest.fixture
 def objects(org, owner, teammate, echo_listing, files_in_tmp) -> Objects:
     """One object of each kind in `org`, and an id of the same shape that exists nowhere."""
     listing = ModelListing.objects.create(
