@@ -171,6 +171,8 @@ def bench_loading(specs: dict[str, Any], repeats: int) -> dict[str, Any]:
         if spec.parsed_source.is_builtin:
             figures[slug] = {"note": "builtin: no weights to load"}
             continue
+        if spec.task not in arch_by_task:
+            continue  # the vision runners load their own models: bench/vision.py times them
         key = load_key(spec, arch_by_task[spec.task])
         cold, warm = [], []
         for _ in range(repeats):
