@@ -11,17 +11,10 @@ from models_hub import services
 from models_hub.models import ListingStatus, ModelListing
 from portal.models import Organization
 from tests.e2e.conftest import log_in, screenshot
+from tests.models_hub.test_admin_review import FIELDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 STAFF_PASSWORD = "x-very-long-pass-1"  # tests/conftest.py's `staff`
-FIELDS = {
-    "name": "Acme Chat",
-    "summary": "Our chat model",
-    "description": "Trained on *everything*.",
-    "task": "text-generation",
-    "source": "hf:acme/chat-7b@v1",
-    "visibility": "public",
-}
 NOTE = "Say which licence the weights are under."
 
 

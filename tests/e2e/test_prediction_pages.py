@@ -12,6 +12,7 @@ from models_hub.models import ModelListing
 from tests.e2e.conftest import SMOLLM2, log_in, screenshot
 from tests.e2e.test_csp import Watch
 from tests.e2e.test_mobile import OVERFLOW_JS, PHONE
+from tests.e2e.test_playground import echo_page, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PROMPT = "Some **bold** words and `code` for a long line " + "word " * 30
@@ -20,14 +21,8 @@ DESKTOP = {"width": 1280, "height": 900}
 
 def run_echo_in_playground(page: Page) -> Prediction:
     """A real prediction: run from the playground and settled by the worker."""
-    page.goto("/models/echo/")
-    page.fill("#pg-prompt", PROMPT)
-    page.locator("#playground-advanced summary").click()
-    page.fill("#pg-tokens_per_second", "1000")
-    page.click("#playground-run")
-    expect(page.locator("#playground-status")).to_have_class(
-        "status status-succeeded", timeout=60_000
-    )
+    echo_page(page, tokens_per_second=1000)
+    send(page, PROMPT)
     return Prediction.objects.get(model__slug="echo")
 
 

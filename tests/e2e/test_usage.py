@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from inference.models import Prediction, Status
 from tests.e2e.conftest import log_in, screenshot
+from tests.e2e.test_playground import echo_page, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PROMPT = "usage charts need real data"
@@ -25,15 +26,8 @@ BAR_SIZES_JS = """(title) => {
 
 
 def run_echo_in_playground(page: Page) -> None:
-    page.goto("/models/echo/")
-    page.fill("#pg-prompt", PROMPT)
-    page.locator("#playground-advanced summary").click()
-    page.fill("#pg-tokens_per_second", "100")
-    page.click("#playground-run")
-    expect(page.locator("#playground-status")).to_have_class(
-        "status status-succeeded", timeout=60_000
-    )
-    expect(page.locator("#playground-output .message-assistant .message-body")).to_have_text(PROMPT)
+    echo_page(page, tokens_per_second=100)
+    send(page, PROMPT)
 
 
 def bars(page: Page, title: str) -> list[dict]:
