@@ -47,7 +47,7 @@ from billing.models import (
     UsageRecord,
 )
 from billing.plans import PlanState
-from billing.prices import decimal_string, parse_amount, price_at
+from billing.prices import decimal_string, free_price, parse_amount, price_at
 from inference.models import Prediction, Status
 from models_hub.models import ModelListing
 from portal.errors import InvalidInput, PaymentRequired
@@ -501,7 +501,9 @@ def settle(prediction: Prediction) -> CallCost | None:
         seconds=costs.billed_seconds(prediction),
         requests=1 if _counts_as_request(prediction, output_tokens) else 0,
     )
-    price = record.price or price_at(prediction.model, prediction.created_at)
+    # As reserved: the entry names the price row it was admitted at, none for a free call
+    # (a price recorded later, even one backdated to before the call, never applies).
+    price = record.price or free_price(prediction.model)
     amount = costs.amount_for(price, billed)
     paid = Split()
     if record.metered:

@@ -14,11 +14,12 @@ from django.db import connections
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import caps, costs, credits, metering
+from billing import caps, costs, credits, metering, prices
 from billing.models import (
     BillingAlert,
     CallCost,
     CreditEntry,
+    ListingPrice,
     Subscription,
     UsagePeriod,
     UsageRecord,
@@ -357,6 +358,25 @@ def test_without_plans_billing_is_off_and_nobody_pays(owner, org, listings, pric
     receipt = cost(prediction)
     assert receipt.amount == Decimal("0.013")
     assert receipt.paid_by_plan == receipt.paid_by_credits == receipt.paid_as_overage == 0
+
+
+@pytest.mark.django_db
+def test_a_call_settles_at_the_price_it_was_admitted_at(owner, org, listings):
+    """Admitted while echo had no price (free); then a price is recorded as in force since
+    before the call (an operator's backdated correction). The call's receipt is at the
+    price its reservation was made at, as a priced call's is (its entry names its row)."""
+    prediction = run(org, owner)
+    assert UsageRecord.objects.get(prediction=prediction).price is None
+    backdated = prices.set_price(
+        listings["echo"], input_per_million="1000", output_per_million="2000", per_request="0.001"
+    )
+    ListingPrice.objects.filter(pk=backdated.pk).update(
+        effective_from=prediction.created_at - timedelta(minutes=1)
+    )
+    assert finish(prediction, Status.SUCCEEDED, input_tokens=2, output_tokens=5)
+    receipt = cost(prediction)
+    assert receipt.price is None
+    assert (receipt.amount, receipt.input_per_million, receipt.per_request) == money("0", "0", "0")
 
 
 @pytest.mark.django_db
