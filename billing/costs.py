@@ -12,6 +12,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from billing.models import MONEY_PLACES, CallCost, ListingPrice
 from billing.prices import decimal_string
 from inference.models import Prediction
+from portal.sql import insert
 
 PER_MILLION = Decimal(1_000_000)
 AMOUNT_STEP = Decimal(1).scaleb(-MONEY_PLACES)
@@ -60,7 +61,7 @@ def record_cost(
     settlement, in its transaction. `paid` splits `amount` by source (all zero when
     billing is off and nobody pays); its allowance is a listing subscription's when
     `by_subscription`, else the site plan's."""
-    return CallCost.objects.create(
+    receipt = CallCost(
         prediction=prediction,
         org_id=prediction.org_id,
         model_id=prediction.model_id,
@@ -81,6 +82,9 @@ def record_cost(
         paid_by_credits=paid.credits,
         paid_as_overage=paid.overage,
     )
+    # One statement, as the ledger's other entries are written: settlement runs on every
+    # call, inside the period lock.
+    return insert(receipt)
 
 
 def cost_of(prediction: Prediction) -> CallCost | None:

@@ -11,7 +11,6 @@ a query parameter (hence the S608 exemptions).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,46 +18,34 @@ from functools import cache
 
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Field, Model
+from django.db.models import Model
 
-from billing.models import BillingAccount, UsagePeriod, UsageRecord
+from billing.models import BillingAccount, CallCost, UsagePeriod, UsageRecord
+from portal.models import Organization
+from portal.sql import column, insert, insert_sql, insert_values, instance, mark_saved, table
 
 ACCOUNT_FIELDS = ("id", "balance", "credits_reserved", "spend_cap")
 
 
-def _table(model: type) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _column(model: type, field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)
-
-
 @cache
 def _lock_period_sql(vendor: str) -> str:
-    fields = UsagePeriod._meta.concrete_fields
-    period_columns = ", ".join(f"p.{connection.ops.quote_name(f.column)}" for f in fields)
     account_columns = ", ".join(
-        f"a.{_column(BillingAccount, name)} AS account_{name}" for name in ACCOUNT_FIELDS
+        f"a.{column(BillingAccount, name)} AS account_{name}" for name in ACCOUNT_FIELDS
     )
-    org, start = _column(UsagePeriod, "org"), _column(UsagePeriod, "start")
-    lock = ""
-    if connection.features.has_select_for_update_of:
-        lock = " FOR UPDATE OF p"
-    elif connection.features.has_select_for_update:
-        lock = " FOR UPDATE"
+    org, start = column(UsagePeriod, "org"), column(UsagePeriod, "start")
     return (
-        f"SELECT {period_columns}, {account_columns} FROM {_table(UsagePeriod)} p "  # noqa: S608
-        f"LEFT JOIN {_table(BillingAccount)} a ON a.{_column(BillingAccount, 'org')} = p.{org} "
-        f"WHERE p.{org} = %s AND p.{start} = %s{lock}"
+        f"SELECT {_columns('p', UsagePeriod)}, {account_columns} "  # noqa: S608
+        f"FROM {table(UsagePeriod)} p "
+        f"LEFT JOIN {table(BillingAccount)} a ON a.{column(BillingAccount, 'org')} = p.{org} "
+        f"WHERE p.{org} = %s AND p.{start} = %s{_lock_clause()}"
     )
 
 
 @cache
 def _period_id_sql(vendor: str) -> str:
-    org, start = _column(UsagePeriod, "org"), _column(UsagePeriod, "start")
+    org, start = column(UsagePeriod, "org"), column(UsagePeriod, "start")
     return (
-        f"SELECT {_column(UsagePeriod, 'id')} FROM {_table(UsagePeriod)} "  # noqa: S608
+        f"SELECT {column(UsagePeriod, 'id')} FROM {table(UsagePeriod)} "  # noqa: S608
         f"WHERE {org} = %s AND {start} = %s"
     )
 
@@ -86,9 +73,7 @@ def lock_period(org_id: int, start: datetime) -> tuple[UsagePeriod, BillingAccou
     if row is None:
         return None
     fields = UsagePeriod._meta.concrete_fields
-    period = UsagePeriod.from_db(
-        connection.alias, [f.attname for f in fields], _converted(fields, row[: len(fields)])
-    )
+    period = instance(UsagePeriod, fields, row[: len(fields)])
     account_id, balance, reserved, spend_cap = row[len(fields) :]
     if account_id is None:
         return period, None
@@ -100,20 +85,6 @@ def lock_period(org_id: int, start: datetime) -> tuple[UsagePeriod, BillingAccou
         spend_cap=_decimal(spend_cap),
     )
     return period, account
-
-
-def _converted(fields: Sequence[Field], values: Sequence[object]) -> list[object]:
-    """Column values as the ORM would have read them (SQLite returns numbers and text
-    where fields hold Decimals and datetimes)."""
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        column = field.get_col(field.model._meta.db_table)
-        # In the order the ORM's compiler applies them.
-        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        for converter in converters:
-            value = converter(value, column, connection)
-        converted.append(value)
-    return converted
 
 
 def _decimal(value: object) -> Decimal | None:
@@ -137,56 +108,47 @@ class Reservation:
 
 @cache
 def _hold_credits_sql(vendor: str) -> str:
-    reserved = _column(BillingAccount, "credits_reserved")
-    balance = _column(BillingAccount, "balance")
+    reserved = column(BillingAccount, "credits_reserved")
+    balance = column(BillingAccount, "balance")
     return (
-        f"UPDATE {_table(BillingAccount)} SET {reserved} = {reserved} + %s "  # noqa: S608
-        f"WHERE {_column(BillingAccount, 'id')} = %s AND {balance} >= {reserved} + %s"
+        f"UPDATE {table(BillingAccount)} SET {reserved} = {reserved} + %s "  # noqa: S608
+        f"WHERE {column(BillingAccount, 'id')} = %s AND {balance} >= {reserved} + %s"
     )
 
 
 @cache
 def _add_reserved_sql(vendor: str) -> str:
-    allowance = _column(UsagePeriod, "allowance_reserved")
-    paid = _column(UsagePeriod, "paid_reserved")
+    allowance = column(UsagePeriod, "allowance_reserved")
+    paid = column(UsagePeriod, "paid_reserved")
     return (
-        f"UPDATE {_table(UsagePeriod)} SET {allowance} = {allowance} + %s, "  # noqa: S608
-        f"{paid} = {paid} + %s WHERE {_column(UsagePeriod, 'id')} = %s "
+        f"UPDATE {table(UsagePeriod)} SET {allowance} = {allowance} + %s, "  # noqa: S608
+        f"{paid} = {paid} + %s WHERE {column(UsagePeriod, 'id')} = %s "
         f"AND (%s <> 0 OR %s <> 0)"
     )
-
-
-@cache
-def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Field, ...]]:
-    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    return sql, fields
 
 
 @cache
 def _reserve_sql(vendor: str) -> str:
     """Holding, counting and the ledger entry as one statement: PostgreSQL runs every
     data-modifying WITH part exactly once, whether or not the final SELECT reads it."""
-    insert, _ = _insert_sql(UsageRecord, vendor)
-    pk = _column(UsageRecord, "id")
+    entry, _ = insert_sql(UsageRecord, vendor)
+    pk = column(UsageRecord, "id")
     return (
         f"WITH held AS ({_hold_credits_sql(vendor)} RETURNING 1), "  # noqa: S608
         f"counted AS ({_add_reserved_sql(vendor)} RETURNING 1), "
-        f"entry AS ({insert} RETURNING {pk}) "
+        f"entry AS ({entry} RETURNING {pk}) "
         f"SELECT entry.{pk}, (SELECT count(*) FROM held) FROM entry"
     )
 
 
 def _parameters(record: UsageRecord, reservation: Reservation) -> dict[str, list[object]]:
-    _, fields = _insert_sql(UsageRecord, connection.vendor)
+    _, fields = insert_sql(UsageRecord, connection.vendor)
     amount = reservation.credits
     allowance, paid = reservation.allowance, reservation.paid
     return {
         "hold": [amount, reservation.account_id, amount],
         "count": [allowance, paid, reservation.period_id, allowance, paid],
-        "entry": [f.get_db_prep_save(f.pre_save(record, add=True), connection) for f in fields],
+        "entry": insert_values(record, fields),
     }
 
 
@@ -205,7 +167,7 @@ def write_reservation(record: UsageRecord, reservation: Reservation) -> bool:
         else:
             held = _write_one_by_one(cursor, parameters)
             record.pk = cursor.lastrowid
-    _mark_saved(record)
+    mark_saved(record)
     return reservation.account_id is None or held == 1
 
 
@@ -213,27 +175,106 @@ def _write_one_by_one(cursor: CursorWrapper, parameters: dict[str, list[object]]
     cursor.execute(_hold_credits_sql(connection.vendor), parameters["hold"])
     held = cursor.rowcount
     cursor.execute(_add_reserved_sql(connection.vendor), parameters["count"])
-    cursor.execute(_insert_sql(UsageRecord, connection.vendor)[0], parameters["entry"])
+    cursor.execute(insert_sql(UsageRecord, connection.vendor)[0], parameters["entry"])
     return held
 
 
 def insert_record(record: UsageRecord) -> UsageRecord:
     """Appends an unmetered ledger entry (billing off: nothing to hold or count)."""
-    sql, fields = _insert_sql(UsageRecord, connection.vendor)
-    values = [f.get_db_prep_save(f.pre_save(record, add=True), connection) for f in fields]
+    return insert(record)
+
+
+# --- Settlement ------------------------------------------------------------------------
+
+
+def _lock_clause() -> str:
+    if connection.features.has_select_for_update_of:
+        return " FOR UPDATE OF p"
+    if connection.features.has_select_for_update:
+        return " FOR UPDATE"
+    return ""  # SQLite: its IMMEDIATE transactions already serialize writers
+
+
+def _columns(alias: str, model: type[Model]) -> str:
+    return ", ".join(
+        f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields
+    )
+
+
+@cache
+def _entry_sql(vendor: str) -> str:
+    prediction, period, org = (
+        column(UsageRecord, name) for name in ("prediction", "period", "org")
+    )
+    settled = (
+        f"EXISTS (SELECT 1 FROM {table(CallCost)} c "  # noqa: S608
+        f"WHERE c.{column(CallCost, 'prediction')} = r.{prediction})"
+    )
+    return (
+        f"SELECT {_columns('r', UsageRecord)}, {_columns('o', Organization)}, "  # noqa: S608
+        f"{settled} FROM {table(UsageRecord)} r "
+        f"JOIN {table(UsagePeriod)} p ON p.{column(UsagePeriod, 'id')} = r.{period} "
+        f"JOIN {table(Organization)} o ON o.{column(Organization, 'id')} = r.{org} "
+        f"WHERE r.{prediction} = %s{_lock_clause()}"
+    )
+
+
+def lock_entry(prediction_id: str) -> tuple[UsageRecord, bool] | None:
+    """A call's ledger entry (its org loaded with it), with its period locked until the
+    transaction ends, and whether the call is settled already; None if it has no entry."""
     with connection.cursor() as cursor:
-        if connection.features.can_return_columns_from_insert:
-            cursor.execute(f"{sql} RETURNING {_column(UsageRecord, 'id')}", values)
-            record.pk = cursor.fetchone()[0]
-        else:
-            cursor.execute(sql, values)
-            record.pk = cursor.lastrowid
-    _mark_saved(record)
-    return record
+        cursor.execute(_entry_sql(connection.vendor), [prediction_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    record_fields = UsageRecord._meta.concrete_fields
+    org_fields = Organization._meta.concrete_fields
+    record = instance(UsageRecord, record_fields, row[: len(record_fields)])
+    record.org = instance(Organization, org_fields, row[len(record_fields) : -1])
+    return record, bool(row[-1])
 
 
-def _mark_saved(record: UsageRecord) -> None:
-    # Entries are never saved twice: the ledger is append-only, and nothing listens to
-    # their signals.
-    record._state.adding = False
-    record._state.db = connection.alias
+@dataclass(frozen=True)
+class Settlement:
+    """What a settled call takes off its period's reservations and adds to its usage."""
+
+    allowance_reserved: Decimal
+    paid_reserved: Decimal
+    allowance_used: Decimal
+    credits_used: Decimal
+    overage_used: Decimal
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+# (column, sign) in Settlement's order: reservations are released, usage is added.
+_SETTLEMENT_SIGNS = (
+    ("allowance_reserved", "-"),
+    ("paid_reserved", "-"),
+    ("allowance_used", "+"),
+    ("credits_used", "+"),
+    ("overage_used", "+"),
+    ("requests", "+"),
+    ("input_tokens", "+"),
+    ("output_tokens", "+"),
+)
+
+
+@cache
+def _settle_period_sql(vendor: str) -> str:
+    assignments = ", ".join(
+        f"{column(UsagePeriod, name)} = {column(UsagePeriod, name)} {sign} %s"
+        for name, sign in _SETTLEMENT_SIGNS
+    )
+    return (
+        f"UPDATE {table(UsagePeriod)} SET {assignments} "  # noqa: S608
+        f"WHERE {column(UsagePeriod, 'id')} = %s"
+    )
+
+
+def settle_period(period_id: int, settlement: Settlement) -> None:
+    """Applies `settlement` to the period's counters (the row is locked)."""
+    values = [getattr(settlement, name) for name, _ in _SETTLEMENT_SIGNS]
+    with connection.cursor() as cursor:
+        cursor.execute(_settle_period_sql(connection.vendor), [*values, period_id])

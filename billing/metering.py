@@ -462,16 +462,17 @@ def _release(record: UsageRecord, paid: Split, billed: costs.Billed) -> None:
             record.subscription_usage_id, record.reserved_allowance, paid.allowance
         )
         plan_reserved = plan_used = ZERO
-    UsagePeriod.objects.filter(pk=record.period_id).update(
-        allowance_reserved=F("allowance_reserved") - plan_reserved,
-        paid_reserved=F("paid_reserved") - record.reserved_paid,
-        allowance_used=F("allowance_used") + plan_used,
-        credits_used=F("credits_used") + paid.credits,
-        overage_used=F("overage_used") + paid.overage,
-        requests=F("requests") + billed.requests,
-        input_tokens=F("input_tokens") + billed.input_tokens,
-        output_tokens=F("output_tokens") + billed.output_tokens,
+    settlement = counters.Settlement(
+        allowance_reserved=plan_reserved,
+        paid_reserved=record.reserved_paid,
+        allowance_used=plan_used,
+        credits_used=paid.credits,
+        overage_used=paid.overage,
+        requests=billed.requests,
+        input_tokens=billed.input_tokens,
+        output_tokens=billed.output_tokens,
     )
+    counters.settle_period(record.period_id, settlement)
     if record.reserved_credits:
         BillingAccount.objects.filter(org_id=record.org_id).update(
             credits_reserved=F("credits_reserved") - record.reserved_credits
@@ -488,12 +489,11 @@ def _release(record: UsageRecord, paid: Split, billed: costs.Billed) -> None:
 def settle(prediction: Prediction) -> CallCost | None:
     """Writes the call's settlement entry (its `CallCost`) once and releases its
     reservation; a second settle (a retried finish) finds the entry and does nothing."""
-    record = UsageRecord.objects.select_related("org").filter(prediction=prediction).first()
-    if record is None:
+    # The period's lock, which the org's admissions wait for, is held from here to commit.
+    entry = counters.lock_entry(prediction.pk)
+    if entry is None or entry[1]:
         return None
-    UsagePeriod.objects.select_for_update().filter(pk=record.period_id).first()
-    if CallCost.objects.filter(prediction=prediction).exists():
-        return None
+    record = entry[0]
     output_tokens = delivered_output_tokens(prediction)
     billed = costs.Billed(
         input_tokens=prediction.input_tokens,

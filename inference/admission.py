@@ -38,6 +38,7 @@ from portal.errors import (
     Unavailable,
 )
 from portal.hotcache import Stamp
+from portal.sql import insert
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +158,21 @@ def admit(principal: Principal, request: PredictionRequest) -> Prediction:
         # Inline images become files: the stored input names them, the worker reads only
         # their validated bytes, and retention erases them with the input.
         stored_input, held = files.store_input_images(principal, validated, images, written)
-        prediction = Prediction.objects.create(
-            org=principal.org,
-            token=principal.token,
-            user=principal.user if principal.user and principal.user.pk else None,
-            model=listing,
-            version=target.version,
-            source=request.source,
-            input=stored_input,
-            queue=listing.queue,
-            webhook=webhook,
-            webhook_events_filter=events_filter,
+        # One statement, without the ORM compiling it on every call (nothing listens
+        # to a prediction's signals).
+        prediction = insert(
+            Prediction(
+                org=principal.org,
+                token=principal.token,
+                user=principal.user if principal.user and principal.user.pk else None,
+                model=listing,
+                version=target.version,
+                source=request.source,
+                input=stored_input,
+                queue=listing.queue,
+                webhook=webhook,
+                webhook_events_filter=events_filter,
+            )
         )
         if held:
             prediction.files.add(*held)

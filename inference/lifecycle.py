@@ -6,47 +6,39 @@ workers, a worker and a canceler, the reaper) can never both win the same transi
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, F, FloatField, Func, Value
 from django.utils import timezone
 
 from billing import quota
-from inference import events, webhooks
+from inference import events, run_statements, webhooks
 from inference.models import Prediction, Status
 from inference.payloads import prediction_payload
 from inference.task_names import DELIVER_WEBHOOK
+from models_hub import hot
 from portal import metrics
 
 logger = logging.getLogger(__name__)
 
 # A prediction's own columns: its relations (org, model, version, token, user) are set
 # at admission and never change.
-MUTABLE_FIELDS = [
-    field.attname for field in Prediction._meta.concrete_fields if not field.is_relation
-]
+MUTABLE_FIELDS = [field for field in Prediction._meta.concrete_fields if not field.is_relation]
 
 
 def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     """starting -> processing, for exactly one worker; None if someone else has it."""
     now = timezone.now()
-    claimed = Prediction.objects.filter(pk=prediction_id, status=Status.STARTING).update(
-        status=Status.PROCESSING,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS),
-        worker_host=worker_host[:200],
-        # In the same statement: a worker killed right after claiming still counts.
-        attempt=F("attempt") + 1,
-        queue_time=_seconds_since_created(now),
-    )
-    if not claimed:
+    lease_until = now + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS)
+    prediction = run_statements.claim(prediction_id, now, lease_until, worker_host[:200])
+    if prediction is None:
         return None
-    prediction = Prediction.objects.select_related("model", "version__listing", "org").get(
-        pk=prediction_id
+    # The listing and version from the process's catalog cache: they are the same for
+    # every run of a model, and joining them to the claim cost more than the run's own rows.
+    prediction.model, prediction.version = hot.run_target(
+        prediction.model_id, prediction.version_id, hot.catalog_stamp()
     )
     events.append(prediction_id, "status", {"status": Status.PROCESSING})
     metrics.observe(
@@ -55,31 +47,6 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
         prediction.queue_time,
     )
     return prediction
-
-
-class SecondsBetween(Func):
-    """`later - earlier` (two datetimes) in seconds, in the database's own arithmetic.
-
-    Django's Extract of a duration needs a native interval type, which SQLite (the
-    embedded default) lacks; each backend gets its own expression instead."""
-
-    arity = 2
-    output_field = FloatField()
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple]:
-        return self._compiled(compiler, "EXTRACT(EPOCH FROM ({} - {}))::double precision")
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple]:
-        return self._compiled(compiler, "((julianday({}) - julianday({})) * 86400.0)")
-
-    def _compiled(self, compiler: Any, template: str) -> tuple[str, tuple]:
-        later, earlier = (compiler.compile(e) for e in self.get_source_expressions())
-        return template.format(later[0], earlier[0]), (*later[1], *earlier[1])
-
-
-def _seconds_since_created(now: datetime) -> Func:
-    """`now - created_at` in seconds, computed by the claiming UPDATE itself."""
-    return SecondsBetween(Value(now, output_field=DateTimeField()), F("created_at"))
 
 
 def renew_lease(prediction_id: str) -> None:
@@ -138,14 +105,14 @@ def finish(
         fields["delivered_output_tokens"] = delivered_output_tokens
     allowed_from = [from_status] if from_status else [Status.STARTING, Status.PROCESSING]
     with transaction.atomic():
-        updated = Prediction.objects.filter(pk=prediction.pk, status__in=allowed_from).update(
-            **fields
-        )
-        if not updated:
+        # The row as the update left it: what others may have changed too (a cancel
+        # request, output), not the relations, which never change and which the claim
+        # loaded with the prediction.
+        row = run_statements.finish(prediction.pk, fields, allowed_from, MUTABLE_FIELDS)
+        if row is None:
             return False
-        # What others may have changed too (a cancel request, output), not the relations,
-        # which never change and which the claim loaded with the prediction.
-        prediction.refresh_from_db(fields=MUTABLE_FIELDS)
+        for field, value in zip(MUTABLE_FIELDS, row, strict=True):
+            setattr(prediction, field.attname, value)
         quota.settle(prediction)
     _record_finish(prediction)
     final = prediction_payload(prediction)

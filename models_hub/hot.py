@@ -18,6 +18,7 @@ CATALOG_SCOPE = "catalog"
 # org's private listing is None), so one org's answer is never served to another.
 _callable: hotcache.HotCache[ModelListing | None] = hotcache.HotCache()
 _versions: hotcache.HotCache[list[ModelVersion]] = hotcache.HotCache()
+_run_targets: hotcache.HotCache[tuple[ModelListing, ModelVersion | None]] = hotcache.HotCache()
 
 
 def catalog_stamp() -> hotcache.Stamp | None:
@@ -41,6 +42,23 @@ def versions_of(listing: ModelListing, stamp: hotcache.Stamp | None) -> list[Mod
     to one answers 410, not 404); whether each is retired is for the caller to judge
     against the clock, since retirement comes with time, not with a write."""
     return _versions.get(listing.pk, stamp, lambda: list(listing.versions.all()))
+
+
+def run_target(
+    listing_id: int, version_id: int | None, stamp: hotcache.Stamp | None
+) -> tuple[ModelListing, ModelVersion | None]:
+    """A claimed prediction's listing and the version it froze, for the worker that runs
+    it. Shared by this process's runs: read them, never change them."""
+
+    def load() -> tuple[ModelListing, ModelVersion | None]:
+        listing = ModelListing.objects.get(pk=listing_id)
+        if version_id is None:
+            return listing, None
+        version = ModelVersion.objects.get(pk=version_id)
+        version.listing = listing
+        return listing, version
+
+    return _run_targets.get((listing_id, version_id), stamp, load)
 
 
 def _catalog_changed(**kwargs: object) -> None:

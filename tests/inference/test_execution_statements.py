@@ -32,17 +32,18 @@ def admit_echo(client) -> str:
     return response.json()["id"]
 
 
-def test_a_run_takes_eleven_statements_and_records_its_queue_time(org, token_for, api_client):
+def test_a_run_takes_seven_statements_and_records_its_queue_time(org, token_for, api_client):
     load_demo_catalog()
     client = api_client(token_for(org))
     execution.execute(admit_echo(client), WORKER)  # warms the process's caches
     prediction_id = admit_echo(client)
     with CaptureQueriesContext(connection) as captured:
         execution.execute(prediction_id, WORKER)
-    # The claim (UPDATE) and the claimed row (it names the org for the logs); then one
-    # transaction: BEGIN, the terminal UPDATE, what others may have changed, the usage record, the
-    # period's lock, the receipt's absence, the period's counters, the receipt, COMMIT.
-    assert len(captured) == 11, [query["sql"][:80] for query in captured]
+    # The claim (an UPDATE returning the row; the listing comes from the process's
+    # cache); then one transaction: BEGIN, the terminal UPDATE returning what others may
+    # have changed, the usage record with its period locked and whether a receipt exists,
+    # the period's counters, the receipt, COMMIT.
+    assert len(captured) == 7, [query["sql"][:80] for query in captured]
     prediction = Prediction.objects.get(pk=prediction_id)
     assert prediction.status == Status.SUCCEEDED
     waited = (prediction.started_at - prediction.created_at).total_seconds()
