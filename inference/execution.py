@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from inference import files, lifecycle
 from inference.images import image_fields
@@ -25,25 +26,48 @@ logger = logging.getLogger(__name__)
 MODEL_FAILURE = "The model failed while running this input."
 
 
-@contextmanager
-def lease_heartbeat(prediction_id: str) -> Iterator[None]:
-    """Renews the prediction's lease while this process works on it, model loading
-    included; a worker that dies stops renewing and the reaper takes over."""
-    stop = threading.Event()
-    interval = settings.PREDICTION_LEASE_SECONDS / 3
+class LeaseKeeper:
+    """Renews the leases of every prediction this process is running, model loading
+    included, in one UPDATE every third of a lease, from one thread per process (started
+    with the first run; a forked pool child starts its own). A worker that dies stops
+    renewing and the reaper takes over. One thread per run cost a thread start and join,
+    each a wait for the other thread, on every prediction."""
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            lifecycle.renew_lease(prediction_id)
-        connection.close()
+    def __init__(self) -> None:
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._owner_pid: int | None = None
 
-    thread = threading.Thread(target=beat, name=f"lease-{prediction_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    @contextmanager
+    def held(self, prediction_id: str) -> Iterator[None]:
+        with self._lock:
+            self._running.add(prediction_id)
+            if self._owner_pid != os.getpid():
+                self._owner_pid = os.getpid()
+                threading.Thread(target=self._beat, name="lease-keeper", daemon=True).start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(prediction_id)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(settings.PREDICTION_LEASE_SECONDS / 3)
+            with self._lock:
+                running = list(self._running)
+            if not running:
+                continue
+            try:
+                lifecycle.renew_leases(running)
+            except DatabaseError:
+                # The next beat tries again, well within the lease.
+                logger.warning("Could not renew the leases of %d predictions", len(running))
+            finally:
+                connection.close()  # back to the pool between beats
+
+
+leases = LeaseKeeper()
 
 
 def execute(prediction_id: str, worker_host: str) -> None:
@@ -61,7 +85,7 @@ def execute(prediction_id: str, worker_host: str) -> None:
 def _execute(prediction: Prediction) -> None:
     delivery = Delivery(partial(lifecycle.cancel_requested, prediction.id))
     try:
-        with lease_heartbeat(prediction.id):
+        with leases.held(prediction.id):
             result, logs = _run(prediction, delivery)
     except InvalidInput as exc:
         # An input the web admitted without counting its tokens (see

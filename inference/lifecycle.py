@@ -49,8 +49,9 @@ def claim(prediction_id: str, worker_host: str) -> Prediction | None:
     return prediction
 
 
-def renew_lease(prediction_id: str) -> None:
-    Prediction.objects.filter(pk=prediction_id, status=Status.PROCESSING).update(
+def renew_leases(prediction_ids: list[str]) -> None:
+    """Extends the leases of these predictions while they are still processing."""
+    Prediction.objects.filter(pk__in=prediction_ids, status=Status.PROCESSING).update(
         lease_expires_at=timezone.now() + timedelta(seconds=settings.PREDICTION_LEASE_SECONDS)
     )
 
