@@ -338,6 +338,10 @@ HOT_CACHE_MAX_AGE_SECONDS = env_int("HOT_CACHE_MAX_AGE_SECONDS", 300)
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
+# No results are kept, so the (disabled) backend holds no state: one per process. Celery
+# otherwise builds one per thread, and the web sends tasks from one thread per concurrent
+# request: building it was a quarter of a send's CPU whenever a thread was new.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
