@@ -7,11 +7,22 @@ event loop for the view, and out again for CSRF's `process_view`. /v1 authentica
 bearer token only, never reads a session and never renders HTML, so its chain keeps
 only the middleware that applies to it (settings.API_MIDDLEWARE), each running on the
 loop. asgi.py sends `/v1/` here and everything else to Django's own handler.
+
+Each request's thread-sensitive code (the token lookup, admission) runs on a thread of
+its own, as under Django's handler, but a reused one: Django's handler starts a new
+thread per request, and with it went everything kept per thread (Django's connection
+object, Celery's producer state), rebuilt on every call. A thread is lent to one request
+at a time, so a call that waits (on the org's period lock, on a database that stopped
+answering) still holds up only its own request.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
@@ -46,6 +57,30 @@ class XFrameOptionsMiddleware(InlineHooksMixin, DjangoXFrameOptions):
     """Django's X-Frame-Options middleware, its hook inline."""
 
 
+class LentThreads:
+    """Single-thread executors, each lent to one request at a time; up to `keep` idle
+    ones are kept for the next requests. Used from the event loop only (no lock)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._idle: list[ThreadPoolExecutor] = []
+
+    @contextmanager
+    def lent(self) -> Iterator[ThreadPoolExecutor]:
+        executor = self._idle.pop() if self._idle else self._new()
+        try:
+            yield executor
+        finally:
+            if len(self._idle) < self.keep:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+
+    @staticmethod
+    def _new() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
+
+
 class ApiASGIHandler(ASGIHandler):
     """Django's ASGI handler with the chain named by `middleware_setting`
     (settings.API_MIDDLEWARE here).
@@ -56,6 +91,24 @@ class ApiASGIHandler(ASGIHandler):
     """
 
     middleware_setting = "API_MIDDLEWARE"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._threads = LentThreads(keep=settings.API_IDLE_SYNC_THREADS)
+
+    @contextmanager
+    def request_executor(self) -> Iterator[Executor]:
+        """The executor of one request's thread-sensitive code: a lent thread (see the
+        module's doc)."""
+        with self._threads.lent() as executor:
+            yield executor
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        with self.request_executor() as executor:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []

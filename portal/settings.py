@@ -131,6 +131,9 @@ STREAM_MIDDLEWARE = [
 # and opens overlap their waits on a remote database. Opening is CPU-bound otherwise: on a
 # 2-core machine with a local database, 1 and 4 threads both opened 130-230 streams/s.
 STREAM_SYNC_THREADS = env_int("STREAM_SYNC_THREADS", 4)
+# /v1 requests each borrow a thread for their sync code (portal/api_handler.py); this
+# many idle ones are kept for the next requests, the rest end.
+API_IDLE_SYNC_THREADS = env_int("API_IDLE_SYNC_THREADS", 64)
 
 ROOT_URLCONF = "portal.urls"
 ASGI_APPLICATION = "portal.asgi.application"

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 
-from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthentication
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSession
@@ -81,11 +82,10 @@ class StreamASGIHandler(ApiASGIHandler):
         ]
         self._executors = itertools.cycle(executors)
 
-    async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        async with ThreadSensitiveContext(executor=next(self._executors)):
-            await self.handle(scope, receive, send)
+    @contextmanager
+    def request_executor(self) -> Iterator[Executor]:
+        """One of the shared threads, in turn: an idle stream holds none."""
+        yield next(self._executors)
 
 
 def is_stream_scope(scope: dict) -> bool:

@@ -4,6 +4,9 @@ limit, answers JSON errors; the site's session and CSRF middleware never run on 
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -81,6 +84,50 @@ async def test_the_per_ip_limit_counts_v1_calls(settings, bearer):
     assert int(limited.headers["Retry-After"]) >= 1
     async with asgi_client("198.51.100.22", **bearer) as other:
         assert (await other.get("/v1/models")).status_code == 200
+
+
+@pytest.fixture
+def principal_threads(monkeypatch) -> tuple[list[int], threading.Event, threading.Event]:
+    """Records the thread each request's token lookup ran on; a request sent with
+    `X-Hold` keeps its thread until `release` is set."""
+    from inference.api import openai
+
+    threads: list[int] = []
+    holding, release = threading.Event(), threading.Event()
+    lookup = openai._principal
+
+    def recording(request):
+        threads.append(threading.get_ident())
+        if request.headers.get("X-Hold"):
+            holding.set()
+            release.wait(10)
+        return lookup(request)
+
+    monkeypatch.setattr(openai, "_principal", recording)
+    return threads, holding, release
+
+
+async def test_requests_one_after_another_reuse_one_thread(bearer, principal_threads):
+    threads, _, _ = principal_threads
+    async with asgi_client(**bearer) as client:
+        for _ in range(3):
+            assert (await client.get("/v1/models")).status_code == 200
+    assert len(threads) == 3
+    assert len(set(threads)) == 1
+
+
+async def test_a_request_stuck_in_its_sync_code_holds_up_no_other(bearer, principal_threads):
+    threads, holding, release = principal_threads
+    async with asgi_client(**bearer) as client:
+        stuck = asyncio.create_task(client.get("/v1/models", headers={"X-Hold": "1"}))
+        assert await asyncio.to_thread(holding.wait, 10)
+        try:
+            answered = await asyncio.wait_for(client.get("/v1/models"), 10)
+        finally:
+            release.set()
+        assert answered.status_code == 200
+        assert (await stuck).status_code == 200
+    assert threads[0] != threads[1]
 
 
 def test_a_sync_only_middleware_is_refused_at_start(settings):
