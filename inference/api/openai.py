@@ -13,6 +13,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -188,20 +189,58 @@ async def _admit_holding(
 # --- Response shapes ----------------------------------------------------------------------
 
 
-def _finish_reason(prediction: Prediction) -> str:
-    if prediction.status == Status.SUCCEEDED and prediction.output_tokens >= prediction.input.get(
-        "max_new_tokens", float("inf")
-    ):
+@dataclass(frozen=True)
+class Outcome:
+    """What a response's end says of a finished prediction: read from its row, or from
+    its `done` event, whose payload carries the same fields (a stream then needs no
+    query of its own at the end)."""
+
+    status: str
+    error: str
+    input_tokens: int
+    output_tokens: int
+    max_new_tokens: int | None
+    cost: float | None
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> Outcome:
+        return cls(
+            status=prediction.status,
+            error=prediction.error,
+            input_tokens=prediction.input_tokens,
+            output_tokens=prediction.output_tokens,
+            max_new_tokens=prediction.input.get("max_new_tokens"),
+            cost=cost_number(cost_of(prediction)),
+        )
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Outcome:
+        """From `inference.payloads.prediction_payload`, as the `done` event holds it."""
+        metrics, cost = payload["metrics"], payload["cost"]
+        return cls(
+            status=payload["status"],
+            error=payload["error"] or "",
+            input_tokens=metrics["input_tokens"],
+            output_tokens=metrics["output_tokens"],
+            max_new_tokens=(payload["input"] or {}).get("max_new_tokens"),
+            # The same float as `cost_number`: both parse the 6-decimal amount exactly.
+            cost=None if cost is None else float(cost["amount"]),
+        )
+
+
+def _finish_reason(outcome: Outcome) -> str:
+    limit = outcome.max_new_tokens
+    if outcome.status == Status.SUCCEEDED and limit is not None and outcome.output_tokens >= limit:
         return "length"
     return "stop"
 
 
-def _usage(prediction: Prediction) -> dict[str, Any]:
+def _usage(outcome: Outcome) -> dict[str, Any]:
     return {
-        "prompt_tokens": prediction.input_tokens,
-        "completion_tokens": prediction.output_tokens,
-        "total_tokens": prediction.input_tokens + prediction.output_tokens,
-        "cost": cost_number(cost_of(prediction)),
+        "prompt_tokens": outcome.input_tokens,
+        "completion_tokens": outcome.output_tokens,
+        "total_tokens": outcome.input_tokens + outcome.output_tokens,
+        "cost": outcome.cost,
     }
 
 
@@ -294,7 +333,7 @@ async def _stream_chunks(
                 yield _sse(chunk({"content": event.data}, None))
             elif event.type == events.TERMINAL_EVENT:
                 guard.finished = True
-                final = await _final(prediction.id)
+                final = Outcome.from_payload(event.data)
                 if final.status == Status.FAILED:
                     yield _sse({"error": {"message": final.error, "type": "api_error"}})
                 yield _sse(chunk({}, _finish_reason(final)))
@@ -385,6 +424,7 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
 
 def _chat_completion(final: Prediction, model: str) -> JsonResponse:
     _check_succeeded(final)
+    outcome = Outcome.of(final)
     return JsonResponse(
         {
             "id": f"chatcmpl-{final.id}",
@@ -395,11 +435,11 @@ def _chat_completion(final: Prediction, model: str) -> JsonResponse:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": final.output or ""},
-                    "finish_reason": _finish_reason(final),
+                    "finish_reason": _finish_reason(outcome),
                     "logprobs": None,
                 }
             ],
-            "usage": _usage(final),
+            "usage": _usage(outcome),
         }
     )
 
@@ -438,14 +478,15 @@ def _text_choice(text: str, finish_reason: str | None) -> dict:
 
 def _text_completion(final: Prediction, model: str) -> JsonResponse:
     _check_succeeded(final)
+    outcome = Outcome.of(final)
     return JsonResponse(
         {
             "id": f"cmpl-{final.id}",
             "object": "text_completion",
             "created": int(final.created_at.timestamp()),
             "model": model,
-            "choices": [_text_choice(final.output or "", _finish_reason(final))],
-            "usage": _usage(final),
+            "choices": [_text_choice(final.output or "", _finish_reason(outcome))],
+            "usage": _usage(outcome),
         }
     )
 

@@ -112,6 +112,20 @@ def test_max_tokens_gives_finish_reason_length(client):
     assert response.usage.completion_tokens == 3
 
 
+def test_a_stream_cut_at_max_tokens_ends_with_length(client):
+    stream = client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "a b c d e f g"}],
+        max_tokens=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 3
+    assert chunks[-1].usage.prompt_tokens == Prediction.objects.get().input_tokens
+
+
 def test_completions(client):
     response = client.completions.create(model="echo", prompt="complete me", max_tokens=10)
     assert response.choices[0].text == "complete me"
