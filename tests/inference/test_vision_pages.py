@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -35,19 +34,6 @@ OCR_OUTPUT = [
 
 
 @pytest.fixture
-def storage_dir(settings, tmp_path) -> Path:
-    """The files storage in a folder of this test's own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "files": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path)},
-        },
-    }
-    return tmp_path
-
-
-@pytest.fixture
 def catalog(db):
     return {listing.slug: listing for listing in load_demo_catalog()}
 
@@ -58,7 +44,7 @@ def page_png() -> bytes:
 
 
 @pytest.fixture
-def stored(org, owner, storage_dir, page_png) -> StoredFile:
+def stored(org, owner, files_in_tmp, page_png) -> StoredFile:
     return files.upload(org, owner, page_png, None)
 
 
@@ -83,9 +69,9 @@ def body(response) -> bytes:
 
 
 def test_members_of_the_org_get_the_stored_bytes_inline_and_unsniffable(
-    stored, owner, teammate, org, client_for, storage_dir
+    stored, owner, teammate, org, client_for, files_in_tmp
 ):
-    kept = (storage_dir / stored.storage_name).read_bytes()
+    kept = (files_in_tmp / stored.storage_name).read_bytes()
     for user in (owner, teammate):
         response = content(client_for(user, org), stored.id)
         assert response.status_code == 200
@@ -124,7 +110,7 @@ def test_signed_out_visitors_are_sent_to_log_in_and_writes_are_refused(
 
 
 def test_an_expired_file_stays_visible_while_a_kept_input_holds_it_and_goes_with_it(
-    stored, owner, org, client_for, catalog, storage_dir, page_png
+    stored, owner, org, client_for, catalog, files_in_tmp, page_png
 ):
     loose = files.upload(org, owner, page_png, None)
     ocr_prediction(org, owner, catalog, stored, created_at=timezone.now() - timedelta(days=40))
