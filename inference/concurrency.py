@@ -81,6 +81,14 @@ def renew_all(slots: Sequence[Slot]) -> None:
         logger.warning("Could not renew %d concurrency slots", len(slots))
 
 
+async def arelease_all(slots: Sequence[Slot]) -> None:
+    """`Slot.release` for many slots, from the event loop."""
+    try:
+        await ratelimit.arelease_slots([(slot.key, slot.id) for slot in slots])
+    except (redis.ConnectionError, redis.TimeoutError):
+        logger.warning("Could not release %d concurrency slots", len(slots))
+
+
 def acquire(org: Organization, kind: Kind) -> Slot:
     """One of the org's slots of this kind; RateLimited (429) when its plan's cap is held."""
     key = slot_key(org.pk, kind)

@@ -24,7 +24,7 @@ import logging
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -73,13 +73,14 @@ class Watcher:
         self._ready.set()
 
     def fail(self, error: Exception) -> None:
-        """The log cannot be read (not a stream): the consumer gets the error."""
+        """Ends the watch: the consumer gets `error` after the events already queued (the
+        log cannot be read, or the stream's caller was revoked)."""
         self.error, self.paused = error, True
         self._ready.set()
 
     async def next(self, idle_seconds: float) -> Event | None:
         """The next event, or None after `idle_seconds` without one; raises the error
-        that made the log unreadable, after the events read before it."""
+        that ended the watch (see `fail`), after the events read before it."""
         if not self._queued and self.error is not None:
             raise self.error
         if not self._queued:
@@ -283,14 +284,21 @@ async def _ended_by(client: aioredis.Redis, key: str, seq: int) -> bool:
 
 
 async def tail(
-    prediction_id: str, after_seq: int, *, idle_seconds: float
+    prediction_id: str,
+    after_seq: int,
+    *,
+    idle_seconds: float,
+    on_subscribe: Callable[[Watcher], None] | None = None,
 ) -> AsyncIterator[Event | None]:
     """Yields events after `after_seq` as they come, None after each idle period, and ends
-    after the terminal event. The caller decides what an idle period means (keep-alive).
+    after the terminal event. The caller decides what an idle period means (keep-alive),
+    and may end the wait early by failing the watcher it gets in `on_subscribe`.
     Close it deterministically (`contextlib.aclosing`): its watcher lives until then."""
     shared = hub()
     key = stream_key(prediction_id)
     async with shared.subscribe(prediction_id, after_seq) as watcher:
+        if on_subscribe is not None:
+            on_subscribe(watcher)
         if after_seq and await _ended_by(shared.commands, key, after_seq):
             return
         while True:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -71,6 +70,12 @@ class CredentialsRevoked(AuthenticationFailed):
     code = "credentials_revoked"
 
 
+def _revoked() -> CredentialsRevoked:
+    return CredentialsRevoked(
+        "The credentials this stream was opened with were revoked or have expired."
+    )
+
+
 def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Slot:
     """For async callers, which run it in a worker thread (thread_sensitive=False): the
     plan lookup's database connection is closed before it returns, or that thread would
@@ -93,13 +98,15 @@ def sweep_interval() -> float:
 @dataclass(eq=False)
 class StreamGuard:
     """An open stream's slot and caller. The process's `_Sweeper` renews the one and
-    re-checks the other every `sweep_interval()`; `check()` raises CredentialsRevoked once
-    the caller is no longer valid."""
+    re-checks the other every `sweep_interval()`; once the caller is no longer valid,
+    `check()` raises CredentialsRevoked and the stream's watcher fails with it at once
+    (an idle stream is not woken to look)."""
 
     principal: Principal
     slot: concurrency.Slot
     interval: float = field(default_factory=sweep_interval)
     revoked: bool = False
+    watcher: hub.Watcher | None = field(default=None, repr=False)
 
     @classmethod
     async def open(cls, principal: Principal) -> StreamGuard:
@@ -113,16 +120,24 @@ class StreamGuard:
         _sweeper().add(guard)
         return guard
 
+    def watch(self, watcher: hub.Watcher) -> None:
+        """The watcher of the stream's log, which a revocation fails."""
+        self.watcher = watcher
+        if self.revoked:
+            watcher.fail(_revoked())
+
+    def revoke(self) -> None:
+        self.revoked = True
+        if self.watcher is not None:
+            self.watcher.fail(_revoked())
+
     def check(self) -> None:
         if self.revoked:
-            raise CredentialsRevoked(
-                "The credentials this stream was opened with were revoked or have expired."
-            )
+            raise _revoked()
 
     async def release(self) -> None:
         """Gives the slot back; a second call (an error path after a finally) is harmless."""
-        _sweeper().discard(self)
-        await sync_to_async(self.slot.release, thread_sensitive=False)()
+        await _sweeper().release(self)
 
 
 def _sweep(guards: list[StreamGuard]) -> list[StreamGuard]:
@@ -143,11 +158,19 @@ class _Sweeper:
     """The open streams of one event loop (a web process has one). A single task renews
     and re-checks them all every interval, in a few round trips: per stream, that work
     was a thread hop, a Redis call and a query every few seconds, which kept a process
-    holding 5000 idle streams busy doing nothing else. The task ends with the last stream."""
+    holding 5000 idle streams busy doing nothing else. The task ends with the last stream.
+
+    Slots are given back in batches too: the streams that end while one batch is on its
+    way to Redis go together in the next. An event that ends thousands of streams at once
+    (a prediction's `done`) otherwise started a thread hop and a round trip per stream,
+    whose threads took the event loop's turn from the streams still being written to."""
 
     def __init__(self) -> None:
         self.guards: set[StreamGuard] = set()
         self.task: asyncio.Task | None = None
+        self._releasing: list[concurrency.Slot] = []
+        self._released: asyncio.Future[None] | None = None
+        self._releaser: asyncio.Task | None = None
 
     def add(self, guard: StreamGuard) -> None:
         self.guards.add(guard)
@@ -159,6 +182,35 @@ class _Sweeper:
         if not self.guards and self.task is not None:
             self.task.cancel()
             self.task = None
+
+    async def release(self, guard: StreamGuard) -> None:
+        """Gives `guard`'s slot back; returns once Redis has it (or gave up on it)."""
+        if guard not in self.guards:
+            return
+        self.discard(guard)
+        if self._released is None:
+            self._released = asyncio.get_running_loop().create_future()
+        released = self._released
+        self._releasing.append(guard.slot)
+        if self._releaser is None:
+            self._releaser = asyncio.get_running_loop().create_task(self._release_batches())
+        # Shielded: a stream cancelled while it waits must not cancel its batch-mates'.
+        await asyncio.shield(released)
+
+    async def _release_batches(self) -> None:
+        try:
+            while self._releasing:
+                slots, released = self._releasing, self._released
+                self._releasing, self._released = [], None
+                try:
+                    await concurrency.arelease_all(slots)
+                except Exception:
+                    # The leases run out on their own; the streams must still end.
+                    logger.exception("Releasing %d stream slots failed", len(slots))
+                finally:
+                    released.set_result(None)
+        finally:
+            self._releaser = None
 
     async def _run(self, interval: float) -> None:
         sweep = sync_to_async(_sweep, thread_sensitive=False)
@@ -172,7 +224,7 @@ class _Sweeper:
                 logger.exception("Sweeping %d open streams failed", len(guards))
                 continue
             for guard in revoked:
-                guard.revoked = True
+                guard.revoke()
 
 
 _sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
@@ -187,17 +239,14 @@ def _sweeper() -> _Sweeper:
 async def guarded_tail(
     prediction_id: str, after: int, guard: StreamGuard
 ) -> AsyncIterator[events.Event | None]:
-    """`hub.tail`, woken every guard interval to check the guard; None means "say
-    keep-alive" (at most KEEPALIVE_SECONDS apart)."""
-    last_sent = time.monotonic()
-    tail = hub.tail(prediction_id, after, idle_seconds=guard.interval)
+    """`hub.tail` while the guard holds, CredentialsRevoked once it does not; None means
+    "say keep-alive" (after KEEPALIVE_SECONDS without an event). An idle stream wakes only
+    for that: 5000 idle streams woken every guard interval to look at their guard kept a
+    web process busy (bench/streams.py)."""
+    tail = hub.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS, on_subscribe=guard.watch)
     async with aclosing(tail):
         async for event in tail:
             guard.check()
-            now = time.monotonic()
-            if event is None and now - last_sent + guard.interval < KEEPALIVE_SECONDS:
-                continue
-            last_sent = now
             yield event
 
 

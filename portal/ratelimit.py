@@ -207,6 +207,17 @@ def release_slot(key: str, slot_id: str) -> None:
     sync_client().zrem(key, slot_id)
 
 
+async def arelease_slots(slots: Sequence[tuple[str, str]]) -> None:
+    """`release_slot` for many (key, slot id) pairs from the event loop, in one round trip."""
+    ids_by_key: dict[str, list[str]] = {}
+    for key, slot_id in slots:
+        ids_by_key.setdefault(key, []).append(slot_id)
+    async with async_client().pipeline(transaction=False) as pipe:
+        for key, ids in ids_by_key.items():
+            pipe.zrem(key, *ids)
+        await pipe.execute()
+
+
 def held_slots(key: str) -> int:
     """Slots whose lease has not run out."""
     now_ms = int(time.time() * 1000)

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from inference import concurrency, streaming
+from inference import concurrency, hub, streaming
 from portal import services
 from portal.auth import resolve_bearer, resolve_session
 from portal.models import Membership
@@ -97,3 +97,73 @@ async def test_the_sweeper_flags_revoked_streams_and_ends_with_the_last_one(
     assert task.cancelled() or task.done()
     held = database_sync_to_async(concurrency.held_count)
     assert await held(org.pk, concurrency.Kind.STREAM) == 0
+
+
+def _zrem_calls() -> int:
+    return sync_client().info("commandstats").get("cmdstat_zrem", {}).get("calls", 0)
+
+
+async def test_streams_that_end_together_give_their_slots_back_in_one_command(
+    many_streams, org, owner
+):
+    """A prediction's `done` ends all its streams at once: their slots go back to Redis
+    together, not in a thread hop and a round trip each."""
+    issued = await database_sync_to_async(services.issue_token)(org, owner, "ending")
+    principal = await database_sync_to_async(resolve_bearer)(f"Bearer {issued.plaintext}")
+    guards = [await streaming.StreamGuard.open(principal) for _ in range(STREAMS)]
+    held = database_sync_to_async(concurrency.held_count)
+    assert await held(org.pk, concurrency.Kind.STREAM) == STREAMS
+    before = _zrem_calls()
+
+    releases = [asyncio.create_task(guard.release()) for guard in guards]
+    await asyncio.sleep(0)  # every release has joined the batch
+    releases[0].cancel()  # a stream cancelled meanwhile must not cancel the others'
+    await asyncio.gather(*releases, return_exceptions=True)
+
+    assert all(release.done() for release in releases)
+    assert await held(org.pk, concurrency.Kind.STREAM) == 0
+    assert _zrem_calls() - before <= 2
+    assert not streaming._sweeper().guards
+
+
+async def _drain(tail, woken: list) -> None:
+    async for event in tail:
+        woken.append(event)
+
+
+async def test_idle_streams_sleep_until_a_revocation_ends_them(
+    settings, monkeypatch, many_streams, org, owner
+):
+    """An idle stream is not woken every sweep to look at its guard: the sweep that finds
+    its caller revoked fails its wait itself."""
+    settings.STREAM_PRINCIPAL_RECHECK_SECONDS = 0.2
+    waits = []
+    wait = hub.Watcher.next
+
+    def counted_wait(watcher, idle_seconds):
+        waits.append(watcher)
+        return wait(watcher, idle_seconds)
+
+    monkeypatch.setattr(hub.Watcher, "next", counted_wait)
+    issued = await database_sync_to_async(services.issue_token)(org, owner, "idle")
+    principal = await database_sync_to_async(resolve_bearer)(f"Bearer {issued.plaintext}")
+    quiet_log = f"quiet-{issued.token.pk}"
+    woken: list[list] = [[] for _ in range(20)]
+    streams = []
+    for wakes in woken:
+        guard = await streaming.StreamGuard.open(principal)
+        tail = streaming.guarded_tail(quiet_log, 0, guard)
+        streams.append((guard, asyncio.create_task(_drain(tail, wakes))))
+
+    await asyncio.sleep(1.0)  # five sweeps
+    assert woken == [[] for _ in streams]
+    assert len(waits) == len(streams)  # each still in its first wait
+    assert not any(task.done() for _, task in streams)
+
+    await database_sync_to_async(services.revoke_token)(org, owner, issued.token.pk)
+    done, pending = await asyncio.wait([task for _, task in streams], timeout=2)
+    assert not pending
+    for task in done:
+        assert isinstance(task.exception(), streaming.CredentialsRevoked)
+    for guard, _ in streams:
+        await guard.release()
