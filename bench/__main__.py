@@ -339,7 +339,8 @@ def bench_streams(stack: Stack, profile: Profile) -> Section:
     section = Section("Idle SSE streams (one fresh web process per round)")
     section.notes.append(
         f"{profile.streams} streams opened per round on one quiet prediction, then one "
-        "event appended to its log; lag is append → arrival on each stream."
+        "event appended to its log; lag is append → arrival on each stream. The streams stay "
+        "open until every one has the event."
     )
 
     def column(key: str) -> list[float]:

@@ -47,49 +47,76 @@ class Tally:
     refused: list[str] = field(default_factory=list)  # error status or exception name
 
 
-async def _watch(base_url: str, path: str, token: str, tally: Tally) -> None:
-    """One SSE stream on a raw socket until the marker arrives. Not httpx: parsing 5000
-    streams' events through it costs the load generator seconds of CPU on this machine,
-    which the lag would report as the server's."""
-    # A refused or broken stream is counted, not raised: how many the server holds is
-    # itself a figure, and one failure must not hide the others' numbers.
+class _Stream(asyncio.Protocol):
+    """One SSE stream on a raw connection, as a protocol: each read is handled in the
+    event loop's callback, with no task to wake. Not httpx, nor asyncio streams: parsing
+    5000 streams' events through them cost the load generator more CPU per event than the
+    server spent, and the lag reported that as the server's."""
+
+    def __init__(self, request: bytes, tally: Tally) -> None:
+        self.request = request
+        self.tally = tally
+        self.status: bytes | None = None
+        self.seen = b""  # the last bytes read: a marker may straddle two reads
+        self.watching = False
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended.done():
+            return
+        self.seen = self.seen[-16:] + data
+        if self.status is None:
+            if b"\r\n" not in self.seen:
+                return
+            self.status = self.seen.split(b"\r\n", 1)[0]
+            self.tally.settled += 1
+            code = self.status.split()
+            if len(code) < 2 or code[1] != b"200":
+                self._end(code[1].decode() if len(code) > 1 else "no response")
+                return
+        if b"event: log" in self.seen:
+            self.tally.arrivals.append(time.perf_counter())
+            self.ended.set_result(None)
+            return
+        if not self.watching and b"\nevent: " in self.seen:
+            self.watching = True
+            self.tally.watching += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.status is None:
+            self.tally.settled += 1
+        self._end(type(exc).__name__ if exc else "closed early")
+
+    def _end(self, refusal: str) -> None:
+        if not self.ended.done():
+            self.tally.refused.append(refusal)
+            self.ended.set_result(None)
+
+
+async def _watch(base_url: str, path: str, token: str, tally: Tally) -> asyncio.Transport | None:
+    """Opens one stream; its protocol records the marker's arrival and leaves the stream
+    open, as a client watching a prediction would (`_hold_streams` closes them all after).
+    A refused or broken stream is counted, not raised: how many the server holds is itself
+    a figure, and one failure must not hide the others' numbers."""
     address = urlsplit(base_url)
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        transport, stream = await loop.create_connection(
+            lambda: _Stream(request, tally), address.hostname, address.port
+        )
     except OSError as error:
         tally.settled += 1
         tally.refused.append(type(error).__name__)
-        return
-    try:
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\n"
-            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        writer.write(request.encode())
-        await _read_stream(reader, tally)
-    except OSError as error:
-        tally.refused.append(type(error).__name__)
-    finally:
-        writer.close()
-
-
-async def _read_stream(reader: asyncio.StreamReader, tally: Tally) -> None:
-    status = (await reader.readline()).split()
-    tally.settled += 1
-    if len(status) < 2 or status[1] != b"200":
-        tally.refused.append(status[1].decode() if len(status) > 1 else "no response")
-        return
-    watching = False
-    seen = b""  # the last bytes read: a marker may straddle two reads
-    while chunk := await reader.read(65536):
-        seen = seen[-16:] + chunk
-        if b"event: log" in seen:
-            tally.arrivals.append(time.perf_counter())
-            return
-        if not watching and b"\nevent: " in seen:
-            watching = True
-            tally.watching += 1
-    tally.refused.append("closed early")
+        return None
+    await stream.ended
+    return transport
 
 
 def _append_marker(stack: Stack, prediction_id: str) -> float:
@@ -146,7 +173,12 @@ async def _hold_streams(stack: Stack, prediction_id: str, streams: int) -> dict:
     held = web.memory_info().rss
     threads = web.num_threads()
     sent = await asyncio.to_thread(_append_marker, stack, prediction_id)
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    transports = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+    # Closed only once every stream has the marker: a stream that hangs up as soon as it
+    # has it would make the server tear it down while it still writes to the others.
+    for transport in transports:
+        if transport is not None:
+            transport.close()
     lags = sorted((arrival - sent) * 1000 for arrival in tally.arrivals) or [math.nan]
     result = {
         "streams": streams,
