@@ -211,6 +211,11 @@ class _Sweeper:
                     released.set_result(None)
         finally:
             self._releaser = None
+            if self._released is not None:
+                # Cancelled (the event loop is closing): the slots still queued run out
+                # with their leases, and their streams must not wait for them forever.
+                self._released.set_result(None)
+                self._releasing, self._released = [], None
 
     async def _run(self, interval: float) -> None:
         sweep = sync_to_async(_sweep, thread_sensitive=False)

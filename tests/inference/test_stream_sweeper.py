@@ -167,3 +167,20 @@ async def test_idle_streams_sleep_until_a_revocation_ends_them(
         assert isinstance(task.exception(), streaming.CredentialsRevoked)
     for guard, _ in streams:
         await guard.release()
+
+
+async def test_streams_queued_behind_a_cancelled_release_batch_still_end(many_streams, org, owner):
+    """The event loop closing cancels the batch on its way to Redis: the streams queued
+    for the next batch end anyway (their slots run out with their leases)."""
+    issued = await database_sync_to_async(services.issue_token)(org, owner, "closing")
+    principal = await database_sync_to_async(resolve_bearer)(f"Bearer {issued.plaintext}")
+    guards = [await streaming.StreamGuard.open(principal) for _ in range(3)]
+    sweeper = streaming._sweeper()
+    first = asyncio.create_task(guards[0].release())
+    while sweeper._releaser is None or sweeper._releasing:
+        await asyncio.sleep(0)  # the first batch is on its way
+    queued = [asyncio.create_task(guard.release()) for guard in guards[1:]]
+    await asyncio.sleep(0)
+    assert sweeper._releasing  # queued behind it
+    sweeper._releaser.cancel()
+    await asyncio.wait_for(asyncio.gather(first, *queued), timeout=5)
