@@ -185,8 +185,6 @@ class _Sweeper:
 
     async def release(self, guard: StreamGuard) -> None:
         """Gives `guard`'s slot back; returns once Redis has it (or gave up on it)."""
-        if guard not in self.guards:
-            return
         self.discard(guard)
         if self._released is None:
             self._released = asyncio.get_running_loop().create_future()
