@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthentication
@@ -43,6 +44,7 @@ from portal.api_handler import ApiASGIHandler, InlineHooksMixin
 
 # inference.api.urls: "predictions/<str:prediction_id>/stream" under "api/v1/".
 STREAM_PATH = re.compile(r"/api/v1/predictions/[^/]+/stream")
+STREAM_URLCONF = "portal.stream_urls"
 
 
 class ReadOnlySessionMiddleware(InlineHooksMixin, DjangoSession):
@@ -86,6 +88,15 @@ class StreamASGIHandler(ApiASGIHandler):
     def request_executor(self) -> Iterator[Executor]:
         """One of the shared threads, in turn: an idle stream holds none."""
         yield next(self._executors)
+
+    def create_request(
+        self, scope: dict, body_file: IO[bytes]
+    ) -> tuple[HttpRequest | None, HttpResponse | None]:
+        """Django's request, resolved against the stream route alone (portal.stream_urls)."""
+        request, error_response = super().create_request(scope, body_file)
+        if request is not None:
+            request.urlconf = STREAM_URLCONF
+        return request, error_response
 
 
 def is_stream_scope(scope: dict) -> bool:

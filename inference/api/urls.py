@@ -9,7 +9,9 @@ router = SimpleRouter(trailing_slash=False)
 router.register("predictions", PredictionViewSet, basename="prediction")
 router.register("files", FileViewSet, basename="file")
 
-urlpatterns = [
+# Also the whole URLconf of the stream's own handler (portal.stream_urls).
+stream_urlpatterns = [
     path("predictions/<str:prediction_id>/stream", prediction_stream, name="prediction_stream"),
-    *router.urls,
 ]
+
+urlpatterns = [*stream_urlpatterns, *router.urls]
