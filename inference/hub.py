@@ -157,15 +157,24 @@ class Hub:
 
     @asynccontextmanager
     async def subscribe(self, prediction_id: str, after_seq: int) -> AsyncIterator[Watcher]:
+        watcher = await self.join(prediction_id, after_seq)
+        try:
+            yield watcher
+        finally:
+            self.leave(watcher)
+
+    async def join(self, prediction_id: str, after_seq: int) -> Watcher:
+        """A new watcher of the log, read from the next read on; `leave` must follow."""
         watcher = Watcher(self, stream_key(prediction_id), after_seq)
         self._watchers.setdefault(watcher.key, set()).add(watcher)
         try:
             await self._start_or_wake()
-            yield watcher
-        finally:
-            self._leave(watcher)
+        except BaseException:
+            self.leave(watcher)
+            raise
+        return watcher
 
-    def _leave(self, watcher: Watcher) -> None:
+    def leave(self, watcher: Watcher) -> None:
         watchers = self._watchers.get(watcher.key)
         if watchers is None:
             return
@@ -316,7 +325,10 @@ async def tail(
     Close it deterministically (`contextlib.aclosing`): its watcher lives until then."""
     shared = hub()
     key = stream_key(prediction_id)
-    async with shared.subscribe(prediction_id, after_seq) as watcher:
+    # Joined and left without `subscribe`'s context manager: that generator and its
+    # wrapper were 1 KiB of every idle stream.
+    watcher = await shared.join(prediction_id, after_seq)
+    try:
         if on_subscribe is not None:
             on_subscribe(watcher)
         if after_seq and await _ended_by(shared.commands, key, after_seq):
@@ -332,3 +344,5 @@ async def tail(
             yield event
             if event is not None and event.type == TERMINAL_EVENT:
                 return
+    finally:
+        shared.leave(watcher)
