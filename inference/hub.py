@@ -86,7 +86,7 @@ class Watcher:
         self.error, self.paused = error, True
         self._wake(idle=False)
 
-    def _wake(self, *, idle: bool) -> None:
+    def _wake(self, idle: bool) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(idle)

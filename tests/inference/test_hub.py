@@ -231,3 +231,14 @@ async def test_an_idle_tail_holds_little_memory(new_id, quick_idle):
             watch_task.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
     assert held / count < PER_TAIL_BYTES, held / count
+
+
+async def test_a_silent_log_ends_each_idle_period_with_none(new_id, quick_idle):
+    """After `idle_seconds` without an event the tail yields None: streams send their
+    keep-alive on it, and `/v1` waits renew their slot and check their deadline."""
+    prediction_id = new_id()
+    events.append(prediction_id, "status", {"status": "starting"})
+    async with aclosing(hub.tail(prediction_id, 0, idle_seconds=0.2)) as tail:
+        assert (await anext(tail)).seq == 1
+        for _ in range(2):
+            assert await asyncio.wait_for(anext(tail), 5) is None
