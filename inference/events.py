@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import redis
 from django.conf import settings
@@ -65,8 +65,12 @@ class Event:
     def as_message(self) -> dict:
         return {"seq": self.seq, "type": self.type, "data": self.data}
 
-    def as_sse(self) -> str:
-        return f"id: {self.seq}\nevent: {self.type}\ndata: {json.dumps(self.data)}\n\n"
+    @cached_property
+    def sse(self) -> bytes:
+        """The Server-Sent Event, encoded once: the hub hands the same Event to every
+        stream watching its log (5000 idle streams each encoded it on their own)."""
+        data = json.dumps(self.data)
+        return f"id: {self.seq}\nevent: {self.type}\ndata: {data}\n\n".encode()
 
 
 def stream_key(prediction_id: str) -> str:

@@ -253,12 +253,19 @@ async def guarded_tail(
             yield event
 
 
+async def replayed_final_event(prediction_id: str) -> events.Event | None:
+    """The one event a stream of `prediction_id` replays once its log has expired, or
+    None while the log is there to tail. Gives the caller's database connection back."""
+    final = await sync_to_async(_final_event_if_expired)(prediction_id)
+    await release_db_connection()
+    return final
+
+
 async def events_after(
     prediction_id: str, after: int, guard: StreamGuard
 ) -> AsyncIterator[events.Event | None]:
     """Every event after `after`, live, ending with `done`; None means "say keep-alive"."""
-    final = await sync_to_async(_final_event_if_expired)(prediction_id)
-    await release_db_connection()
+    final = await replayed_final_event(prediction_id)
     if final is not None:
         yield final
         return

@@ -23,21 +23,35 @@ Not the alternatives:
 - the view's lookups not thread-sensitive: Django's own thread-sensitive calls (the
   `request_started` receivers, `response.close`) would still create the per-request
   thread, and under the test client the lookups would leave the test's transaction.
+
+Once the view has answered with an `EventStreamResponse`, the request is finished (its
+response closed, `request_finished` sent) and the events are written from the
+connection's own task, with one more waiting for the client to leave. Django's handler
+would keep the request and the response for the stream's whole life, with two tasks of
+its own and a wrapper generator between the events and the connection: about 12 KiB of
+every idle stream, and more steps on every event (bench/streams.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from typing import IO
 
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthentication
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSession
-from django.http import HttpRequest, HttpResponse
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import get_script_prefix
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import set_script_prefix
 from django.utils.cache import patch_vary_headers
 
 from portal.api_handler import ApiASGIHandler, InlineHooksMixin
@@ -45,6 +59,21 @@ from portal.api_handler import ApiASGIHandler, InlineHooksMixin
 # inference.api.urls: "predictions/<str:prediction_id>/stream" under "api/v1/".
 STREAM_PATH = re.compile(r"/api/v1/predictions/[^/]+/stream")
 STREAM_URLCONF = "portal.stream_urls"
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """A `text/event-stream` of `events` (encoded Server-Sent Events). Under the stream
+    handler its events go straight to the connection; anywhere else (Django's handler,
+    the test client) it streams like any StreamingHttpResponse."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, content_type="text/event-stream")
+        self.events = events
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"  # proxies must not hold events back
 
 
 class ReadOnlySessionMiddleware(InlineHooksMixin, DjangoSession):
@@ -89,6 +118,51 @@ class StreamASGIHandler(ApiASGIHandler):
         """One of the shared threads, in turn: an idle stream holds none."""
         yield next(self._executors)
 
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        """Django's handling of the request, then the events of an event stream written
+        with the request already finished (see the module's doc).
+
+        The request is handled in a task and context of its own: what Django leaves in
+        context variables (asgiref's Locals: the URLconf, the script prefix; the request's
+        thread-sensitive context) ends with it instead of living as long as the stream."""
+        responding = self._respond(scope, receive, send)
+        events = await asyncio.create_task(responding, context=contextvars.copy_context())
+        if events is not None:
+            await _write_events(events, receive, send)
+
+    async def _respond(
+        self, scope: dict, receive: Receive, send: Send
+    ) -> AsyncIterator[bytes] | None:
+        with self.request_executor() as executor:
+            async with ThreadSensitiveContext(executor=executor):
+                return await self._handle(scope, receive, send)
+
+    async def _handle(
+        self, scope: dict, receive: Receive, send: Send
+    ) -> AsyncIterator[bytes] | None:
+        """Answers the request as Django's handler does, but of an event stream sends only
+        the start of the response and answers its events; nothing else of the request
+        outlives this call."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return None
+        set_script_prefix(get_script_prefix(scope))
+        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = await self.run_get_response(request)
+        body_file.close()
+        events = None
+        if isinstance(response, EventStreamResponse):
+            events = response.events
+            await send(_start_message(response))
+        else:
+            await self.send_response(response, send)
+        # request_finished: the request's database connection goes back now.
+        await sync_to_async(response.close)()
+        return events
+
     def create_request(
         self, scope: dict, body_file: IO[bytes]
     ) -> tuple[HttpRequest | None, HttpResponse | None]:
@@ -97,6 +171,47 @@ class StreamASGIHandler(ApiASGIHandler):
         if request is not None:
             request.urlconf = STREAM_URLCONF
         return request, error_response
+
+
+def _start_message(response: HttpResponse) -> dict:
+    """The `http.response.start` of `response`, its headers and cookies encoded as
+    Django's ASGI handler encodes them."""
+    headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+    headers += [
+        (b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+        for cookie in response.cookies.values()
+    ]
+    return {"type": "http.response.start", "status": response.status_code, "headers": headers}
+
+
+async def _write_events(events: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
+    """Writes `events` to the connection until they end or the client leaves.
+
+    The server drops what is sent after the client left, so a second task waits for
+    that (`receive` answers only then) and cancels this one: the events' own cleanup
+    (the watcher left, the stream slot given back) runs at once, as when Django's handler
+    cancels a view whose client left."""
+    writer = asyncio.current_task()
+    client_left = False
+
+    def cancel_writer(_: asyncio.Future) -> None:
+        nonlocal client_left
+        client_left = True
+        writer.cancel()
+
+    disconnect = asyncio.ensure_future(receive())
+    disconnect.add_done_callback(cancel_writer)
+    try:
+        async with aclosing(events):
+            async for chunk in events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body"})
+    except asyncio.CancelledError:
+        if not client_left or writer.uncancel() > 0:
+            raise
+    finally:
+        disconnect.remove_done_callback(cancel_writer)
+        disconnect.cancel()
 
 
 def is_stream_scope(scope: dict) -> bool:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from inference.events import Event
 from inference.streaming import (
     CredentialsRevoked,
     StreamGuard,
-    events_after,
+    guarded_tail,
     parse_offset,
+    replayed_final_event,
     watchable,
 )
 from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
 from portal.errors import AuthenticationFailed, PortalError, RateLimited
 from portal.middleware import error_body
+from portal.stream_handler import EventStreamResponse
+
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def _principal(request: HttpRequest) -> Principal | None:
@@ -35,18 +41,28 @@ def _error(exc: PortalError) -> JsonResponse:
     return response
 
 
-def _error_event(exc: PortalError) -> str:
+def _error_event(exc: PortalError) -> bytes:
     # No `id:` line: the client's Last-Event-ID stays the last event of the log.
     body = json.dumps(error_body(exc.type, exc.code, exc.message, exc.param))
-    return f"event: error\ndata: {body}\n\n"
+    return f"event: error\ndata: {body}\n\n".encode()
 
 
-async def _sse(prediction_id: str, after: int, guard: StreamGuard):
+async def _sse(prediction_id: str, after: int, guard: StreamGuard) -> AsyncIterator[bytes]:
+    """The live events after `after`: run on the connection's task once the request is
+    finished (portal.stream_handler), so with no database lookup left to make."""
     try:
-        async for event in events_after(prediction_id, after, guard):
-            yield ": keep-alive\n\n" if event is None else event.as_sse()
+        async for event in guarded_tail(prediction_id, after, guard):
+            yield KEEPALIVE if event is None else event.sse
     except CredentialsRevoked as exc:
         yield _error_event(exc)
+    finally:
+        await guard.release()
+
+
+async def _replay(final: Event, guard: StreamGuard) -> AsyncIterator[bytes]:
+    """The final event of a prediction whose log has expired."""
+    try:
+        yield final.sse
     finally:
         await guard.release()
 
@@ -66,8 +82,7 @@ async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpRes
         guard = await StreamGuard.open(principal)
     except PortalError as exc:
         return _error(exc)
-    stream = _sse(prediction.id, after, guard)
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # proxies must not hold events back
-    return response
+    final = await replayed_final_event(prediction.id)
+    if final is not None:
+        return EventStreamResponse(_replay(final, guard))
+    return EventStreamResponse(_sse(prediction.id, after, guard))

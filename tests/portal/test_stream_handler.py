@@ -6,7 +6,9 @@ token or a browser session (read, never saved), and refuses what it refused befo
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import tracemalloc
 
 import httpx
 import psutil
@@ -14,14 +16,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.sessions.models import Session
+from django.http import HttpRequest
 from django.urls import reverse
 
 from billing.checkout import grant_plan
 from billing.models import Plan
+from inference import hub
 from inference.api.stream import prediction_stream
 from inference.models import Prediction, Status
 from models_hub.demo import load_demo_catalog
 from models_hub.models import Task
+from portal import metrics
 from portal.asgi import application
 from portal.stream_handler import StreamASGIHandler, is_stream_scope
 from tests.livestack import running_web
@@ -258,3 +263,97 @@ async def test_idle_sse_streams_hold_no_thread_of_the_web_process(bearer, idle, 
                 for response in opened:
                     await response.aclose()
     assert during - before < SPARE_THREADS, (before, during)
+
+
+# --- An open stream holds only what it needs (in-process, as uvicorn drives it) -----------
+
+OPEN_STREAMS = 50
+# What one idle stream may hold in this process beyond the server's connection: Django's
+# handler kept the request, the response, two tasks and a generator between the events
+# and the connection, for the stream's whole life.
+PER_STREAM_BYTES = 12 * 1024
+
+
+class _Connection:
+    """One request as uvicorn presents it to the application: its body, then nothing
+    until the client leaves."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.started = asyncio.Event()
+        self.gone = asyncio.Event()
+        self._requested = False
+
+    async def receive(self) -> dict:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started.set()
+
+
+def _stream_scope(path: str, headers: dict[str, str]) -> dict:
+    encoded = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": encoded, "client": ("198.51.100.30", 40000),
+            "server": ("testserver", 80)}  # fmt: skip
+
+
+async def _watchers_settle(count: int) -> None:
+    while hub.hub().watcher_count() < count:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+
+
+async def test_an_open_stream_keeps_neither_its_request_nor_tasks_of_djangos(
+    bearer, idle, roomy_plan
+):
+    """Between events a stream holds its connection's task, one task waiting for the
+    client to leave, and its watcher: no request, no response, no extra tasks. A client
+    that leaves ends its stream: the watcher goes, and the application returns."""
+    path = stream_url(idle)
+
+    def open_streams(connections: list[_Connection]) -> list[asyncio.Task]:
+        return [
+            asyncio.create_task(application(_stream_scope(path, bearer), c.receive, c.send))
+            for c in connections
+        ]
+
+    async def opened(connections: list[_Connection], watching: int) -> None:
+        await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in connections)), 30)
+        await asyncio.wait_for(_watchers_settle(watching), 30)
+
+    # A first round starts what the process starts once and keeps (the reader, the
+    # sweeper, the threads and their connections, the Redis pools, Django's caches).
+    first = [_Connection() for _ in range(OPEN_STREAMS)]
+    first_calls = open_streams(first)
+    await opened(first, OPEN_STREAMS)
+    await asyncio.to_thread(metrics.flush)  # its thread's Redis client, made once
+    connections = [_Connection() for _ in range(OPEN_STREAMS)]
+    tasks_before = len(asyncio.all_tasks())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        calls = open_streams(connections)
+        await opened(connections, 2 * OPEN_STREAMS)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # By type, not isinstance: the objects include weak proxies to objects already gone.
+    requests = [o for o in gc.get_objects() if issubclass(type(o), HttpRequest) and o.path == path]
+    tasks_per_stream = (len(asyncio.all_tasks()) - tasks_before) / OPEN_STREAMS
+    for connection in [*first, *connections]:
+        connection.gone.set()
+    await asyncio.wait_for(asyncio.gather(*first_calls, *calls), 30)
+    assert [c.status for c in connections] == [200] * OPEN_STREAMS
+    assert requests == []
+    assert tasks_per_stream == 2
+    assert held / OPEN_STREAMS < PER_STREAM_BYTES, held / OPEN_STREAMS
+    assert hub.hub().watcher_count() == 0
