@@ -51,11 +51,26 @@ class Watcher:
     """One stream's view of one prediction log: the events past its cursor, in order.
 
     A process holds one per open stream, most of them idle: it keeps no more than its
-    queue (a list: bounded by QUEUE_LIMIT, and empty while idle) and the future its
-    consumer waits on, only while it waits. A deque and an asyncio.Event (with its own
-    deque of waiters) took 1.5 KiB per stream."""
+    queue (a list: bounded by QUEUE_LIMIT, and empty while idle), the future its
+    consumer waits on, only while it waits, and one idle timer. A deque and an
+    asyncio.Event (with its own deque of waiters) took 1.5 KiB per stream.
 
-    __slots__ = ("_hub", "_queued", "_waiter", "error", "key", "last_seq", "paused")
+    The idle timer is armed once and moved by no event: when it fires before the
+    consumer's idle period is over, it arms itself again for the rest. A timer per wait
+    was made and cancelled for every event of every stream, one of the costs of writing
+    an event to thousands of streams at once (bench/streams.py)."""
+
+    __slots__ = (
+        "_hub",
+        "_idle_at",
+        "_queued",
+        "_timer",
+        "_waiter",
+        "error",
+        "key",
+        "last_seq",
+        "paused",
+    )
 
     def __init__(self, hub: Hub, key: str, after_seq: int) -> None:
         self.key = key
@@ -67,6 +82,9 @@ class Watcher:
         # Set while the consumer waits in `next`: resolved by an event, a failure (False)
         # or the idle timer (True).
         self._waiter: asyncio.Future[bool] | None = None
+        # When the current wait becomes idle (event loop time), and the timer that says so.
+        self._idle_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def offer(self, event: Event) -> None:
         """Called by the reader for every event of the log it reads."""
@@ -108,15 +126,32 @@ class Watcher:
         loop = asyncio.get_running_loop()
         # Set first: the reader may hand out events while the wake-up below is sent.
         self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(idle_seconds, self._wake, True)
+        self._idle_at = loop.time() + idle_seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._idle_at, self._on_timer)
         try:
             if self.paused and self.error is None:
                 self.paused = False
                 await self._hub.wake()
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting: the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._idle_at:
+            self._timer = loop.call_at(self._idle_at, self._on_timer)
+        else:
+            self._wake(idle=True)
+
+    def close(self) -> None:
+        """Stops the idle timer (the watcher left)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Hub:
@@ -175,6 +210,7 @@ class Hub:
         return watcher
 
     def leave(self, watcher: Watcher) -> None:
+        watcher.close()
         watchers = self._watchers.get(watcher.key)
         if watchers is None:
             return

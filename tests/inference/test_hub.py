@@ -242,3 +242,17 @@ async def test_a_silent_log_ends_each_idle_period_with_none(new_id, quick_idle):
         assert (await anext(tail)).seq == 1
         for _ in range(2):
             assert await asyncio.wait_for(anext(tail), 5) is None
+
+
+async def test_each_event_starts_the_idle_period_again(new_id, quick_idle):
+    """Events closer together than `idle_seconds` never end an idle period: the idle
+    timer, armed once per watcher, moves with each wait."""
+    prediction_id = new_id()
+    events.append(prediction_id, "status", {"status": "starting"})
+    async with aclosing(hub.tail(prediction_id, 0, idle_seconds=0.4)) as tail:
+        assert (await anext(tail)).seq == 1
+        for seq in range(2, 8):
+            await asyncio.sleep(0.15)
+            await append_in_thread(prediction_id, [("log", seq)])
+            assert (await asyncio.wait_for(anext(tail), 5)).seq == seq
+        assert await asyncio.wait_for(anext(tail), 5) is None
