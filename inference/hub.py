@@ -98,10 +98,13 @@ class Watcher:
         self.last_seq = event.seq
         self._wake(idle=False)
 
-    def fail(self, error: Exception) -> None:
+    def fail(self, error: Exception, *, discard_queued: bool = False) -> None:
         """Ends the watch: the consumer gets `error` after the events already queued (the
-        log cannot be read, or the stream's caller was revoked)."""
+        log cannot be read), or at once with `discard_queued` (the stream's caller was
+        revoked: what is queued is no longer theirs to read)."""
         self.error, self.paused = error, True
+        if discard_queued:
+            self._queued.clear()
         self._wake(idle=False)
 
     def _wake(self, idle: bool) -> None:

@@ -99,8 +99,8 @@ def sweep_interval() -> float:
 class StreamGuard:
     """An open stream's slot and caller. The process's `_Sweeper` renews the one and
     re-checks the other every `sweep_interval()`; once the caller is no longer valid,
-    `check()` raises CredentialsRevoked and the stream's watcher fails with it at once
-    (an idle stream is not woken to look)."""
+    the stream's watcher fails with CredentialsRevoked at once, its undelivered events
+    discarded (an idle stream is not woken to look)."""
 
     principal: Principal
     slot: concurrency.Slot
@@ -124,16 +124,12 @@ class StreamGuard:
         """The watcher of the stream's log, which a revocation fails."""
         self.watcher = watcher
         if self.revoked:
-            watcher.fail(_revoked())
+            watcher.fail(_revoked(), discard_queued=True)
 
     def revoke(self) -> None:
         self.revoked = True
         if self.watcher is not None:
-            self.watcher.fail(_revoked())
-
-    def check(self) -> None:
-        if self.revoked:
-            raise _revoked()
+            self.watcher.fail(_revoked(), discard_queued=True)
 
     async def release(self) -> None:
         """Gives the slot back; a second call (an error path after a finally) is harmless."""
@@ -239,18 +235,15 @@ def _sweeper() -> _Sweeper:
     return _sweepers.setdefault(asyncio.get_running_loop(), _Sweeper())
 
 
-async def guarded_tail(
+def guarded_tail(
     prediction_id: str, after: int, guard: StreamGuard
 ) -> AsyncIterator[events.Event | None]:
     """`hub.tail` while the guard holds, CredentialsRevoked once it does not; None means
     "say keep-alive" (after KEEPALIVE_SECONDS without an event). An idle stream wakes only
     for that: 5000 idle streams woken every guard interval to look at their guard kept a
-    web process busy (bench/streams.py)."""
-    tail = hub.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS, on_subscribe=guard.watch)
-    async with aclosing(tail):
-        async for event in tail:
-            guard.check()
-            yield event
+    web process busy (bench/streams.py). The tail itself, not a generator around it: the
+    guard fails its watcher, so there is nothing to check per event."""
+    return hub.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS, on_subscribe=guard.watch)
 
 
 async def replayed_final_event(prediction_id: str) -> events.Event | None:
@@ -269,5 +262,6 @@ async def events_after(
     if final is not None:
         yield final
         return
-    async for event in guarded_tail(prediction_id, after, guard):
-        yield event
+    async with aclosing(guarded_tail(prediction_id, after, guard)) as tail:
+        async for event in tail:
+            yield event

@@ -326,21 +326,22 @@ async def _stream_chunks(
     try:
         if first_delta is not None:
             yield _sse(chunk(first_delta, None))
-        async for event in guarded_tail(prediction.id, 0, stream_guard):
-            if event is None:
-                yield ": keep-alive\n\n"
-            elif event.type == "output" and isinstance(event.data, str):
-                yield _sse(chunk({"content": event.data}, None))
-            elif event.type == events.TERMINAL_EVENT:
-                guard.finished = True
-                final = Outcome.from_payload(event.data)
-                if final.status == Status.FAILED:
-                    yield _sse({"error": {"message": final.error, "type": "api_error"}})
-                yield _sse(chunk({}, _finish_reason(final)))
-                if include_usage:
-                    yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
-                yield _sse("[DONE]")
-                return
+        async with aclosing(guarded_tail(prediction.id, 0, stream_guard)) as tail:
+            async for event in tail:
+                if event is None:
+                    yield ": keep-alive\n\n"
+                elif event.type == "output" and isinstance(event.data, str):
+                    yield _sse(chunk({"content": event.data}, None))
+                elif event.type == events.TERMINAL_EVENT:
+                    guard.finished = True
+                    final = Outcome.from_payload(event.data)
+                    if final.status == Status.FAILED:
+                        yield _sse({"error": {"message": final.error, "type": "api_error"}})
+                    yield _sse(chunk({}, _finish_reason(final)))
+                    if include_usage:
+                        yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
+                    yield _sse("[DONE]")
+                    return
     except CredentialsRevoked as exc:
         # The generation is canceled below: nobody may receive (or be billed for) the rest.
         yield _sse(error_body(exc.type, exc.code, exc.message, exc.param))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -51,8 +52,9 @@ async def _sse(prediction_id: str, after: int, guard: StreamGuard) -> AsyncItera
     """The live events after `after`: run on the connection's task once the request is
     finished (portal.stream_handler), so with no database lookup left to make."""
     try:
-        async for event in guarded_tail(prediction_id, after, guard):
-            yield KEEPALIVE if event is None else event.sse
+        async with aclosing(guarded_tail(prediction_id, after, guard)) as tail:
+            async for event in tail:
+                yield KEEPALIVE if event is None else event.sse
     except CredentialsRevoked as exc:
         yield _error_event(exc)
     finally:

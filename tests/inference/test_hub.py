@@ -256,3 +256,19 @@ async def test_each_event_starts_the_idle_period_again(new_id, quick_idle):
             await append_in_thread(prediction_id, [("log", seq)])
             assert (await asyncio.wait_for(anext(tail), 5)).seq == seq
         assert await asyncio.wait_for(anext(tail), 5) is None
+
+
+async def test_a_failure_that_discards_comes_before_the_queued_events():
+    """A revoked caller gets no more events, not even those already read for them; a log
+    that cannot be read any more still gives what was read before it."""
+    revoked = hub.Watcher(hub.hub(), "revoked", 0)
+    unreadable = hub.Watcher(hub.hub(), "unreadable", 0)
+    for watcher in (revoked, unreadable):
+        watcher.offer(events.Event(seq=1, type="log", data="read before"))
+    revoked.fail(RuntimeError("revoked"), discard_queued=True)
+    unreadable.fail(RuntimeError("unreadable"))
+    with pytest.raises(RuntimeError, match="revoked"):
+        await revoked.next(1)
+    assert (await unreadable.next(1)).seq == 1
+    with pytest.raises(RuntimeError, match="unreadable"):
+        await unreadable.next(1)
