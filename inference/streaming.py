@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15
 
+T = TypeVar("T")
+
 
 def parse_offset(raw: str | None) -> int:
     """`Last-Event-ID` / `?from=`: the last seq the client has; 0 means from the start."""
@@ -40,13 +43,13 @@ def parse_offset(raw: str | None) -> int:
     return int(raw)
 
 
-def _watchable(principal: Principal, prediction_id: str) -> Prediction:
+def find_watchable(principal: Principal, prediction_id: str) -> Prediction:
     if not principal.has_scope("read"):
         raise NotAllowed("This token lacks the 'read' scope.", code="missing_scope")
     return get_for_org(Prediction.objects.select_related("model"), principal.org, pk=prediction_id)
 
 
-watchable = sync_to_async(_watchable)
+watchable = sync_to_async(find_watchable)
 
 
 # A stream lives for minutes; Django returns a request's database connection only when
@@ -54,7 +57,7 @@ watchable = sync_to_async(_watchable)
 release_db_connection = sync_to_async(give_back_db_connection)
 
 
-def _final_event_if_expired(prediction_id: str) -> events.Event | None:
+def final_event_if_expired(prediction_id: str) -> events.Event | None:
     """Once the log has expired, a finished prediction is replayed from the database."""
     if events.log_exists(prediction_id):
         return None
@@ -90,6 +93,27 @@ def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Sl
         give_back_db_connection()
 
 
+def start_holding_slot(
+    principal: Principal, kind: concurrency.Kind, start: Callable[[concurrency.Slot], T]
+) -> tuple[concurrency.Slot, T]:
+    """Takes one of the org's slots of `kind`, then runs `start` (what the stream or wait
+    needs before it begins: admission, a lookup), all in the caller's thread: one thread
+    hop for what took four (connection back, slot on another thread, `start`, connection
+    back), each one a wait behind the event loop's other work. The slot is given back if
+    `start` fails; the thread's database connection in any case, since what follows lasts
+    minutes. Being the request's own thread, the slot's plan lookup uses the connection
+    the request already holds, so no second one is ever waited for."""
+    try:
+        slot = concurrency.acquire(principal.org, kind)
+        try:
+            return slot, start(slot)
+        except BaseException:
+            slot.release()
+            raise
+    finally:
+        give_back_db_connection()
+
+
 def sweep_interval() -> float:
     """How often a process renews its streams' slots and re-checks their callers."""
     return min(settings.STREAM_PRINCIPAL_RECHECK_SECONDS, concurrency.renew_every())
@@ -116,6 +140,11 @@ class StreamGuard:
         slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
             principal, concurrency.Kind.STREAM
         )
+        return cls.holding(principal, slot)
+
+    @classmethod
+    def holding(cls, principal: Principal, slot: concurrency.Slot) -> StreamGuard:
+        """The guard of a stream slot already taken (`start_holding_slot`)."""
         guard = cls(principal, slot)
         _sweeper().add(guard)
         return guard
@@ -249,7 +278,7 @@ def guarded_tail(
 async def replayed_final_event(prediction_id: str) -> events.Event | None:
     """The one event a stream of `prediction_id` replays once its log has expired, or
     None while the log is there to tail. Gives the caller's database connection back."""
-    final = await sync_to_async(_final_event_if_expired)(prediction_id)
+    final = await sync_to_async(final_event_if_expired)(prediction_id)
     await release_db_connection()
     return final
 

@@ -28,9 +28,8 @@ from inference.models import Prediction, Source, Status
 from inference.streaming import (
     CredentialsRevoked,
     StreamGuard,
-    acquire_slot,
     guarded_tail,
-    release_db_connection,
+    start_holding_slot,
 )
 from models_hub.models import ModelListing
 from portal import strict_json
@@ -171,19 +170,26 @@ def _admit(principal: Principal, model: str, model_input: dict, body: dict) -> P
         raise _map_input_errors(exc) from exc
 
 
-admit = sync_to_async(_admit)
+def _admit_holding_slot(
+    principal: Principal, kind: concurrency.Kind, model: str, model_input: dict, body: dict
+) -> tuple[concurrency.Slot, Prediction]:
+    """Admits with one of the org's slots of `kind` held: taken first, so that an org at
+    its cap is refused before anything is created (see `start_holding_slot`)."""
+    return start_holding_slot(
+        principal, kind, lambda _slot: _admit(principal, model, model_input, body)
+    )
 
 
-async def _admit_holding(
-    stream_guard: StreamGuard, principal: Principal, model: str, model_input: dict, body: dict
-) -> Prediction:
-    """Admits with the stream's slot already held (taken first, so that an org at its cap
-    is refused before anything is created), giving the slot back if admission fails."""
-    try:
-        return await admit(principal, model, model_input, body)
-    except BaseException:
-        await stream_guard.release()
-        raise
+admit_holding_slot = sync_to_async(_admit_holding_slot)
+
+
+async def _admit_streaming(
+    principal: Principal, model: str, model_input: dict, body: dict
+) -> tuple[StreamGuard, Prediction]:
+    slot, prediction = await admit_holding_slot(
+        principal, concurrency.Kind.STREAM, model, model_input, body
+    )
+    return StreamGuard.holding(principal, slot), prediction
 
 
 # --- Response shapes ----------------------------------------------------------------------
@@ -266,19 +272,16 @@ async def _admit_and_wait(
     """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
     holds one of the org's wait slots (taken before admission, so that an org at its cap
     is refused before anything is created) and no pooled connection while it waits."""
-    await release_db_connection()
-    slot = await sync_to_async(acquire_slot, thread_sensitive=False)(
-        principal, concurrency.Kind.WAIT
+    slot, prediction = await admit_holding_slot(
+        principal, concurrency.Kind.WAIT, model, model_input, body
     )
     try:
-        prediction = await admit(principal, model, model_input, body)
         return await _wait_until_done(prediction, slot)
     finally:
         await sync_to_async(slot.release, thread_sensitive=False)()
 
 
 async def _wait_until_done(prediction: Prediction, slot: concurrency.Slot) -> Prediction:
-    await release_db_connection()
     deadline = time.monotonic() + COMPLETION_WAIT_SECONDS
     renew = sync_to_async(slot.renew, thread_sensitive=False)
     next_renewal = time.monotonic() + concurrency.renew_every()
@@ -322,7 +325,6 @@ async def _stream_chunks(
     first_delta: dict | None,
 ) -> AsyncIterator[str]:
     guard = _CancelOnClose(prediction)
-    await release_db_connection()
     try:
         if first_delta is not None:
             yield _sse(chunk(first_delta, None))
@@ -401,8 +403,7 @@ async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
     model_input = {"messages": messages, **_generation_params(body)}
     if not stream:
         return _chat_completion(await _admit_and_wait(principal, model, model_input, body), model)
-    stream_guard = await StreamGuard.open(principal)
-    prediction = await _admit_holding(stream_guard, principal, model, model_input, body)
+    stream_guard, prediction = await _admit_streaming(principal, model, model_input, body)
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
 
@@ -454,8 +455,7 @@ async def completions(principal: Principal, body: dict) -> HttpResponse:
     model_input = {"prompt": prompt, **_generation_params(body)}
     if not stream:
         return _text_completion(await _admit_and_wait(principal, model, model_input, body), model)
-    stream_guard = await StreamGuard.open(principal)
-    prediction = await _admit_holding(stream_guard, principal, model, model_input, body)
+    stream_guard, prediction = await _admit_streaming(principal, model, model_input, body)
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 

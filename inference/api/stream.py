@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from inference.concurrency import Kind, Slot
 from inference.events import Event
 from inference.streaming import (
     CredentialsRevoked,
     StreamGuard,
+    final_event_if_expired,
+    find_watchable,
     guarded_tail,
     parse_offset,
-    replayed_final_event,
-    watchable,
+    start_holding_slot,
 )
 from portal.auth import SESSION_ORG_KEY, Principal, resolve_bearer, resolve_session
 from portal.errors import AuthenticationFailed, PortalError, RateLimited
@@ -69,6 +72,31 @@ async def _replay(final: Event, guard: StreamGuard) -> AsyncIterator[bytes]:
         await guard.release()
 
 
+@dataclass(frozen=True)
+class _Opened:
+    principal: Principal
+    prediction_id: str
+    after: int
+    slot: Slot
+    # The one event to replay when the prediction's log has expired; None: tail the log.
+    final: Event | None
+
+
+def _open(request: HttpRequest, prediction_id: str) -> _Opened:
+    """Everything the stream needs from the database and its org's stream slot, in one
+    call on the request's thread (see `start_holding_slot`): an open was six thread hops,
+    each one a wait behind the event loop's other work."""
+    principal = _principal(request)
+    if principal is None:
+        raise AuthenticationFailed("Authentication credentials were not provided.")
+    prediction = find_watchable(principal, prediction_id)
+    after = parse_offset(request.headers.get("Last-Event-ID") or request.GET.get("from"))
+    slot, final = start_holding_slot(
+        principal, Kind.STREAM, lambda _slot: final_event_if_expired(prediction.id)
+    )
+    return _Opened(principal, prediction.id, after, slot, final)
+
+
 async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpResponse:
     if request.method != "GET":
         return JsonResponse(
@@ -76,15 +104,10 @@ async def prediction_stream(request: HttpRequest, prediction_id: str) -> HttpRes
             status=405,
         )
     try:
-        principal = await sync_to_async(_principal)(request)
-        if principal is None:
-            raise AuthenticationFailed("Authentication credentials were not provided.")
-        prediction = await watchable(principal, prediction_id)
-        after = parse_offset(request.headers.get("Last-Event-ID") or request.GET.get("from"))
-        guard = await StreamGuard.open(principal)
+        opened = await sync_to_async(_open)(request, prediction_id)
     except PortalError as exc:
         return _error(exc)
-    final = await replayed_final_event(prediction.id)
-    if final is not None:
-        return EventStreamResponse(_replay(final, guard))
-    return EventStreamResponse(_sse(prediction.id, after, guard))
+    guard = StreamGuard.holding(opened.principal, opened.slot)
+    if opened.final is not None:
+        return EventStreamResponse(_replay(opened.final, guard))
+    return EventStreamResponse(_sse(opened.prediction_id, opened.after, guard))

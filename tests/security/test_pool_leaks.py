@@ -12,6 +12,7 @@ import httpx
 import pytest
 from django.conf import settings
 
+from inference.concurrency import Kind, held_count
 from tests.conftest import fresh_window
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +25,22 @@ def test_v1_calls_give_their_slot_lookups_connection_back(org, token_for, api_cl
     for _ in range(pool_size + 2):
         response = client.post("/v1/chat/completions", body, content_type="application/json")
         assert response.status_code == 404, response.content
+
+
+@pytest.mark.parametrize(
+    ("stream", "kind"), [(False, Kind.WAIT), (True, Kind.STREAM)], ids=["wait", "stream"]
+)
+def test_a_v1_call_that_admission_refuses_gives_its_slot_back(
+    org, token_for, api_client, stream, kind
+):
+    """The slot is taken before admission, in the same thread hop: a refusal gives it back."""
+    client = api_client(token_for(org, scopes=["predict", "read"]))
+    body = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+    response = client.post(
+        "/v1/chat/completions", {**body, "stream": stream}, content_type="application/json"
+    )
+    assert response.status_code == 404, response.content
+    assert held_count(org.pk, kind) == 0
 
 
 # --- A burst of waits and streams on the live server (pools of 4) ----------------------
