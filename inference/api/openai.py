@@ -317,6 +317,21 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
+def _closing_chunks(
+    final: Outcome, chunk: Callable[[dict | None, str | None], dict], include_usage: bool
+) -> str:
+    """The stream's last chunks, written at once: each write is a trip through the server
+    and a packet to the client, and these are all known together."""
+    parts = []
+    if final.status == Status.FAILED:
+        parts.append(_sse({"error": {"message": final.error, "type": "api_error"}}))
+    parts.append(_sse(chunk({}, _finish_reason(final))))
+    if include_usage:
+        parts.append(_sse({**chunk(None, None), "choices": [], "usage": _usage(final)}))
+    parts.append(_sse("[DONE]"))
+    return "".join(parts)
+
+
 async def _stream_chunks(
     prediction: Prediction,
     stream_guard: StreamGuard,
@@ -336,13 +351,7 @@ async def _stream_chunks(
                     yield _sse(chunk({"content": event.data}, None))
                 elif event.type == events.TERMINAL_EVENT:
                     guard.finished = True
-                    final = Outcome.from_payload(event.data)
-                    if final.status == Status.FAILED:
-                        yield _sse({"error": {"message": final.error, "type": "api_error"}})
-                    yield _sse(chunk({}, _finish_reason(final)))
-                    if include_usage:
-                        yield _sse({**chunk(None, None), "choices": [], "usage": _usage(final)})
-                    yield _sse("[DONE]")
+                    yield _closing_chunks(Outcome.from_payload(event.data), chunk, include_usage)
                     return
     except CredentialsRevoked as exc:
         # The generation is canceled below: nobody may receive (or be billed for) the rest.
