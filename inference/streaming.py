@@ -94,7 +94,7 @@ def acquire_slot(principal: Principal, kind: concurrency.Kind) -> concurrency.Sl
 
 
 def start_holding_slot(
-    principal: Principal, kind: concurrency.Kind, start: Callable[[concurrency.Slot], T]
+    principal: Principal, kind: concurrency.Kind, start: Callable[[], T]
 ) -> tuple[concurrency.Slot, T]:
     """Takes one of the org's slots of `kind`, then runs `start` (what the stream or wait
     needs before it begins: admission, a lookup), all in the caller's thread: one thread
@@ -106,7 +106,7 @@ def start_holding_slot(
     try:
         slot = concurrency.acquire(principal.org, kind)
         try:
-            return slot, start(slot)
+            return slot, start()
         except BaseException:
             slot.release()
             raise

@@ -175,9 +175,7 @@ def _admit_holding_slot(
 ) -> tuple[concurrency.Slot, Prediction]:
     """Admits with one of the org's slots of `kind` held: taken first, so that an org at
     its cap is refused before anything is created (see `start_holding_slot`)."""
-    return start_holding_slot(
-        principal, kind, lambda _slot: _admit(principal, model, model_input, body)
-    )
+    return start_holding_slot(principal, kind, lambda: _admit(principal, model, model_input, body))
 
 
 admit_holding_slot = sync_to_async(_admit_holding_slot)

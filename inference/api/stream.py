@@ -92,7 +92,7 @@ def _open(request: HttpRequest, prediction_id: str) -> _Opened:
     prediction = find_watchable(principal, prediction_id)
     after = parse_offset(request.headers.get("Last-Event-ID") or request.GET.get("from"))
     slot, final = start_holding_slot(
-        principal, Kind.STREAM, lambda _slot: final_event_if_expired(prediction.id)
+        principal, Kind.STREAM, lambda: final_event_if_expired(prediction.id)
     )
     return _Opened(principal, prediction.id, after, slot, final)
 
