@@ -129,7 +129,7 @@ class StreamASGIHandler(ApiASGIHandler):
         responding = self._respond(scope, receive, send)
         events = await asyncio.create_task(responding, context=contextvars.copy_context())
         if events is not None:
-            await _write_events(events, receive, send)
+            await write_events(events, receive, send)
 
     async def _respond(
         self, scope: dict, receive: Receive, send: Send
@@ -185,13 +185,19 @@ def _start_message(response: HttpResponse) -> dict:
     return {"type": "http.response.start", "status": response.status_code, "headers": headers}
 
 
-async def _write_events(events: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
+async def write_events(events: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
     """Writes `events` to the connection until they end or the client leaves.
 
     The server drops what is sent after the client left, so a second task waits for
     that (`receive` answers only then) and cancels this one: the events' own cleanup
     (the watcher left, the stream slot given back) runs at once, as when Django's handler
-    cancels a view whose client left."""
+    cancels a view whose client left.
+
+    Code on the events' way may swallow that cancellation: on Python 3.11
+    `asyncio.wait_for` (in redis-py's socket writes) returns its result instead when what
+    it waited for finished in the same turn. So the writer also looks before every chunk,
+    and a stream whose cancellation was lost ends at its next event or keep-alive, instead
+    of writing to nobody with its slot held for as long as the process lives."""
     writer = asyncio.current_task()
     client_left = False
 
@@ -205,6 +211,8 @@ async def _write_events(events: AsyncIterator[bytes], receive: Receive, send: Se
     try:
         async with aclosing(events):
             async for chunk in events:
+                if client_left:
+                    raise asyncio.CancelledError  # ours, swallowed on the events' way
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body"})
     except asyncio.CancelledError:

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import io
 import tracemalloc
+from collections.abc import AsyncIterator
 
 import httpx
 import psutil
@@ -28,7 +29,7 @@ from models_hub.demo import load_demo_catalog
 from models_hub.models import Task
 from portal import metrics
 from portal.asgi import application
-from portal.stream_handler import StreamASGIHandler, is_stream_scope
+from portal.stream_handler import StreamASGIHandler, is_stream_scope, write_events
 from tests.livestack import running_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -357,3 +358,39 @@ async def test_an_open_stream_keeps_neither_its_request_nor_tasks_of_djangos(
     assert tasks_per_stream == 2
     assert held / OPEN_STREAMS < PER_STREAM_BYTES, held / OPEN_STREAMS
     assert hub.hub().watcher_count() == 0
+
+
+async def test_a_client_that_leaves_ends_its_stream_even_if_its_cancellation_is_swallowed():
+    """The writer stops the events by cancelling itself when the client leaves. Code on
+    the events' way may swallow that cancellation: on Python 3.11 `asyncio.wait_for`
+    (which redis-py's socket writes use, so the hub's wake-up) returns its result instead
+    when what it waited for finished in the same turn. The stream then went on writing
+    keep-alives to nobody, holding its org's stream slot (renewed by the sweeper) until
+    the process stopped, and the server's shutdown waited for it."""
+    connection = _Connection()
+    await connection.receive()  # the request's body, read by the handler before
+    second: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    closed = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            yield await asyncio.wait_for(second, 60)
+            yield await asyncio.wait_for(asyncio.get_running_loop().create_future(), 60)
+        finally:
+            closed.set()
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    writing = asyncio.create_task(write_events(events(), connection.receive, send))
+    while not sent:
+        await asyncio.sleep(0)
+    # In one turn: the awaited chunk arrives, and the client leaves.
+    second.set_result(b"second")
+    connection.gone.set()
+    await asyncio.wait_for(writing, 5)
+    assert closed.is_set()
+    assert [message.get("body") for message in sent] == [b"first"]
