@@ -135,7 +135,7 @@ class Watcher:
         try:
             if self.paused and self.error is None:
                 self.paused = False
-                await self._hub.wake()
+                self._hub.wake()
             return await waiter
         finally:
             self._waiter = None
@@ -176,6 +176,7 @@ class Hub:
         self.name = uuid.uuid4().hex
         self._wake_key = f"hub:wake:{self.name}"
         self._wake_seen = "0-0"
+        self._wakes: set[asyncio.Task] = set()
 
     @property
     def reader_name(self) -> str:
@@ -195,21 +196,17 @@ class Hub:
 
     @asynccontextmanager
     async def subscribe(self, prediction_id: str, after_seq: int) -> AsyncIterator[Watcher]:
-        watcher = await self.join(prediction_id, after_seq)
+        watcher = self.join(prediction_id, after_seq)
         try:
             yield watcher
         finally:
             self.leave(watcher)
 
-    async def join(self, prediction_id: str, after_seq: int) -> Watcher:
+    def join(self, prediction_id: str, after_seq: int) -> Watcher:
         """A new watcher of the log, read from the next read on; `leave` must follow."""
         watcher = Watcher(self, stream_key(prediction_id), after_seq)
         self._watchers.setdefault(watcher.key, set()).add(watcher)
-        try:
-            await self._start_or_wake()
-        except BaseException:
-            self.leave(watcher)
-            raise
+        self._start_or_wake()
         return watcher
 
     def leave(self, watcher: Watcher) -> None:
@@ -221,20 +218,29 @@ class Hub:
         if not watchers:
             del self._watchers[watcher.key]
 
-    async def _start_or_wake(self) -> None:
+    def _start_or_wake(self) -> None:
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
-        elif self._reading:
-            await self.wake()
+        else:
+            self.wake()
 
-    async def wake(self) -> None:
+    def wake(self) -> None:
         """Ends the reader's current wait, so that its next read covers the watchers as
         they are now. One wake-up per wait is enough, however many watchers join during
-        it (thousands of streams may open at once). Best effort: with Redis down the
-        reader retries anyway."""
+        it (thousands of streams may open at once).
+
+        Sent from a task of its own: the watcher that asked for it may leave (its client
+        gone, its stream cancelled) while it is on its way, and the watchers that joined
+        after it, counting on it, then waited out the whole block period."""
         if not self._reading or self._wake_sent:
             return
         self._wake_sent = True
+        sending = asyncio.get_running_loop().create_task(self._send_wake())
+        self._wakes.add(sending)  # the loop keeps only a weak reference
+        sending.add_done_callback(self._wakes.discard)
+
+    async def _send_wake(self) -> None:
+        """Best effort: with Redis down the reader retries anyway."""
         try:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": 1}, maxlen=10, approximate=True)
@@ -366,7 +372,7 @@ async def tail(
     key = stream_key(prediction_id)
     # Joined and left without `subscribe`'s context manager: that generator and its
     # wrapper (and the loop's weak reference to it) were 0.65 KiB of every idle stream.
-    watcher = await shared.join(prediction_id, after_seq)
+    watcher = shared.join(prediction_id, after_seq)
     try:
         if on_subscribe is not None:
             on_subscribe(watcher)

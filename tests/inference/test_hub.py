@@ -158,6 +158,30 @@ async def test_a_new_watcher_is_read_at_once_not_after_the_block_period(new_id, 
         await waiting
 
 
+async def test_a_watcher_that_leaves_during_its_wake_up_does_not_take_it_from_the_others(
+    new_id, monkeypatch
+):
+    """One wake-up serves every watcher that joins during a read. The watcher that sent
+    it may leave (its client gone) while it is on its way to Redis: the others must still
+    be read at once, not after the block period."""
+    monkeypatch.setattr(hub, "BLOCK_MILLISECONDS", 30_000)
+    waiting = asyncio.create_task(collect(new_id()))  # keeps the reader blocked
+    await asyncio.sleep(0.2)
+    leaving = asyncio.create_task(collect(new_id()))
+    await asyncio.sleep(0)  # it joined, and its wake-up is on its way
+    leaving.cancel()
+    prediction_id = new_id()
+    events.append(prediction_id, "done", {"status": "ok"})
+    started = asyncio.get_running_loop().time()
+    got = await asyncio.wait_for(collect(prediction_id), 5)
+    assert [event.type for event in got] == ["done"]
+    assert asyncio.get_running_loop().time() - started < 1
+    for task in (leaving, waiting):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_a_resume_at_or_after_done_ends_at_once(new_id, quick_idle):
     prediction_id = new_id()
     events.append(prediction_id, "output", "a")
