@@ -143,16 +143,21 @@ async def test_the_reader_stops_and_closes_its_connection_when_nobody_watches(ne
     assert await asyncio.to_thread(xread_connections, shared.reader_name) == 0
 
 
-async def test_a_new_watcher_is_read_at_once_not_after_the_block_period(new_id, monkeypatch):
-    monkeypatch.setattr(hub, "BLOCK_MILLISECONDS", 30_000)
-    waiting = asyncio.create_task(collect(new_id()))  # keeps the reader blocked
-    await asyncio.sleep(0.2)
-    prediction_id = new_id()
+async def read_at_once(prediction_id: str) -> None:
+    """A new watcher of `prediction_id` gets its log within a second, not after the
+    reader's block period."""
     events.append(prediction_id, "done", {"status": "ok"})
     started = asyncio.get_running_loop().time()
     got = await asyncio.wait_for(collect(prediction_id), 5)
     assert [event.type for event in got] == ["done"]
     assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_a_new_watcher_is_read_at_once_not_after_the_block_period(new_id, monkeypatch):
+    monkeypatch.setattr(hub, "BLOCK_MILLISECONDS", 30_000)
+    waiting = asyncio.create_task(collect(new_id()))  # keeps the reader blocked
+    await asyncio.sleep(0.2)
+    await read_at_once(new_id())
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -170,12 +175,7 @@ async def test_a_watcher_that_leaves_during_its_wake_up_does_not_take_it_from_th
     leaving = asyncio.create_task(collect(new_id()))
     await asyncio.sleep(0)  # it joined, and its wake-up is on its way
     leaving.cancel()
-    prediction_id = new_id()
-    events.append(prediction_id, "done", {"status": "ok"})
-    started = asyncio.get_running_loop().time()
-    got = await asyncio.wait_for(collect(prediction_id), 5)
-    assert [event.type for event in got] == ["done"]
-    assert asyncio.get_running_loop().time() - started < 1
+    await read_at_once(new_id())
     for task in (leaving, waiting):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
