@@ -272,7 +272,7 @@ def guarded_tail(
     for that: 5000 idle streams woken every guard interval to look at their guard kept a
     web process busy (bench/streams.py). The tail itself, not a generator around it: the
     guard fails its watcher, so there is nothing to check per event."""
-    return hub.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS, on_subscribe=guard.watch)
+    return hub.tail(prediction_id, after, idle_seconds=KEEPALIVE_SECONDS, on_join=guard.watch)
 
 
 async def replayed_final_event(prediction_id: str) -> events.Event | None:

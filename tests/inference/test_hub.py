@@ -16,7 +16,7 @@ from inference import events, hub
 from portal.redis_client import sync_client
 
 # What one idle stream's tail may allocate (its task and coroutine frames included).
-PER_TAIL_BYTES = 3584  # 5.4 KiB with a deque and an Event per watcher, 3.7 KiB via `subscribe`
+PER_TAIL_BYTES = 3584  # 5.4 KiB with a deque and an Event per watcher, 3.7 KiB in a context manager
 
 
 @pytest.fixture
@@ -112,7 +112,9 @@ async def test_a_slow_watcher_is_paused_not_overrun_and_misses_nothing(
     monkeypatch.setattr(hub, "QUEUE_LIMIT", 10)
     prediction_id = new_id()
     events.append(prediction_id, "status", {"status": "starting"})
-    async with hub.hub().subscribe(prediction_id, 0) as watcher:
+    shared = hub.hub()
+    watcher = shared.join(prediction_id, 0)
+    try:
         first = await watcher.next(1)
         await append_in_thread(prediction_id, [("output", str(i)) for i in range(95)])
         await append_in_thread(prediction_id, [("done", {"status": "ok"})])
@@ -124,6 +126,8 @@ async def test_a_slow_watcher_is_paused_not_overrun_and_misses_nothing(
             event = await watcher.next(1)
             assert event is not None
             got.append(event)
+    finally:
+        shared.leave(watcher)
     assert [event.seq for event in got] == list(range(1, 98))
 
 
@@ -238,8 +242,11 @@ async def test_an_idle_tail_holds_little_memory(new_id, quick_idle):
             started.set()
             await anext(tail)  # idle from here on, as a stream between events
 
-    async with shared.subscribe(prediction_id, 0) as first:
+    first = shared.join(prediction_id, 0)
+    try:
         await first.next(1)  # the reader and its connection exist from here on
+    finally:
+        shared.leave(first)
     started = [asyncio.Event() for _ in range(count)]
     gc.collect()
     tracemalloc.start()
