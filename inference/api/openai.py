@@ -13,7 +13,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -73,8 +73,52 @@ class MethodNotAllowed(PortalError):
     code = "method_not_allowed"
 
 
-def openai_view(method: str) -> Callable[[Callable], Callable]:
-    """Auth, the JSON body (for POST) and OpenAI-shaped errors for one /v1 endpoint."""
+@dataclass(frozen=True)
+class Call:
+    """What a POST endpoint's body asks for, read (and refused) before admission."""
+
+    model: str
+    model_input: dict[str, Any]
+    stream: bool = False
+    include_usage: bool = False
+    # The endpoint's own response options (embeddings' `encoding_format`).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A POST call admitted: its prediction queued with one of the org's slots held (a
+    stream slot for a streamed call, a wait slot otherwise), which the response gives back."""
+
+    principal: Principal
+    call: Call
+    slot: concurrency.Slot
+    prediction: Prediction
+
+
+def _authorize_and_admit(request: HttpRequest, parse: Callable[[dict], Call]) -> Admitted:
+    """The caller, the body and the admission in one hop to a thread: each hop waits behind
+    the event loop's other work and costs the web process CPU of its own (the token lookup
+    had a hop of its own before). Refusals come in the same order as before: the token
+    first, then the body, then admission's."""
+    principal = _principal(request)
+    body = _json_body(request)
+    call = parse(body)
+    kind = concurrency.Kind.STREAM if call.stream else concurrency.Kind.WAIT
+    slot, prediction = start_holding_slot(
+        principal, kind, lambda: _admit(principal, call.model, call.model_input, body)
+    )
+    return Admitted(principal, call, slot, prediction)
+
+
+authorize_and_admit = sync_to_async(_authorize_and_admit)
+
+
+def openai_view(
+    method: str, parse: Callable[[dict], Call] | None = None
+) -> Callable[[Callable], Callable]:
+    """Auth and OpenAI-shaped errors for one /v1 endpoint. A GET handler gets the caller; a
+    POST handler, whose body `parse` reads, gets its call admitted (`Admitted`)."""
 
     def decorator(handler: Callable) -> Callable:
         @csrf_exempt
@@ -82,10 +126,9 @@ def openai_view(method: str) -> Callable[[Callable], Callable]:
             try:
                 if request.method != method:
                     raise MethodNotAllowed(f"Use {method} for this endpoint.")
-                principal = await sync_to_async(_principal)(request)
-                if method == "GET":
-                    return await handler(principal)
-                return await handler(principal, _json_body(request))
+                if parse is None:
+                    return await handler(await sync_to_async(_principal)(request))
+                return await handler(await authorize_and_admit(request, parse))
             except PortalError as exc:
                 response = _error(exc)
                 if isinstance(exc, MethodNotAllowed):
@@ -170,26 +213,6 @@ def _admit(principal: Principal, model: str, model_input: dict, body: dict) -> P
         raise _map_input_errors(exc) from exc
 
 
-def _admit_holding_slot(
-    principal: Principal, kind: concurrency.Kind, model: str, model_input: dict, body: dict
-) -> tuple[concurrency.Slot, Prediction]:
-    """Admits with one of the org's slots of `kind` held: taken first, so that an org at
-    its cap is refused before anything is created (see `start_holding_slot`)."""
-    return start_holding_slot(principal, kind, lambda: _admit(principal, model, model_input, body))
-
-
-admit_holding_slot = sync_to_async(_admit_holding_slot)
-
-
-async def _admit_streaming(
-    principal: Principal, model: str, model_input: dict, body: dict
-) -> tuple[StreamGuard, Prediction]:
-    slot, prediction = await admit_holding_slot(
-        principal, concurrency.Kind.STREAM, model, model_input, body
-    )
-    return StreamGuard.holding(principal, slot), prediction
-
-
 # --- Response shapes ----------------------------------------------------------------------
 
 
@@ -264,19 +287,14 @@ def _check_succeeded(prediction: Prediction) -> None:
         raise ModelFailed(prediction.error or "The model failed.")
 
 
-async def _admit_and_wait(
-    principal: Principal, model: str, model_input: dict, body: dict
-) -> Prediction:
+async def _result_of(admitted: Admitted) -> Prediction:
     """A call answered only once its result is ready is a wait, like `Prefer: wait`: it
     holds one of the org's wait slots (taken before admission, so that an org at its cap
     is refused before anything is created) and no pooled connection while it waits."""
-    slot, prediction = await admit_holding_slot(
-        principal, concurrency.Kind.WAIT, model, model_input, body
-    )
     try:
-        return await _wait_until_done(prediction, slot)
+        return await _wait_until_done(admitted.prediction, admitted.slot)
     finally:
-        await sync_to_async(slot.release, thread_sensitive=False)()
+        await sync_to_async(admitted.slot.release, thread_sensitive=False)()
 
 
 async def _wait_until_done(prediction: Prediction, slot: concurrency.Slot) -> Prediction:
@@ -401,16 +419,21 @@ async def list_models(principal: Principal) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
-@openai_view("POST")
-async def chat_completions(principal: Principal, body: dict) -> HttpResponse:
+def _chat_call(body: dict) -> Call:
     model = _require(body, "model", str)
     messages = _require(body, "messages", list)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    model_input = {"messages": messages, **_generation_params(body)}
-    if not stream:
-        return _chat_completion(await _admit_and_wait(principal, model, model_input, body), model)
-    stream_guard, prediction = await _admit_streaming(principal, model, model_input, body)
+    return Call(model, {"messages": messages, **_generation_params(body)}, stream, include_usage)
+
+
+@openai_view("POST", parse=_chat_call)
+async def chat_completions(admitted: Admitted) -> HttpResponse:
+    model, include_usage = admitted.call.model, admitted.call.include_usage
+    if not admitted.call.stream:
+        return _chat_completion(await _result_of(admitted), model)
+    stream_guard = StreamGuard.holding(admitted.principal, admitted.slot)
+    prediction = admitted.prediction
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
 
@@ -453,16 +476,21 @@ def _chat_completion(final: Prediction, model: str) -> JsonResponse:
     )
 
 
-@openai_view("POST")
-async def completions(principal: Principal, body: dict) -> HttpResponse:
+def _completion_call(body: dict) -> Call:
     model = _require(body, "model", str)
     prompt = _require(body, "prompt", str)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    model_input = {"prompt": prompt, **_generation_params(body)}
-    if not stream:
-        return _text_completion(await _admit_and_wait(principal, model, model_input, body), model)
-    stream_guard, prediction = await _admit_streaming(principal, model, model_input, body)
+    return Call(model, {"prompt": prompt, **_generation_params(body)}, stream, include_usage)
+
+
+@openai_view("POST", parse=_completion_call)
+async def completions(admitted: Admitted) -> HttpResponse:
+    model, include_usage = admitted.call.model, admitted.call.include_usage
+    if not admitted.call.stream:
+        return _text_completion(await _result_of(admitted), model)
+    stream_guard = StreamGuard.holding(admitted.principal, admitted.slot)
+    prediction = admitted.prediction
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 
@@ -505,8 +533,7 @@ def _encode_embedding(vector: list[float], encoding_format: str) -> list[float] 
     return vector
 
 
-@openai_view("POST")
-async def embeddings(principal: Principal, body: dict) -> HttpResponse:
+def _embedding_call(body: dict) -> Call:
     model = _require(body, "model", str)
     texts = _require(body, "input", (str, list))
     encoding_format = body.get("encoding_format") or "float"
@@ -519,8 +546,14 @@ async def embeddings(principal: Principal, body: dict) -> HttpResponse:
             param="dimensions",
             code="unsupported_parameter",
         )
-    final = await _admit_and_wait(principal, model, {"input": texts}, body)
+    return Call(model, {"input": texts}, options={"encoding_format": encoding_format})
+
+
+@openai_view("POST", parse=_embedding_call)
+async def embeddings(admitted: Admitted) -> HttpResponse:
+    final = await _result_of(admitted)
     _check_succeeded(final)
+    encoding_format = admitted.call.options["encoding_format"]
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding_format)}
         for i, v in enumerate(final.output or [])
@@ -530,4 +563,5 @@ async def embeddings(principal: Principal, body: dict) -> HttpResponse:
         "total_tokens": final.input_tokens,
         "cost": cost_number(cost_of(final)),
     }
+    model = admitted.call.model
     return JsonResponse({"object": "list", "data": data, "model": model, "usage": usage})
