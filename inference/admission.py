@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import metering, quota
+from billing.hot import CONFIG_SCOPE
 from billing.plans import PlanState
 from inference import concurrency, events, files, webhooks
 from inference.lifecycle import finish, queue_webhook, request_cancel
@@ -37,10 +38,15 @@ from portal.errors import (
     RateLimited,
     Unavailable,
 )
+from portal.hot import TOKENS_SCOPE
 from portal.hotcache import Stamp
 from portal.sql import insert
 
 logger = logging.getLogger(__name__)
+
+# The process caches an API call's token lookup and its admission check (`hotcache`):
+# the token, the catalog, plans and prices. The org's own scope is read when first needed.
+HOT_SCOPES = (TOKENS_SCOPE, hot.CATALOG_SCOPE, CONFIG_SCOPE)
 
 
 @dataclass

@@ -4,7 +4,9 @@ right across web processes by generations in Redis.
 A write bumps the generation of each scope it touches (`bump`); a lookup first reads the
 generations of its scopes in one round trip (`stamp`) and uses its cached row only if it
 was loaded under the same stamp. That costs one Redis read instead of the queries, and
-a change made by any process is seen by the next lookup in every process. Money counters
+a change made by any process is seen by the next lookup in every process. A call whose
+lookups span several scopes (an API call: its token, the catalog, the plans) reads them
+all in one round trip (`read_once`). Money counters
 are never cached here: they stay atomic in the database (ARCHITECTURE, "The spine at
 speed").
 """
@@ -15,7 +17,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -40,18 +44,55 @@ def _scope_key(scope: str) -> str:
     return f"{KEY_PREFIX}gen:{scope}"
 
 
+# The generations read by the current `read_once` block, by key.
+_read: ContextVar[dict[str, bytes | None] | None] = ContextVar("hotcache_read", default=None)
+
+
+def _read_generations(keys: list[str]) -> list[bytes | None]:
+    return sync_client().mget(keys)
+
+
 def stamp(*scopes: str) -> Stamp | None:
     """The current generations of `scopes`; None when Redis cannot say, and then nothing
     is served from (or stored in) a cache."""
     keys = [EPOCH_KEY, *map(_scope_key, scopes)]
+    read = _read.get()
     try:
-        return tuple(sync_client().mget(keys))
+        if read is None:
+            return tuple(_read_generations(keys))
+        missing = [key for key in keys if key not in read]
+        if missing:
+            read.update(zip(missing, _read_generations(missing), strict=True))
+        return tuple(read[key] for key in keys)
     except redis.RedisError:
         logger.warning("Cache generations unavailable; reading %s from the database", scopes)
         return None
 
 
+@contextmanager
+def read_once(*scopes: str) -> Iterator[None]:
+    """Within the block, the generations of `scopes` are read from Redis once, on entry, and
+    every `stamp` of them reuses that read (other scopes are read once too, when first
+    asked for). The block's lookups then see the caches as they were when it began: a
+    change made meanwhile by another process is seen by the next block, as if it had
+    been made just after this one began. This process's own bumps are seen at once."""
+    keys = [EPOCH_KEY, *map(_scope_key, scopes)]
+    try:
+        read = dict(zip(keys, _read_generations(keys), strict=True))
+    except redis.RedisError:
+        read = {}  # each lookup tries again on its own
+    token = _read.set(read)
+    try:
+        yield
+    finally:
+        _read.reset(token)
+
+
 def _set_new_generations(scopes: tuple[str, ...]) -> None:
+    read = _read.get()
+    if read is not None:
+        for scope in scopes:
+            read.pop(_scope_key(scope), None)
     try:
         with sync_client().pipeline(transaction=False) as pipe:
             for scope in scopes:
@@ -95,6 +136,9 @@ def update(queryset: QuerySet, scope: str, /, **changes: Any) -> int:
 
 def new_epoch() -> None:
     """Retires every entry of every process (tests, after emptying the database)."""
+    read = _read.get()
+    if read is not None:
+        read.clear()
     sync_client().set(EPOCH_KEY, uuid.uuid4().hex)
 
 

@@ -32,7 +32,7 @@ from inference.streaming import (
     start_holding_slot,
 )
 from models_hub.models import ModelListing
-from portal import strict_json
+from portal import hotcache, strict_json
 from portal.auth import Principal, resolve_bearer
 from portal.errors import AuthenticationFailed, InvalidInput, NotAllowed, PortalError
 from portal.middleware import error_body
@@ -100,14 +100,16 @@ def _authorize_and_admit(request: HttpRequest, parse: Callable[[dict], Call]) ->
     """The caller, the body and the admission in one hop to a thread: each hop waits behind
     the event loop's other work and costs the web process CPU of its own (the token lookup
     had a hop of its own before). Refusals come in the same order as before: the token
-    first, then the body, then admission's."""
-    principal = _principal(request)
-    body = _json_body(request)
-    call = parse(body)
-    kind = concurrency.Kind.STREAM if call.stream else concurrency.Kind.WAIT
-    slot, prediction = start_holding_slot(
-        principal, kind, lambda: _admit(principal, call.model, call.model_input, body)
-    )
+    first, then the body, then admission's. The process caches the token and admission
+    read are checked in one Redis round trip, not one per lookup."""
+    with hotcache.read_once(*admission.HOT_SCOPES):
+        principal = _principal(request)
+        body = _json_body(request)
+        call = parse(body)
+        kind = concurrency.Kind.STREAM if call.stream else concurrency.Kind.WAIT
+        slot, prediction = start_holding_slot(
+            principal, kind, lambda: _admit(principal, call.model, call.model_input, body)
+        )
     return Admitted(principal, call, slot, prediction)
 
 
