@@ -13,6 +13,7 @@ from inference import admission
 from inference.api import examples
 from inference.models import Prediction, Source, Status
 from inference.payloads import prediction_payload
+from portal import hotcache
 from portal.api.permissions import CanPredict, CanRead, HasOrg
 from portal.api.views import OrgScopedViewSet
 
@@ -120,6 +121,11 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
     org_queryset = Prediction.objects.select_related("model", "call_cost")
     serializer_class = PredictionSerializer
     lookup_value_regex = "[a-z0-9]+"
+
+    def dispatch(self, request, *args, **kwargs):
+        # The process caches its token lookup and an admission check: one Redis read.
+        with hotcache.read_once(*admission.HOT_SCOPES):
+            return super().dispatch(request, *args, **kwargs)
 
     def get_permissions(self):
         needed = CanPredict if self.action in ("create", "cancel", "quote") else CanRead

@@ -81,10 +81,27 @@ async def test_a_v1_call_reads_the_generations_in_two_round_trips(bearer, genera
     once the token is, in a second (four reads before: one per lookup)."""
     body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
     transport = httpx.ASGITransport(app=application, client=("198.51.100.30", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=bearer) as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer
+    ) as c:
         await c.post("/v1/chat/completions", json=body)  # the caches fill
         generation_reads.clear()
         refused = await c.post("/v1/chat/completions", json=body)
     # No worker serves the queue here: refused after every lookup was made.
+    assert refused.status_code == 503, refused.text
+    assert len(generation_reads) == 2, generation_reads
+
+
+async def test_a_prediction_create_reads_the_generations_in_two_round_trips(
+    bearer, generation_reads
+):
+    body = {"model": "echo", "input": {"prompt": "hi"}}
+    transport = httpx.ASGITransport(app=application, client=("198.51.100.31", 40000))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer
+    ) as c:
+        await c.post("/api/v1/predictions", json=body)  # the caches fill
+        generation_reads.clear()
+        refused = await c.post("/api/v1/predictions", json=body)
     assert refused.status_code == 503, refused.text
     assert len(generation_reads) == 2, generation_reads
