@@ -281,7 +281,11 @@ _token_caps: HotCache[TokenSpendCap | None] = HotCache()
 def _token_cap(token_id: int | None, state: PlanState) -> TokenSpendCap | None:
     if token_id is None:
         return None
-    load = TokenSpendCap.objects.filter(token_id=token_id).first
+
+    def load() -> TokenSpendCap | None:
+        # Built only on a miss: a queryset costs more to build than the cache hit.
+        return TokenSpendCap.objects.filter(token_id=token_id).first()
+
     return _token_caps.get(token_id, state.stamp, load)
 
 
