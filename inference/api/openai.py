@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -381,7 +382,15 @@ async def _stream_chunks(
             await stream_guard.release()
 
 
-def _streaming_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+def _streaming_response(
+    admitted: Admitted,
+    chunk: Callable[[dict | None, str | None], dict],
+    first_delta: dict | None,
+) -> StreamingHttpResponse:
+    """The admitted call's events as `chunk`s; the stream holds the slot admission took."""
+    stream_guard = StreamGuard.holding(admitted.principal, admitted.slot)
+    include_usage = admitted.call.include_usage
+    stream = _stream_chunks(admitted.prediction, stream_guard, chunk, include_usage, first_delta)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -421,21 +430,21 @@ async def list_models(principal: Principal) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
-def _chat_call(body: dict) -> Call:
+def _generation_call(body: dict, field: str, kind: type) -> Call:
+    """A chat or text completion: the model, what it continues (`field`: the messages or
+    the prompt) and the generation parameters."""
     model = _require(body, "model", str)
-    messages = _require(body, "messages", list)
+    value = _require(body, field, kind)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    return Call(model, {"messages": messages, **_generation_params(body)}, stream, include_usage)
+    return Call(model, {field: value, **_generation_params(body)}, stream, include_usage)
 
 
-@openai_view("POST", parse=_chat_call)
+@openai_view("POST", parse=partial(_generation_call, field="messages", kind=list))
 async def chat_completions(admitted: Admitted) -> HttpResponse:
-    model, include_usage = admitted.call.model, admitted.call.include_usage
+    model, prediction = admitted.call.model, admitted.prediction
     if not admitted.call.stream:
         return _chat_completion(await _result_of(admitted), model)
-    stream_guard = StreamGuard.holding(admitted.principal, admitted.slot)
-    prediction = admitted.prediction
     created = int(prediction.created_at.timestamp())
     completion_id = f"chatcmpl-{prediction.id}"
 
@@ -451,9 +460,7 @@ async def chat_completions(admitted: Admitted) -> HttpResponse:
             "choices": choices,
         }
 
-    first = {"role": "assistant", "content": ""}
-    chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, first)
-    return _streaming_response(chunks)
+    return _streaming_response(admitted, chunk, {"role": "assistant", "content": ""})
 
 
 def _chat_completion(final: Prediction, model: str) -> JsonResponse:
@@ -478,21 +485,11 @@ def _chat_completion(final: Prediction, model: str) -> JsonResponse:
     )
 
 
-def _completion_call(body: dict) -> Call:
-    model = _require(body, "model", str)
-    prompt = _require(body, "prompt", str)
-    _reject_unsupported(body)
-    stream, include_usage = _stream_options(body)
-    return Call(model, {"prompt": prompt, **_generation_params(body)}, stream, include_usage)
-
-
-@openai_view("POST", parse=_completion_call)
+@openai_view("POST", parse=partial(_generation_call, field="prompt", kind=str))
 async def completions(admitted: Admitted) -> HttpResponse:
-    model, include_usage = admitted.call.model, admitted.call.include_usage
+    model, prediction = admitted.call.model, admitted.prediction
     if not admitted.call.stream:
         return _text_completion(await _result_of(admitted), model)
-    stream_guard = StreamGuard.holding(admitted.principal, admitted.slot)
-    prediction = admitted.prediction
     created = int(prediction.created_at.timestamp())
     completion_id = f"cmpl-{prediction.id}"
 
@@ -506,8 +503,7 @@ async def completions(admitted: Admitted) -> HttpResponse:
             "choices": choices,
         }
 
-    chunks = _stream_chunks(prediction, stream_guard, chunk, include_usage, None)
-    return _streaming_response(chunks)
+    return _streaming_response(admitted, chunk, None)
 
 
 def _text_choice(text: str, finish_reason: str | None) -> dict:
