@@ -101,8 +101,8 @@ def _authorize_and_admit(request: HttpRequest, parse: Callable[[dict], Call]) ->
     """The caller, the body and the admission in one hop to a thread: each hop waits behind
     the event loop's other work and costs the web process CPU of its own (the token lookup
     had a hop of its own before). Refusals come in the same order as before: the token
-    first, then the body, then admission's. The process caches the token and admission
-    read are checked in one Redis round trip, not one per lookup."""
+    first, then the body, then admission's. The cache generations that the token lookup
+    and admission check are read in one Redis round trip (`hotcache.read_once`)."""
     with hotcache.read_once(*admission.HOT_SCOPES):
         principal = _principal(request)
         body = _json_body(request)
@@ -430,17 +430,17 @@ async def list_models(principal: Principal) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
-def _generation_call(body: dict, field: str, kind: type) -> Call:
-    """A chat or text completion: the model, what it continues (`field`: the messages or
+def _generation_call(body: dict, name: str, kind: type) -> Call:
+    """A chat or text completion: the model, what it continues (`name`: the messages or
     the prompt) and the generation parameters."""
     model = _require(body, "model", str)
-    value = _require(body, field, kind)
+    value = _require(body, name, kind)
     _reject_unsupported(body)
     stream, include_usage = _stream_options(body)
-    return Call(model, {field: value, **_generation_params(body)}, stream, include_usage)
+    return Call(model, {name: value, **_generation_params(body)}, stream, include_usage)
 
 
-@openai_view("POST", parse=partial(_generation_call, field="messages", kind=list))
+@openai_view("POST", parse=partial(_generation_call, name="messages", kind=list))
 async def chat_completions(admitted: Admitted) -> HttpResponse:
     model, prediction = admitted.call.model, admitted.prediction
     if not admitted.call.stream:
@@ -485,7 +485,7 @@ def _chat_completion(final: Prediction, model: str) -> JsonResponse:
     )
 
 
-@openai_view("POST", parse=partial(_generation_call, field="prompt", kind=str))
+@openai_view("POST", parse=partial(_generation_call, name="prompt", kind=str))
 async def completions(admitted: Admitted) -> HttpResponse:
     model, prediction = admitted.call.model, admitted.prediction
     if not admitted.call.stream:
