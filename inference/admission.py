@@ -27,7 +27,7 @@ from models_hub import hot
 from models_hub.models import ModelListing, ModelVersion
 from models_hub.validation import validate_input
 from models_hub.versions import split_model_ref, version_to_run
-from portal import metrics, ratelimit
+from portal import hotcache, metrics, ratelimit
 from portal.auth import Principal
 from portal.connections import give_back_db_connection
 from portal.errors import (
@@ -266,6 +266,7 @@ def admit_and_wait(principal: Principal, request: PredictionRequest, seconds: in
     with concurrency.held(principal.org, concurrency.Kind.WAIT) as slot:
         prediction = admit(principal, request)
         give_back_db_connection()
+        hotcache.end_read_once()
         events.wait_for_terminal(
             prediction.id, seconds, tick=concurrency.renew_every(), on_tick=slot.renew
         )

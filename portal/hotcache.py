@@ -88,6 +88,13 @@ def read_once(*scopes: str) -> Iterator[None]:
         _read.reset(token)
 
 
+def end_read_once() -> None:
+    """From here to the end of the current `read_once` block, lookups read generations
+    afresh. A call that goes on to wait (`Prefer: wait`, up to a minute) ends the memo
+    first: what it looks up after the wait must not be a minute behind other processes."""
+    _read.set(None)
+
+
 def _set_new_generations(scopes: tuple[str, ...]) -> None:
     read = _read.get()
     if read is not None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import httpx
 import pytest
 import redis
+from django.test import Client
 
+from inference import admission, presence
 from models_hub.demo import load_demo_catalog
+from models_hub.hot import CATALOG_SCOPE
 from portal import hotcache
 from portal.asgi import application
 from portal.redis_client import sync_client
@@ -103,3 +106,37 @@ async def test_an_api_call_reads_the_generations_in_two_round_trips(
     # before anything that depends on a worker being there.
     assert refused.status_code == 400, refused.text
     assert len(generation_reads) == 2, generation_reads
+
+
+def test_ending_the_block_early_reads_afresh():
+    with hotcache.read_once("a"):
+        hotcache.stamp("a")
+        sync_client().set("hot:gen:a", "changed elsewhere")
+        hotcache.end_read_once()
+        assert hotcache.stamp("a")[1] == b"changed elsewhere"
+
+
+def test_a_call_that_waits_looks_up_afresh_after_the_wait(bearer, monkeypatch):
+    """`Prefer: wait` holds the call up to a minute: what it looks up from the wait on
+    sees what other processes changed meanwhile, not what the call read on entry."""
+    seen: list[hotcache.Stamp | None] = []
+
+    def wait_while_another_process_changes_the_catalog(prediction_id, seconds, **kwargs):
+        sync_client().set(hotcache._scope_key(CATALOG_SCOPE), "changed during the wait")
+        seen.append(hotcache.stamp(CATALOG_SCOPE))
+
+    monkeypatch.setattr(
+        admission.events, "wait_for_terminal", wait_while_another_process_changes_the_catalog
+    )
+    presence.announce("test-worker", ["cpu", "default"])
+    try:
+        response = Client(headers=bearer).post(
+            "/api/v1/predictions",
+            {"model": "echo", "input": {"prompt": "hi"}},
+            content_type="application/json",
+            headers={"Prefer": "wait=1"},
+        )
+    finally:
+        presence.withdraw("test-worker", ["cpu", "default"])
+    assert response.status_code == 201, response.content
+    assert seen[0][1] == b"changed during the wait"
