@@ -12,7 +12,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 
 from portal import hotcache, services
 from portal.models import Organization, Role
@@ -40,6 +40,13 @@ def fresh_window(window_seconds: int = 60, margin: float = 5.0) -> None:
     left = window_seconds - time.time() % window_seconds
     if left < margin:
         time.sleep(left + 0.05)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    hashers = ["tests.hashers.FewRoundsPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+    with override_settings(PASSWORD_HASHERS=hashers):
+        yield
 
 
 @pytest.fixture(autouse=True)
