@@ -4,12 +4,15 @@ import logging
 from collections.abc import Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.functional import SimpleLazyObject
 
 from portal.auth import SESSION_ORG_KEY, current_membership
 
 logger = logging.getLogger(__name__)
+# Where Django itself logs a refused Host.
+host_logger = logging.getLogger("django.security.DisallowedHost")
 API_PREFIXES = ("/api/v1/", "/v1/")
 GENERIC_ERRORS = {
     400: ("invalid_request_error", "bad_request", "The request could not be understood."),
@@ -32,6 +35,45 @@ def error_body(type_: str, code: str, message: str, param: str | None = None) ->
 def generic_error_response(status: int) -> JsonResponse:
     type_, code, message = GENERIC_ERRORS[status]
     return JsonResponse(error_body(type_, code, message), status=status)
+
+
+class AllowedHostsMiddleware:
+    """Refuses a Host that settings.ALLOWED_HOSTS does not name, on every route.
+
+    Django checks the Host only when something asks for it (CommonMiddleware, CSRF, an
+    absolute URL). The /v1 and event-stream chains have none of those, so they answered
+    any Host: a DNS-rebinding page or a cache in front keyed on the Host reached the
+    views. An API path gets the API's JSON 400; a page, Django's own 400."""
+
+    # Both modes: sync in the site's chain, on the event loop in the lean chains.
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return _host_refusal(request) or self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return _host_refusal(request) or await self.get_response(request)
+
+
+def _host_refusal(request: HttpRequest) -> HttpResponse | None:
+    """The API's 400 for a Host not served here; raises Django's DisallowedHost (its 400
+    page, and its security log) on a page."""
+    try:
+        request.get_host()
+    except DisallowedHost as refused:
+        if not is_api_path(request.path):
+            raise
+        host_logger.error(refused)
+        return generic_error_response(400)
+    return None
 
 
 class CurrentOrgMiddleware:

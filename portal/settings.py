@@ -91,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.monitoring.RequestMetricsMiddleware",
+    "portal.middleware.AllowedHostsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -109,6 +110,7 @@ MIDDLEWARE = [
 # bearer tokens only, so no sessions, CSRF, messages or current org; JSON only, so no CSP.
 API_MIDDLEWARE = [
     "portal.monitoring.RequestMetricsMiddleware",
+    "portal.middleware.AllowedHostsMiddleware",
     "portal.api_handler.SecurityMiddleware",
     "portal.abuse.ClientIpRateLimitMiddleware",
     "portal.api_handler.XFrameOptionsMiddleware",
@@ -119,6 +121,7 @@ API_MIDDLEWARE = [
 # method but GET is a 405), so no CSRF; JSON or text/event-stream only, so no CSP.
 STREAM_MIDDLEWARE = [
     "portal.monitoring.RequestMetricsMiddleware",
+    "portal.middleware.AllowedHostsMiddleware",
     "portal.api_handler.SecurityMiddleware",
     "portal.abuse.ClientIpRateLimitMiddleware",
     "portal.stream_handler.ReadOnlySessionMiddleware",
