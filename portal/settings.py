@@ -343,6 +343,10 @@ HOT_CACHE_MAX_AGE_SECONDS = env_int("HOT_CACHE_MAX_AGE_SECONDS", 300)
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)
+# A Redis broker publishes through one client per channel (portal/broker.py); any other
+# broker keeps the transport its URL names.
+if CELERY_BROKER_URL.partition("://")[0] in ("redis", "rediss"):
+    CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 CELERY_RESULT_BACKEND = None
 # No results are kept, so the (disabled) backend holds no state: one per process. Celery
 # otherwise builds one per thread, and the web sends tasks from one thread per concurrent
