@@ -7,14 +7,11 @@ scraping of the catalog, floods of log-in pages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from portal import ratelimit
-from portal.middleware import error_body, is_api_path
+from portal.middleware import BothModesMiddleware, error_body, is_api_path
 
 
 def rate_limited_response(request: HttpRequest, retry_after: int) -> HttpResponse:
@@ -29,27 +26,18 @@ def rate_limited_response(request: HttpRequest, retry_after: int) -> HttpRespons
     return response
 
 
-class ClientIpRateLimitMiddleware:
-    # Both modes: the site's chain runs it sync; the /v1 chain (portal.api_handler) on the
-    # event loop, where it counts with the async Redis client instead of a thread hop.
-    sync_capable = True
-    async_capable = True
+class ClientIpRateLimitMiddleware(BothModesMiddleware):
+    """On the event loop (the /v1 and event-stream chains) it counts with the async Redis
+    client instead of a thread hop."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if iscoroutinefunction(self):
-            return self._acall(request)
+    def sync_call(self, request: HttpRequest) -> HttpResponse:
         if request.path not in settings.IP_RATE_LIMIT_EXEMPT_PATHS:
             retry_after = ratelimit.hit_ip(request)
             if retry_after is not None:
                 return rate_limited_response(request, retry_after)
         return self.get_response(request)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
+    async def async_call(self, request: HttpRequest) -> HttpResponse:
         if request.path not in settings.IP_RATE_LIMIT_EXEMPT_PATHS:
             retry_after = await ratelimit.ahit_ip(request)
             if retry_after is not None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import DisallowedHost
@@ -37,15 +37,11 @@ def generic_error_response(status: int) -> JsonResponse:
     return JsonResponse(error_body(type_, code, message), status=status)
 
 
-class AllowedHostsMiddleware:
-    """Refuses a Host that settings.ALLOWED_HOSTS does not name, on every route.
+class BothModesMiddleware:
+    """A middleware for every chain: sync in the site's, on the event loop in the lean /v1
+    and event-stream chains (portal.api_handler), with no thread hop there. A subclass
+    writes its hook twice, `sync_call` and `async_call`."""
 
-    Django checks the Host only when something asks for it (CommonMiddleware, CSRF, an
-    absolute URL). The /v1 and event-stream chains have none of those, so they answered
-    any Host: a DNS-rebinding page or a cache in front keyed on the Host reached the
-    views. An API path gets the API's JSON 400; a page, Django's own 400."""
-
-    # Both modes: sync in the site's chain, on the event loop in the lean chains.
     sync_capable = True
     async_capable = True
 
@@ -54,12 +50,30 @@ class AllowedHostsMiddleware:
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if iscoroutinefunction(self):
-            return self._acall(request)
+            return self.async_call(request)
+        return self.sync_call(request)
+
+    def sync_call(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    async def async_call(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+
+class AllowedHostsMiddleware(BothModesMiddleware):
+    """Refuses a Host that settings.ALLOWED_HOSTS does not name, on every route.
+
+    Django checks the Host only when something asks for it (CommonMiddleware, CSRF, an
+    absolute URL). The /v1 and event-stream chains have none of those, so they answered
+    any Host: a DNS-rebinding page or a cache in front keyed on the Host reached the
+    views. An API path gets the API's JSON 400; a page, Django's own 400."""
+
+    def sync_call(self, request: HttpRequest) -> HttpResponse:
         return _host_refusal(request) or self.get_response(request)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
+    async def async_call(self, request: HttpRequest) -> HttpResponse:
         return _host_refusal(request) or await self.get_response(request)
 
 
@@ -91,24 +105,13 @@ class CurrentOrgMiddleware:
         return self.get_response(request)
 
 
-class ApiErrorPagesMiddleware:
+class ApiErrorPagesMiddleware(BothModesMiddleware):
     """API paths never answer HTML: Django's own 404/405/500 pages become JSON errors."""
 
-    # Both modes: sync in the site's chain, on the event loop in the /v1 chain.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if iscoroutinefunction(self):
-            return self._acall(request)
+    def sync_call(self, request: HttpRequest) -> HttpResponse:
         return _as_api_error(request, self.get_response(request))
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
+    async def async_call(self, request: HttpRequest) -> HttpResponse:
         return _as_api_error(request, await self.get_response(request))
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -4,40 +4,28 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from portal import metrics
+from portal.middleware import BothModesMiddleware
 
 UNMATCHED_ROUTE = "unmatched"
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
-class RequestMetricsMiddleware:
+class RequestMetricsMiddleware(BothModesMiddleware):
     """Records time to the response's headers by route pattern (never the raw path, which
     would make one series per prediction id)."""
 
-    # Both modes: sync in the site's chain, on the event loop in the /v1 chain.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if iscoroutinefunction(self):
-            return self._acall(request)
+    def sync_call(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
         _record(request, response, time.perf_counter() - started)
         return response
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
+    async def async_call(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = await self.get_response(request)
         _record(request, response, time.perf_counter() - started)
