@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -29,6 +28,7 @@ from models_hub.validation import validate_input
 from models_hub.versions import split_model_ref, version_to_run
 from portal import hotcache, metrics, ratelimit
 from portal.auth import Principal
+from portal.broker import publish_task
 from portal.connections import give_back_db_connection
 from portal.errors import (
     InvalidInput,
@@ -206,10 +206,10 @@ def _reserve_quota(
 def _dispatch(prediction: Prediction, listing: ModelListing) -> None:
     events.append(prediction.id, "status", {"status": Status.STARTING})
     limits = listing.time_limits()
-    current_app.send_task(
+    publish_task(
         RUN_PREDICTION,
-        args=[prediction.id],
-        queue=listing.queue,
+        [prediction.id],
+        listing.queue,
         soft_time_limit=limits.soft,
         time_limit=limits.hard,
     )

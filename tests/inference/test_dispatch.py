@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from inference import presence, tasks
+from inference import admission, presence, tasks
 from inference.admission import PredictionRequest, admit
 from inference.lifecycle import finish
 from inference.models import Status
@@ -37,11 +37,18 @@ def worker_present(echo) -> Iterator[None]:
 
 @pytest.fixture
 def sent(monkeypatch) -> list[tuple[str, dict]]:
-    """Each task sent, as (name, options), instead of a message to the broker."""
+    """Each task sent, as `send_task`'s (name, options), instead of a message to the
+    broker: the run goes through `publish_task`, whose message is `send_task`'s
+    (tests/portal/test_broker.py)."""
     calls: list[tuple[str, dict]] = []
+
+    def published(name: str, args: list, queue: str, **limits: int) -> None:
+        calls.append((name, {"args": args, "queue": queue, **limits}))
+
     monkeypatch.setattr(
         celery_app, "send_task", lambda name, **options: calls.append((name, options))
     )
+    monkeypatch.setattr(admission, "publish_task", published)
     return calls
 
 

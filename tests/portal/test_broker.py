@@ -1,6 +1,6 @@
 """Celery's Redis transport as the portal configures it (portal/broker.py): a task sent
 goes to its queue as before, through one Redis client per channel instead of a new one
-per command."""
+per command; a task published without `send_task` is the message `send_task` sends."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from base64 import b64decode
 
 import pytest
 import redis
-from celery import current_app
+from celery import Celery, current_app
 
-from portal.broker import Transport
+from portal import broker
+from portal.broker import Transport, publish_task
 from portal.redis_client import sync_client
 
 
@@ -59,3 +60,34 @@ def test_a_sent_task_is_the_message_celery_workers_read(queue):
     assert message["properties"]["delivery_info"]["routing_key"] == queue
     args, kwargs, _ = json.loads(b64decode(message["body"]))
     assert (args, kwargs) == (["p_1"], {})
+
+
+def without_ids(raw: bytes) -> dict:
+    """A queued message, its body decoded, with its fresh ids named by role."""
+    message = json.loads(raw)
+    message["body"] = json.loads(b64decode(message["body"]))
+    task_id = message["headers"]["id"]
+    for part, key in [("headers", "id"), ("headers", "root_id"), ("properties", "correlation_id")]:
+        assert message[part].pop(key) == task_id
+    uuid.UUID(message["properties"].pop("delivery_tag"))
+    return message
+
+
+def test_a_published_task_is_the_message_send_task_sends(queue):
+    limits = {"soft_time_limit": 50, "time_limit": 60}
+    current_app.send_task("portal.tests.nothing", args=["p_1"], queue=queue, **limits)
+    task_id = publish_task("portal.tests.nothing", ["p_1"], queue, **limits)
+    published, sent = sync_client().lpop(queue), sync_client().lpop(queue)
+    assert json.loads(published)["headers"]["id"] == task_id
+    assert without_ids(published) == without_ids(sent)
+    assert without_ids(published)["headers"]["timelimit"] == [60, 50]
+
+
+def test_publishing_on_another_broker_sends_the_task(monkeypatch):
+    app = Celery("elsewhere", broker="memory://")
+    monkeypatch.setattr(broker, "current_app", app)
+    task_id = publish_task("portal.tests.nothing", ["p_1"], "q", soft_time_limit=5, time_limit=6)
+    with app.connection_for_read() as connection:
+        queued = connection.SimpleQueue("q").get(timeout=1)
+    assert (queued.headers["id"], queued.headers["timelimit"]) == (task_id, [6, 5])
+    assert queued.payload[0] == ["p_1"]
