@@ -25,6 +25,7 @@ from functools import cached_property
 import redis
 from celery import current_app
 from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 from kombu.utils.uuid import uuid
@@ -57,7 +58,8 @@ def publish_task(
             limits = {"soft_time_limit": soft_time_limit, "time_limit": time_limit}
             return app.send_task(name, args=args, queue=queue, **limits).id
         task_id = uuid()
-        headers = _task_headers(task_id, name, args, [time_limit, soft_time_limit])
+        argsrepr = saferepr(args, app.amqp.argsrepr_maxsize, maxlevels=app.conf.task_repr_maxlevels)
+        headers = _task_headers(task_id, name, argsrepr, [time_limit, soft_time_limit])
         body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
         message = {
             "body": b64encode(dumps(body).encode()).decode(),
@@ -79,7 +81,7 @@ def publish_task(
 
 
 def _task_headers(
-    task_id: str, name: str, args: list[object], timelimit: list[int]
+    task_id: str, name: str, argsrepr: str, timelimit: list[int]
 ) -> dict[str, object]:
     """Celery's task protocol 2 headers of a task sent with no options but its limits."""
     return {
@@ -95,7 +97,7 @@ def _task_headers(
         "timelimit": timelimit,
         "root_id": task_id,
         "parent_id": None,
-        "argsrepr": repr(args),
+        "argsrepr": argsrepr,
         "kwargsrepr": "{}",
         "origin": anon_nodename(),
         "ignore_result": None,
