@@ -182,6 +182,19 @@ elif env_bool("DB_POOL", True):
         "max_size": env_int("DB_POOL_MAX_SIZE", 20),
         "timeout": 10,
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DB_PREPARED_STATEMENTS", True
+):
+    # Parameters bound by the server, and a statement run more than DB_PREPARE_THRESHOLD
+    # times on a connection prepared there: the spine runs the same eight statements on
+    # every call, and parsing and planning them each time was a quarter to a third of
+    # PostgreSQL's CPU per prediction (bench/peer.py). psycopg forgets a connection's
+    # prepared statements at every rollback, so refused calls only cost the next ones a
+    # parse again. Off (Django's default) behind a pooler that cannot carry prepared
+    # statements across its server connections (PgBouncer before 1.21 in transaction mode).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=env_int("DB_PREPARE_THRESHOLD", 5)
+    )
 if env("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 
